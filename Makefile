@@ -1,0 +1,39 @@
+# Weight Atlas. `make atlas` builds the default atlas into site/; `make test` runs the tests.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# The CPU build of PyTorch; set TORCH= to keep a torch you installed yourself.
+TORCH ?= torch==2.13.0
+CONFIG ?= site_config/default.yml
+PORT ?= 8000
+
+.PHONY: install atlas serve test bench default-model clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(if $(TORCH),$(PY) -m pip install --quiet "$(TORCH)")
+	$(PY) -m pip install --quiet -e ".[test]"
+	touch $@
+
+atlas: install
+	$(PY) -m generator build $(CONFIG)
+
+serve: atlas
+	@echo "Serving site/ at http://localhost:$(PORT)/ (Ctrl-C stops)"
+	$(PY) -m http.server --directory site $(PORT)
+
+test: install
+	$(PY) -m pytest -q
+
+bench: install
+	$(PY) -m generator.bench --out bench.json
+
+default-model: install
+	$(PY) -m generator.default_model.train
+
+clean:
+	rm -rf site bench.json .pytest_cache $(VENV)
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

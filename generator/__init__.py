@@ -1,0 +1,8 @@
+"""Weight Atlas: build a static website of a CNN's weights, a page per neuron."""
+
+from .build import build_atlas
+from .config import AtlasConfig, load_config
+from .errors import AtlasError
+from .graph import LayerGraph, trace_layers
+
+__all__ = ["AtlasConfig", "AtlasError", "LayerGraph", "build_atlas", "load_config", "trace_layers"]

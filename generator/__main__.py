@@ -1,0 +1,35 @@
+"""Command line: ``python -m generator build CONFIG`` (also installed as ``weight-atlas``)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from .build import build_atlas
+from .config import load_config
+from .errors import AtlasError
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="weight-atlas", description="Build a static atlas of a CNN's weights.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    build = commands.add_parser("build", help="build the atlas an atlas config describes")
+    build.add_argument("config", help="atlas config (YAML), e.g. site_config/default.yml")
+    build.add_argument("--output", help="output folder (default: site.output in the config)")
+    build.add_argument("--quiet", action="store_true", help="print only errors")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
+    try:
+        report = build_atlas(load_config(args.config), args.output)
+    except AtlasError as error:
+        print(f"error: {error}", file=sys.stderr)
+        print("The existing site, if any, was left untouched.", file=sys.stderr)
+        return 2
+    print(f"Built {report.output}: {report.layers} layers, {report.units} units, {report.pages} pages "
+          f"in {report.seconds:.1f}s. Open {report.output}/index.html")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

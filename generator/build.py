@@ -1,0 +1,48 @@
+"""The build: config -> model -> layer graph -> weights -> ranking -> pages -> site."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .config import AtlasConfig
+from .graph import trace_layers
+from .loading import load_model
+from .pages import ModelSummary, PageWriter
+from .ranking import rank
+from .site import mkdocs_site, staged_output
+from .weights import direct_weights
+
+log = logging.getLogger("weight_atlas")
+
+
+@dataclass(frozen=True)
+class BuildReport:
+    output: Path
+    layers: int
+    units: int
+    pages: int
+    seconds: float
+
+
+def build_atlas(config: AtlasConfig, output: str | Path | None = None) -> BuildReport:
+    """Build the atlas ``config`` describes into ``output`` (default: the config's)."""
+    start = time.perf_counter()
+    output = Path(output or config.site.output)
+    model = load_model(config)
+    input_shape = (config.input.channels, config.input.size, config.input.size)
+    graph = trace_layers(model, input_shape)
+    log.info("traced %d layers, %d direct connections", len(graph.layers), len(graph.connections))
+    for reason in graph.skipped:
+        log.info("skipped %s", reason)
+    units = rank(graph, direct_weights(model, graph), config.ranking.top_k)
+    summary = ModelSummary(config.title, sum(p.numel() for p in model.parameters()), input_shape)
+    with staged_output(output) as stage:
+        docs = stage / "docs"
+        nav = PageWriter(docs, graph, units, config, summary).write_all()
+        log.info("wrote %d unit pages; building the site with mkdocs", len(units))
+        mkdocs_site(docs, stage / "site", config.title, nav)
+        pages = sum(1 for _ in (stage / "site").rglob("*.html"))
+    return BuildReport(output, len(graph.layers), len(units), pages, time.perf_counter() - start)

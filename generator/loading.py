@@ -1,0 +1,131 @@
+"""Load the network an atlas config names, with its weights, in eval mode.
+
+Sources:
+- ``default``: the embedded narrow InceptionV1 and its committed weights;
+- ``package.module:factory``: any importable callable returning an ``nn.Module``, with the
+  weights from ``model.checkpoint`` (safetensors, or a state dict read by
+  ``torch.load(weights_only=True)``, never an arbitrary pickle).
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+from torch import nn
+
+from . import default_model
+from .config import AtlasConfig
+from .errors import AtlasError
+
+
+def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
+    """The tensors stored in a safetensors file or a PyTorch state dict."""
+    path = Path(path)
+    if not path.is_file():
+        raise AtlasError(
+            f"Checkpoint {path} does not exist. Set `model.checkpoint` in the atlas config to the "
+            f"path of a .safetensors file or a PyTorch state dict (.pt / .pth)."
+        )
+    if path.suffix == ".safetensors":
+        try:
+            return load_file(str(path))
+        except (SafetensorError, OSError, ValueError) as error:
+            raise AtlasError(
+                f"Checkpoint {path} could not be read as safetensors ({error}). The file is damaged "
+                f"or not a safetensors file: download or export it again."
+            ) from None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises many types for damaged or unsafe files
+        raise AtlasError(
+            f"Checkpoint {path} could not be read as a PyTorch state dict ({type(error).__name__}: "
+            f"{str(error).splitlines()[0] if str(error) else 'no details'}). The file is damaged, or it "
+            f"pickles whole objects, which are not loaded for safety: save `model.state_dict()` with "
+            f"torch.save, or convert it to safetensors."
+        ) from None
+    for key in ("state_dict", "model"):  # common wrappers written by training loops
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise AtlasError(
+            f"Checkpoint {path} holds a {type(state).__name__}, not a state dict of tensors. "
+            f"Save `model.state_dict()` instead."
+        )
+    return state
+
+
+def load_weights(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """Copy ``state`` into ``model``, naming every missing, unexpected or misshapen key."""
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    misshapen = [
+        f"{k} (checkpoint {tuple(state[k].shape)}, model {tuple(expected[k].shape)})"
+        for k in expected
+        if k in state and state[k].shape != expected[k].shape
+    ]
+    problems = []
+    for label, keys in (("missing", missing), ("unexpected", unexpected), ("with the wrong shape", misshapen)):
+        if keys:
+            shown = ", ".join(keys[:5]) + (f" and {len(keys) - 5} more" if len(keys) > 5 else "")
+            problems.append(f"{len(keys)} key(s) {label}: {shown}")
+    if problems:
+        raise AtlasError(
+            f"The checkpoint {source} does not fit the model: {'; '.join(problems)}. Check that "
+            f"`model.source` builds the architecture the checkpoint was saved from (same widths and "
+            f"module names)."
+        )
+    model.load_state_dict(state)
+    for name, tensor in model.state_dict().items():
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            raise AtlasError(
+                f"The weights of {source} contain NaN or infinite values in `{name}`. The checkpoint "
+                f"comes from a diverged or damaged training run: use an earlier checkpoint."
+            )
+
+
+def build_factory(source: str) -> nn.Module:
+    """Call ``package.module:factory`` and check that it gives a module."""
+    module_name, _, attribute = source.partition(":")
+    if not module_name or not attribute:
+        raise AtlasError(
+            f"`model.source: {source}` is not understood. Use `default`, or `package.module:factory` "
+            f"naming an importable function that returns an nn.Module."
+        )
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as error:
+        raise AtlasError(
+            f"`model.source: {source}`: module {module_name} cannot be imported ({error}). Install it, "
+            f"or run from the folder that contains it."
+        ) from None
+    factory = getattr(module, attribute, None)
+    if not callable(factory):
+        raise AtlasError(f"`model.source: {source}`: {module_name} has no callable `{attribute}`.")
+    model = factory()
+    if not isinstance(model, nn.Module):
+        raise AtlasError(f"`model.source: {source}` returned a {type(model).__name__}, not an nn.Module.")
+    return model
+
+
+def load_model(config: AtlasConfig) -> nn.Module:
+    """The network of ``config``, weights loaded and checked, in eval mode on the CPU."""
+    source = config.model.source
+    if source == "default":
+        model: nn.Module = default_model.NarrowInceptionV1()
+        checkpoint = config.model.checkpoint or default_model.WEIGHTS
+    else:
+        model = build_factory(source)
+        checkpoint = config.model.checkpoint
+    if checkpoint is not None:
+        load_weights(model, read_checkpoint(checkpoint), str(checkpoint))
+    if not any(isinstance(m, nn.Conv2d) for m in model.modules()):
+        raise AtlasError(
+            f"`model.source: {source}` has no nn.Conv2d layer: Weight Atlas reads convolutional "
+            f"networks. Point the config at a CNN."
+        )
+    return model.eval()

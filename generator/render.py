@@ -1,0 +1,57 @@
+"""Pictures of weights, made straight from arrays: a colormap lookup and a PNG encode.
+
+- A kernel tile is a ``kh x kw`` heatmap on the diverging RdBu scale of METHOD.md, divided
+  by its output unit's scale, so +scale is full red, -scale full blue and 0 exactly
+  ``#f7f7f7``. Positions outside a kernel's true extent, when it is shown in a larger crop,
+  are exactly zero colour. Tiles stay at one pixel per weight; pages enlarge them with
+  nearest-neighbour sampling (``image-rendering: pixelated``).
+- A first-layer kernel is shown as a colour image, min-max normalised over its three
+  channels together.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+
+import numpy as np
+from matplotlib.colors import LinearSegmentedColormap
+from PIL import Image
+
+RDBU_STOPS = ("#0571b0", "#92c5de", "#f7f7f7", "#f4a582", "#ca0020")  # negative -> positive
+# An odd number of entries puts one entry exactly at 0.5, so zero weight is exactly #f7f7f7.
+DIVERGING = LinearSegmentedColormap.from_list("atlas_rdbu", RDBU_STOPS, N=511)
+
+
+def png(pixels: np.ndarray) -> bytes:
+    """PNG bytes of an ``[h, w, 3]`` uint8 array."""
+    buffer = io.BytesIO()
+    Image.fromarray(pixels, mode="RGB").save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def data_uri(data: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(data).decode("ascii")
+
+
+def diverging_pixels(values: np.ndarray, scale: float) -> np.ndarray:
+    """``values`` coloured on the RdBu scale with ``[-scale, +scale]`` mapped end to end."""
+    unit = np.clip(values / scale, -1, 1) if scale > 0 else np.zeros_like(values)
+    return DIVERGING((unit + 1) / 2, bytes=True)[..., :3]
+
+
+def kernel_tile(kernel: np.ndarray, scale: float, extent: tuple[int, int] | None = None) -> bytes:
+    """PNG of one ``[kh, kw]`` kernel, centred in an ``extent`` crop padded with zero weight."""
+    if extent is not None and tuple(extent) != kernel.shape:
+        padded = np.zeros(extent, dtype=kernel.dtype)
+        top, left = (extent[0] - kernel.shape[0]) // 2, (extent[1] - kernel.shape[1]) // 2
+        padded[top : top + kernel.shape[0], left : left + kernel.shape[1]] = kernel
+        kernel = padded
+    return png(diverging_pixels(kernel, scale))
+
+
+def rgb_kernel(kernel: np.ndarray) -> bytes:
+    """PNG of a first-layer ``[3, kh, kw]`` kernel as a colour image (min-max over all channels)."""
+    low, high = float(kernel.min()), float(kernel.max())
+    unit = (kernel - low) / (high - low) if high > low else np.full_like(kernel, 0.5)
+    return png(np.round(unit.transpose(1, 2, 0) * 255).astype(np.uint8))
