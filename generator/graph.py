@@ -32,6 +32,8 @@ from .errors import AtlasError
 WEIGHTED = (nn.Conv2d, nn.Linear)
 CONCATENATIONS = {torch.cat, torch.concat}
 SUMS = {operator.add, operator.iadd, torch.add}
+POOLING = (nn.modules.pooling._MaxPoolNd, nn.modules.pooling._AvgPoolNd, nn.modules.pooling._AdaptiveAvgPoolNd,
+           nn.modules.pooling._AdaptiveMaxPoolNd, nn.LocalResponseNorm)
 
 
 @dataclass(frozen=True)
@@ -218,6 +220,14 @@ def trace_layers(model: nn.Module, input_shape: tuple[int, int, int]) -> LayerGr
     def total(n):
         return n.op in ("call_function", "call_method") and n.target in SUMS | {"add", "add_"} and len(inputs(n)) == 2
 
+    def pointwise(n):
+        """One tensor in, same shape out, per channel: batch-norm, activations, dropout."""
+        if n.op == "output" or len(inputs(n)) != 1 or weighted(n) or values[n].shape != values[inputs(n)[0]].shape:
+            return False
+        if n.op == "call_module":
+            return not isinstance(module(n), POOLING)
+        return "pool" not in _op_name(n) and "norm" not in _op_name(n).replace("batch_norm", "")
+
     data = [n for n in graph.nodes if n.op == "placeholder" or (is_tensor(n) and inputs(n))]
     idom = _immediate_dominators(data, inputs)
     blocks = [n for n in data if concat(n) or total(n)]
@@ -265,16 +275,25 @@ def trace_layers(model: nn.Module, input_shape: tuple[int, int, int]) -> LayerGr
                     start = stop
             layer_of[n] = Layer(unique(prefix or n.name), "mixed" if concat(n) else "sum", shape(n), tuple(names), tuple(branches))
 
+    # A layer's value includes the batch-norm and activation that follow it (its "tail").
+    tails: dict[torch.fx.Node, list[torch.fx.Node]] = {}
+    for n in layer_of:
+        chain = [n]
+        while len(consumers(chain[-1])) == 1 and pointwise(consumers(chain[-1])[0]):
+            chain.append(consumers(chain[-1])[0])
+        tails[n] = chain
+    layer_at = {chain[-1]: layer_of[n] for n, chain in tails.items()}
+
     # Direct connections: one weighted module between two browsed layers.
     connections, skipped = [], []
     for n in data:
         if not weighted(n):
             continue
         before, src = [], inputs(n)[0]
-        while src not in layer_of and src.op != "placeholder" and not weighted(src) and len(inputs(src)) == 1:
+        while src not in layer_at and src.op != "placeholder" and not weighted(src) and len(inputs(src)) == 1:
             before.append(_op_name(src))
             src = inputs(src)[0]
-        if src not in layer_of and src.op != "placeholder":
+        if src not in layer_at and src.op != "placeholder":
             continue  # fed by a bottleneck or a sum inside a block: an expanded-weights connection
         after, dst, start = [], n, 0
         while dst not in layer_of:
@@ -288,10 +307,10 @@ def trace_layers(model: nn.Module, input_shape: tuple[int, int, int]) -> LayerGr
                 break
             after.append(_op_name(users[0]))
             dst = users[0]
-        if dst is None or dst not in layer_of:
+        if dst is None:
             continue
-        target = layer_of[dst]
-        source = layer_of[src] if src in layer_of else None
+        after += [_op_name(t) for t in tails[dst][1:]]
+        target, source = layer_of[dst], layer_at.get(src)
         if isinstance(module(n), nn.Linear) and source is not None and module(n).in_features != source.channels:
             skipped.append(
                 f"{n.target}: reads {module(n).in_features} features flattened from {source.name}'s "

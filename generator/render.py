@@ -19,8 +19,8 @@ from matplotlib.colors import LinearSegmentedColormap
 from PIL import Image
 
 RDBU_STOPS = ("#0571b0", "#92c5de", "#f7f7f7", "#f4a582", "#ca0020")  # negative -> positive
-# An odd number of entries puts one entry exactly at 0.5, so zero weight is exactly #f7f7f7.
-DIVERGING = LinearSegmentedColormap.from_list("atlas_rdbu", RDBU_STOPS, N=511)
+# 1025 entries put one entry exactly on each stop (0, 1/4, 1/2, 3/4, 1): zero is exactly #f7f7f7.
+DIVERGING = LinearSegmentedColormap.from_list("atlas_rdbu", RDBU_STOPS, N=1025)
 
 
 def png(pixels: np.ndarray) -> bytes:
@@ -37,7 +37,8 @@ def data_uri(data: bytes) -> str:
 def diverging_pixels(values: np.ndarray, scale: float) -> np.ndarray:
     """``values`` coloured on the RdBu scale with ``[-scale, +scale]`` mapped end to end."""
     unit = np.clip(values / scale, -1, 1) if scale > 0 else np.zeros_like(values)
-    return DIVERGING((unit + 1) / 2, bytes=True)[..., :3]
+    rgba = DIVERGING((unit + 1) / 2)  # floats; rounding (not truncating) keeps the stops exact
+    return np.round(rgba[..., :3] * 255).astype(np.uint8)
 
 
 def kernel_tile(kernel: np.ndarray, scale: float, extent: tuple[int, int] | None = None) -> bytes:

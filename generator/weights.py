@@ -1,7 +1,8 @@
 """Direct weights: the kernel of every direct connection, as the layer values see it.
 
 A convolution's kernel is read from its module; grouped convolutions are spread to the
-full ``[out, in, kh, kw]`` with zeros; a linear map is a ``1 x 1`` kernel. Eval-mode
+full ``[out, in, kh, kw]`` with zeros, dilated ones over their true extent; a linear map
+is a ``1 x 1`` kernel. Eval-mode
 batch-norm on either side of the module is folded in, since it only rescales channels
 (its shift does not enter a weight).
 """
@@ -32,17 +33,20 @@ def _bn_scale(module: nn.Module) -> torch.Tensor:
 
 
 def dense_kernel(module: nn.Module) -> torch.Tensor:
-    """The module's weights as ``[out, in, kh, kw]``, grouped convolutions spread with zeros."""
-    if isinstance(module, nn.Linear):
-        return module.weight.detach()[:, :, None, None]
+    """The module's linear map as ``[out, in, kh, kw]`` over the input positions it reads.
+
+    Grouped convolutions get zeros between groups; a dilated kernel is spread over its
+    true extent, ``(k - 1) * dilation + 1``, with zeros between its taps.
+    """
     weight = module.weight.detach()
-    if module.groups == 1:
-        return weight
+    if isinstance(module, nn.Linear):
+        return weight[:, :, None, None]
     out_per_group, in_per_group = module.out_channels // module.groups, module.in_channels // module.groups
-    dense = weight.new_zeros(module.out_channels, module.in_channels, *weight.shape[2:])
+    (kh, kw), (dh, dw) = weight.shape[2:], module.dilation
+    dense = weight.new_zeros(module.out_channels, module.in_channels, (kh - 1) * dh + 1, (kw - 1) * dw + 1)
     for g in range(module.groups):
         rows, cols = slice(g * out_per_group, (g + 1) * out_per_group), slice(g * in_per_group, (g + 1) * in_per_group)
-        dense[rows, cols] = weight[rows]
+        dense[rows, cols, ::dh, ::dw] = weight[rows]
     return dense
 
 

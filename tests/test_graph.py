@@ -1,0 +1,62 @@
+import pytest
+
+from generator import AtlasError, trace_layers
+from generator.default_model import NarrowInceptionV1
+from tests.toy_models import EvilNames, ResidualNet, SmallCNN, DataDependent
+
+
+def test_inception_layers_and_branches_are_found_by_tracing():
+    graph = trace_layers(NarrowInceptionV1(), (3, 64, 64))
+    assert [layer.name for layer in graph.layers] == ["conv2d0", "conv2d1", "conv2d2", "mixed3a", "mixed3b", "logits"]
+    mixed3a = graph.layer("mixed3a")
+    assert mixed3a.kind == "mixed" and mixed3a.shape == (128, 8, 8)
+    assert [(b.name, b.start, b.stop) for b in mixed3a.branches] == [
+        ("conv_1x1", 0, 32), ("conv_3x3", 32, 96), ("conv_5x5", 96, 112), ("conv_pool_reduce", 112, 128)]
+    # bottlenecks are inside the block, not layers of their own
+    assert "mixed3a.conv_3x3_bottleneck" in mixed3a.modules
+    assert mixed3a.branch_of(40).name == "conv_3x3" and mixed3a.branch_of(128) is None
+
+
+def test_direct_connections_skip_bottlenecks():
+    graph = trace_layers(NarrowInceptionV1(), (3, 64, 64))
+    direct = {(c.src, c.dst, c.start, c.stop, c.module) for c in graph.connections}
+    assert direct == {
+        (None, "conv2d0", 0, 48, "conv2d0"),
+        ("conv2d0", "conv2d1", 0, 48, "conv2d1"),
+        ("conv2d1", "conv2d2", 0, 96, "conv2d2"),
+        ("conv2d2", "mixed3a", 0, 32, "mixed3a.conv_1x1"),
+        ("conv2d2", "mixed3a", 112, 128, "mixed3a.conv_pool_reduce"),
+        ("mixed3a", "mixed3b", 0, 48, "mixed3b.conv_1x1"),
+        ("mixed3a", "mixed3b", 176, 208, "mixed3b.conv_pool_reduce"),
+        ("mixed3b", "logits", 0, 24, "logits"),
+    }
+    pool_branch = next(c for c in graph.connections if c.module == "mixed3a.conv_pool_reduce")
+    assert pool_branch.before == ("maxpool1", "mixed3a.pool") and pool_branch.after == ("relu",)
+
+
+def test_residual_block_is_one_sum_layer_with_its_batch_norm():
+    graph = trace_layers(ResidualNet(), (3, 16, 16))
+    assert [(layer.name, layer.kind) for layer in graph.layers] == [("stem", "conv"), ("block", "sum"), ("head", "linear")]
+    assert graph.layer("block").shape == (16, 8, 8)
+    stem = next(c for c in graph.connections if c.dst == "stem")
+    assert stem.after == ("stem_bn", "relu")
+    head = next(c for c in graph.connections if c.dst == "head")
+    assert head.src == "block" and head.before == ("mean",)  # the relu after the sum belongs to the block
+    assert not any(c.dst == "block" for c in graph.connections)  # a sum has no single direct kernel
+
+
+def test_plain_cnn_and_names_that_are_markup():
+    graph = trace_layers(SmallCNN(), (3, 16, 16))
+    assert [layer.name for layer in graph.layers] == ["conv1", "conv2", "conv3", "fc"]
+    graph = trace_layers(EvilNames(), (3, 8, 8))
+    assert [layer.name for layer in graph.layers] == ["stem", "<script>alert(1)</script>", "../../evil"]
+
+
+def test_unknown_layer_and_untraceable_model_are_reported():
+    graph = trace_layers(SmallCNN(), (3, 16, 16))
+    with pytest.raises(AtlasError, match=r"Unknown layer `conv9`.*conv1, conv2, conv3, fc"):
+        graph.layer("conv9")
+    with pytest.raises(AtlasError, match="could not be traced with torch.fx"):
+        trace_layers(DataDependent(), (3, 16, 16))
+    with pytest.raises(AtlasError, match="failed on an input of shape"):
+        trace_layers(SmallCNN(), (1, 16, 16))

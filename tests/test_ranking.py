@@ -1,0 +1,52 @@
+import numpy as np
+import pytest
+
+from generator.graph import trace_layers
+from generator.ranking import rank
+from generator.weights import direct_weights
+from tests.toy_models import SmallCNN
+
+
+@pytest.fixture(scope="module")
+def ranked():
+    model = SmallCNN()
+    graph = trace_layers(model, (3, 16, 16))
+    weights = {w.connection.dst: w.kernel for w in direct_weights(model, graph)}
+    return rank(graph, list(direct_weights(model, graph)), top_k=5), weights
+
+
+def test_inputs_are_the_strongest_by_l2_brute_force(ranked):
+    units, weights = ranked
+    kernel = weights["conv2"]  # [12, 8, 3, 3]
+    for o in range(12):
+        norms = [float(np.sqrt((kernel[o, i].astype(np.float64) ** 2).sum())) for i in range(8)]
+        expected = sorted(range(8), key=lambda i: -norms[i])[:5]
+        unit = units[("conv2", o)]
+        assert [link.unit for link in unit.inputs] == expected
+        assert [link.l2 for link in unit.inputs] == pytest.approx([norms[i] for i in expected])
+        for link in unit.inputs:
+            assert link.sign == int(np.sign(kernel[o, link.unit].sum()))
+            assert link.scale == pytest.approx(np.abs(kernel[o]).max())  # over all 8 inputs, not the 5 shown
+        assert unit.input_count == 8
+        assert unit.excitatory + unit.inhibitory == 8
+
+
+def test_outputs_are_the_strongest_by_l2_brute_force(ranked):
+    units, weights = ranked
+    kernel = weights["conv2"]
+    for i in range(8):
+        norms = {o: float(np.sqrt((kernel[o, i].astype(np.float64) ** 2).sum())) for o in range(12)}
+        expected = sorted(norms, key=lambda o: -norms[o])[:5]
+        unit = units[("conv1", i)]
+        assert [(link.layer, link.unit) for link in unit.outputs] == [("conv2", o) for o in expected]
+        for link in unit.outputs:
+            assert link.scale == pytest.approx(np.abs(kernel[link.unit]).max())  # the output unit's scale
+            assert np.array_equal(link.kernel, kernel[link.unit, i])
+
+
+def test_first_layer_keeps_its_colour_kernel(ranked):
+    units, weights = ranked
+    unit = units[("conv1", 3)]
+    assert np.array_equal(unit.rgb_kernel, weights["conv1"][3])
+    assert unit.inputs == [] and len(unit.outputs) == 5
+    assert unit.scale == pytest.approx(np.abs(weights["conv1"][3]).max())

@@ -1,0 +1,172 @@
+"""End to end: build atlases and walk every page as a browser would."""
+
+import json
+import re
+import subprocess
+import sys
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+
+from generator import build_atlas, load_config
+from generator import build as build_module
+from tests.conftest import ROOT, write_config
+
+LOADS = {"img": "src", "script": "src", "iframe": "src", "source": "src", "link": "href", "embed": "src"}
+
+
+class Links(HTMLParser):
+    """Every address a page links to (``links``) and every address it loads (``loads``)."""
+
+    def __init__(self):
+        super().__init__()
+        self.links, self.loads = [], []
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "a" and attrs.get("href"):
+            self.links.append(attrs["href"])
+        if tag in LOADS and attrs.get(LOADS[tag]):
+            self.loads.append(attrs[LOADS[tag]])
+        if "url(" in (attrs.get("style") or ""):
+            self.loads += re.findall(r"url\(['\"]?([^'\")]+)", attrs["style"])
+
+
+def parse(page: Path) -> Links:
+    parser = Links()
+    parser.feed(page.read_text(encoding="utf-8"))
+    return parser
+
+
+def is_remote(address: str) -> bool:
+    return bool(re.match(r"^([a-z][a-z0-9+.-]*:)?//", address, re.I))
+
+
+def local_target(page: Path, address: str) -> Path | None:
+    """The file a relative address points to, or None for data:, mailto: and fragments."""
+    if address.startswith(("data:", "mailto:", "javascript:", "#")) or is_remote(address):
+        return None
+    path = address.split("#")[0].split("?")[0]
+    return (page.parent / path).resolve() if path else None
+
+
+def test_every_local_link_and_image_resolves_and_nothing_loads_from_the_network(default_site):
+    pages = sorted(default_site.rglob("*.html"))
+    assert len(pages) > 500
+    for page in pages:
+        found = parse(page)
+        for address in found.loads:
+            assert not is_remote(address), f"{page} loads {address} from the network"
+        for address in found.links + found.loads:
+            target = local_target(page, address)
+            if target is not None:
+                assert target.is_relative_to(default_site.resolve()), f"{page}: {address} leaves the site"
+                assert target.exists(), f"{page}: broken link {address}"
+    for sheet in default_site.rglob("*.css"):
+        assert not re.search(r"(@import|url\()\s*['\"]?(https?:)?//", sheet.read_text(encoding="utf-8")), sheet
+
+
+def test_every_unit_is_within_two_clicks_of_the_index(default_site):
+    index = default_site / "index.html"
+    reached = {index}
+    frontier = {index}
+    for _ in range(2):
+        frontier = {
+            target for page in frontier for address in parse(page).links
+            if (target := local_target(page, address)) is not None and target.suffix == ".html"
+        } - reached
+        reached |= frontier
+    units = set((default_site / "units").rglob("*.html"))
+    assert len(units) == 48 + 48 + 96 + 128 + 208 + 24
+    assert units <= {p.resolve() for p in reached}
+
+
+def test_unit_page_and_its_data_file(default_site):
+    page = default_site / "units" / "conv2d1" / "5.html"
+    html = page.read_text(encoding="utf-8")
+    data = json.loads((page.parent / "5.json").read_text(encoding="utf-8"))
+    assert data["layer"] == "conv2d1" and data["unit"] == 5 and len(data["inputs"]) == 24
+    assert [k["l2"] for k in data["inputs"]] == sorted((k["l2"] for k in data["inputs"]), reverse=True)
+    assert data["settings"]["ranking"]["top_k"] == 24 and data["ranking"]["by"] == "L2 norm of the kernel"
+    links = parse(page).links
+    assert "5.json" in links and "4.html" in links and "6.html" in links
+    assert "../../layers/conv2d1.html" in links
+    for k in data["inputs"][:3]:  # each listed input links to its page, in rank order
+        assert f"../conv2d0/{k['unit']}.html" in links
+    assert html.count('class="wa-tile"') == 48  # 24 inputs + 24 outputs, tiles inline
+    assert "image-rendering: pixelated" in (default_site / "assets" / "atlas.css").read_text()
+    first = (default_site / "units" / "conv2d0" / "0.html").read_text(encoding="utf-8")
+    assert 'src="0.png"' in first.replace("../../units/conv2d0/", "")
+
+
+def test_mixed_layer_page_groups_units_by_branch(default_site):
+    html = (default_site / "layers" / "mixed3a.html").read_text(encoding="utf-8")
+    headings = re.findall(r"<h2[^>]*>Branch (\w+)", html)
+    assert headings == ["conv_1x1", "conv_3x3", "conv_5x5", "conv_pool_reduce"]
+    unit = (default_site / "units" / "mixed3a" / "40.html").read_text(encoding="utf-8")
+    assert "branch <b>conv_3x3</b>" in unit and "No direct inputs" in unit
+
+
+def test_search_works_offline(default_site):
+    assert (default_site / "search" / "search_index.js").exists()  # the offline plugin's index
+
+
+def _toy_config(tmp_path, factory, output):
+    return load_config(write_config(tmp_path, model={"source": f"tests.toy_models:{factory}"},
+                                    input={"channels": 3, "size": 12}, site={"output": str(output)}))
+
+
+def test_names_are_escaped_and_no_file_lands_outside_the_output(tmp_path):
+    work = tmp_path / "work"
+    output = work / "out" / "site"
+    output.parent.mkdir(parents=True)
+    before = set(tmp_path.rglob("*"))
+    build_atlas(_toy_config(tmp_path, "evil_names", output))
+    created = set(tmp_path.rglob("*")) - before
+    assert created and all(p.resolve().is_relative_to(output.resolve()) for p in created), \
+        sorted(str(p) for p in created if not p.resolve().is_relative_to(output.resolve()))
+    pages = list(output.rglob("*.html"))
+    text = "".join(p.read_text(encoding="utf-8") for p in pages)
+    assert "<script>alert(1)</script>" not in text
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in text
+    assert {p.name for p in (output / "layers").iterdir()} == {"stem.html", "script-alert-1-script.html", "evil.html"}
+
+
+def test_failed_build_leaves_the_existing_site_untouched(tmp_path, monkeypatch):
+    output = tmp_path / "site"
+    output.mkdir()
+    (output / "index.html").write_text("the previous atlas")
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("mkdocs failed half way")
+
+    monkeypatch.setattr(build_module, "mkdocs_site", broken)
+    with pytest.raises(RuntimeError):
+        build_atlas(_toy_config(tmp_path, "small_cnn", output))
+    assert [p.name for p in output.iterdir()] == ["index.html"]
+    assert (output / "index.html").read_text() == "the previous atlas"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["atlas.yml", "site"]  # no staging left behind
+
+
+def test_rebuild_replaces_the_site_and_is_deterministic(tmp_path):
+    output = tmp_path / "site"
+    config = _toy_config(tmp_path, "small_cnn", output)
+    build_atlas(config)
+    first = {p.relative_to(output): p.read_bytes() for p in output.rglob("*") if p.is_file() and "sitemap" not in p.name}
+    (output / "stale.html").write_text("from an older build")
+    build_atlas(config)
+    second = {p.relative_to(output): p.read_bytes() for p in output.rglob("*") if p.is_file() and "sitemap" not in p.name}
+    assert first == second  # the stale file is gone, every other byte the same
+
+
+def test_command_line_reports_errors_without_a_traceback(tmp_path):
+    output = tmp_path / "site"
+    output.mkdir()
+    (output / "keep.txt").write_text("keep me")
+    config = write_config(tmp_path, model={"source": "default"}, ranking={"topk": 3}, site={"output": str(output)})
+    result = subprocess.run([sys.executable, "-m", "generator", "build", str(config)], cwd=ROOT,
+                            capture_output=True, text=True)
+    assert result.returncode == 2
+    assert "unknown setting `ranking.topk`" in result.stderr and "Traceback" not in result.stderr
+    assert (output / "keep.txt").read_text() == "keep me"
