@@ -25,24 +25,36 @@ class BuildReport:
     units: int
     pages: int
     seconds: float
+    stages: dict[str, float]  # seconds per stage, in build order
 
 
 def build_atlas(config: AtlasConfig, output: str | Path | None = None) -> BuildReport:
     """Build the atlas ``config`` describes into ``output`` (default: the config's)."""
     start = time.perf_counter()
+    stages: dict[str, float] = {}
+
+    def done(stage: str, since: float) -> float:
+        now = time.perf_counter()
+        stages[stage] = now - since
+        return now
+
     output = Path(output or config.site.output)
     model = load_model(config)
+    t = done("load", start)
     input_shape = (config.input.channels, config.input.size, config.input.size)
     graph = trace_layers(model, input_shape)
     log.info("traced %d layers, %d direct connections", len(graph.layers), len(graph.connections))
     for reason in graph.skipped:
         log.info("skipped %s", reason)
+    t = done("trace", t)
     units = rank(graph, direct_weights(model, graph), config.ranking.top_k)
-    summary = ModelSummary(config.title, sum(p.numel() for p in model.parameters()), input_shape)
+    t = done("weights and ranking", t)
+    summary = ModelSummary(config.title, sum(p.numel() for p in model.parameters()), len(units), input_shape)
     with staged_output(output) as stage:
         docs = stage / "docs"
         nav = PageWriter(docs, graph, units, config, summary).write_all()
-        log.info("wrote %d unit pages; building the site with mkdocs", len(units))
+        t = done("pages", t)
         mkdocs_site(docs, stage / "site", config.title, nav)
         pages = sum(1 for _ in (stage / "site").rglob("*.html"))
-    return BuildReport(output, len(graph.layers), len(units), pages, time.perf_counter() - start)
+        t = done("mkdocs", t)
+    return BuildReport(output, len(graph.layers), len(units), pages, time.perf_counter() - start, stages)

@@ -16,6 +16,7 @@ from typing import Any
 import jinja2
 import numpy as np
 import yaml
+from tqdm import tqdm
 
 from .config import AtlasConfig
 from .graph import Layer, LayerGraph
@@ -52,6 +53,7 @@ def plain_title(text: str) -> str:
 class ModelSummary:
     name: str
     parameters: int
+    units: int
     input_shape: tuple[int, ...]
 
 
@@ -86,10 +88,12 @@ class PageWriter:
                      summary=self.summary, config_yaml=yaml.safe_dump(self.config.as_dict(), sort_keys=False),
                      config_path=self.config.path, skipped=self.graph.skipped)
         self._render("how-to-read.md.j2", "how-to-read.md", root="", top_k=self.config.ranking.top_k)
-        for layer in self.graph.layers:
-            self._write_layer(layer)
-            for unit in range(layer.channels):
-                self._write_unit(layer, unit)
+        with tqdm(total=len(self.units), desc="unit pages", unit="page", leave=False, disable=None) as progress:
+            for layer in self.graph.layers:
+                self._write_layer(layer)
+                for unit in range(layer.channels):
+                    self._write_unit(layer, unit)
+                    progress.update()
         return [{"Atlas": "index.md"}, {"How to read this atlas": "how-to-read.md"},
                 {"Layers": [{plain_title(layer.name): f"layers/{self.slugs[layer.name]}.md"} for layer in self.graph.layers]}]
 

@@ -31,6 +31,9 @@ def mkdocs_site(docs: Path, site: Path, title: str, nav: list) -> None:
     # mkdocs reports every page left out of nav at INFO level; unit pages are, on purpose.
     logging.getLogger("mkdocs").setLevel(logging.WARNING)
     mkdocs_build(load_config(str(config_file)))
+    # The theme's 404 page links from the server root, which breaks under a sub-path
+    # (GitHub Pages project sites); without it, hosts show their own.
+    (site / "404.html").unlink(missing_ok=True)
 
 
 @contextlib.contextmanager
