@@ -12,7 +12,7 @@ from .graph import trace_layers
 from .loading import load_model
 from .pages import ModelSummary, PageWriter
 from .ranking import rank
-from .site import mkdocs_site, staged_output
+from .site import PageShell, add_to_search, mkdocs_site, staged_output
 from .weights import direct_weights
 
 log = logging.getLogger("weight_atlas")
@@ -51,10 +51,11 @@ def build_atlas(config: AtlasConfig, output: str | Path | None = None) -> BuildR
     t = done("weights and ranking", t)
     summary = ModelSummary(config.title, sum(p.numel() for p in model.parameters()), len(units), input_shape)
     with staged_output(output) as stage:
-        docs = stage / "docs"
-        nav = PageWriter(docs, graph, units, config, summary).write_all()
-        t = done("pages", t)
-        mkdocs_site(docs, stage / "site", config.title, nav)
-        pages = sum(1 for _ in (stage / "site").rglob("*.html"))
+        writer = PageWriter(graph, units, config, summary)
+        nav = writer.write_docs(stage / "docs")
+        mkdocs_site(stage / "docs", stage / "site", config.title, nav)
         t = done("mkdocs", t)
+        add_to_search(stage / "site", writer.write_units(stage / "site", PageShell.take(stage / "site")))
+        pages = sum(1 for _ in (stage / "site").rglob("*.html"))
+        t = done("unit pages", t)
     return BuildReport(output, len(graph.layers), len(units), pages, time.perf_counter() - start, stages)

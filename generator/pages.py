@@ -1,4 +1,4 @@
-"""Write the atlas's pages: Markdown (with HTML) for mkdocs, one JSON data file per unit.
+"""Write the atlas's pages: Markdown for mkdocs, and per unit an HTML page, a tile sprite and JSON.
 
 Names from the model are data: Jinja2 escapes them everywhere, and file names come from
 :func:`slug`, which keeps only ``[A-Za-z0-9_-]`` so no name can leave the output folder.
@@ -11,7 +11,7 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jinja2
 import numpy as np
@@ -21,7 +21,10 @@ from tqdm import tqdm
 from .config import AtlasConfig
 from .graph import Layer, LayerGraph
 from .ranking import Link, UnitWeights
-from .render import data_uri, kernel_tile, rgb_kernel
+from .render import rgb_kernel, tile_sprite
+
+if TYPE_CHECKING:
+    from .site import PageShell
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 
@@ -68,113 +71,138 @@ def _display(shape: tuple[int, ...], target: int) -> tuple[int, int]:
 
 
 class PageWriter:
-    """Renders every page of one atlas into a docs folder."""
+    """Renders every page of one atlas.
 
-    def __init__(self, docs: Path, graph: LayerGraph, units: dict[tuple[str, int], UnitWeights],
+    The few pages people navigate by (index, how to read, layers) are Markdown for mkdocs;
+    unit pages, thousands of them, are rendered straight into the built site inside the
+    theme's page shell (see :class:`generator.site.PageShell`).
+    """
+
+    def __init__(self, graph: LayerGraph, units: dict[tuple[str, int], UnitWeights],
                  config: AtlasConfig, summary: ModelSummary):
-        self.docs, self.graph, self.units, self.config, self.summary = docs, graph, units, config, summary
+        self.graph, self.units, self.config, self.summary = graph, units, config, summary
         self.slugs = layer_slugs(graph)
         self.env = jinja2.Environment(
             loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True, trim_blocks=True,
             lstrip_blocks=True, undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
         )
-        self.thumbnails: dict[tuple[str, int], str] = {}  # unit -> path from the docs root
+        self.thumbnails = {  # first-layer units: their colour kernel, path from the site root
+            key: f"units/{self.slugs[key[0]]}/{key[1]}.png"
+            for key, weights in units.items()
+            if weights.rgb_kernel is not None and len(weights.rgb_kernel) in (1, 3)
+        }
 
-    # -- the pages -------------------------------------------------------------------------
-    def write_all(self) -> list[dict[str, str]]:
-        """Write every page; return the mkdocs nav (unit pages stay out of it)."""
-        self._write_thumbnails()
-        self._render("index.md.j2", "index.md", root="", layers=self._layer_rows(),
-                     summary=self.summary, config_yaml=yaml.safe_dump(self.config.as_dict(), sort_keys=False),
-                     config_path=self.config.path, skipped=self.graph.skipped)
-        self._render("how-to-read.md.j2", "how-to-read.md", root="", top_k=self.config.ranking.top_k)
+    # -- mkdocs pages ----------------------------------------------------------------------
+    def write_docs(self, docs: Path) -> list[dict]:
+        """Write the Markdown pages into ``docs``; return the mkdocs nav (no unit pages)."""
+        self._render_to(docs, "index.md.j2", "index.md", title=self.config.title, root="",
+                        layers=self._layer_rows(), summary=self.summary, skipped=self.graph.skipped,
+                        config_yaml=yaml.safe_dump(self.config.as_dict(), sort_keys=False),
+                        config_path=self.config.path)
+        self._render_to(docs, "how-to-read.md.j2", "how-to-read.md", title="How to read this atlas",
+                        root="", top_k=self.config.ranking.top_k)
+        for layer in self.graph.layers:
+            groups = [(b.name, b.start, b.stop) for b in layer.branches] or [(None, 0, layer.channels)]
+            sections = [{"branch": name, "start": start, "stop": stop,
+                         "cells": [self._cell(layer.name, u) for u in range(start, stop)]}
+                        for name, start, stop in groups]
+            self._render_to(docs, "layer.md.j2", f"layers/{self.slugs[layer.name]}.md", title=layer.name,
+                            root="../", layer=layer, sections=sections, inputs=self._sources(layer))
+        return [{"Atlas": "index.md"}, {"How to read this atlas": "how-to-read.md"},
+                {"Layers": [{plain_title(layer.name): f"layers/{self.slugs[layer.name]}.md"}
+                            for layer in self.graph.layers]}]
+
+    def _render_to(self, docs: Path, template: str, path: str, title: str, **context: Any) -> None:
+        # mkdocs puts front-matter titles into its pages unescaped; the page's own heading
+        # shows the exact, escaped name. Front matter is YAML, and JSON is valid YAML.
+        text = self.env.get_template(template).render(title=title, title_yaml=json.dumps(plain_title(title)), **context)
+        _write(docs / path, text.encode("utf-8"))
+
+    # -- unit pages ------------------------------------------------------------------------
+    def write_units(self, site: Path, shell: PageShell) -> list[dict[str, str]]:
+        """Write every unit's page, tiles and data into the built ``site``; return search entries."""
+        for (layer, unit), path in self.thumbnails.items():
+            kernel = self.units[(layer, unit)].rgb_kernel
+            _write(site / path, rgb_kernel(np.repeat(kernel, 3 // len(kernel), axis=0)))
+        template = self.env.get_template("unit.html.j2")
+        entries = []
         with tqdm(total=len(self.units), desc="unit pages", unit="page", leave=False, disable=None) as progress:
             for layer in self.graph.layers:
-                self._write_layer(layer)
                 for unit in range(layer.channels):
-                    self._write_unit(layer, unit)
+                    entries.append(self._write_unit(site, shell, template, layer, unit))
                     progress.update()
-        return [{"Atlas": "index.md"}, {"How to read this atlas": "how-to-read.md"},
-                {"Layers": [{plain_title(layer.name): f"layers/{self.slugs[layer.name]}.md"} for layer in self.graph.layers]}]
+        return entries
 
-    def _write_thumbnails(self) -> None:
-        for (layer, unit), weights in self.units.items():
-            if weights.rgb_kernel is not None and weights.rgb_kernel.shape[0] in (1, 3):
-                path = f"units/{self.slugs[layer]}/{unit}.png"
-                kernel = np.repeat(weights.rgb_kernel, 3 // len(weights.rgb_kernel), axis=0)
-                self._write_bytes(path, rgb_kernel(kernel))
-                self.thumbnails[(layer, unit)] = path
-
-    def _write_layer(self, layer: Layer) -> None:
-        groups = [(b.name, b.start, b.stop) for b in layer.branches] or [(None, 0, layer.channels)]
-        sections = [
-            {"branch": name, "start": start, "stop": stop,
-             "cells": [self._cell(layer.name, u) for u in range(start, stop)]}
-            for name, start, stop in groups
-        ]
-        self._render("layer.md.j2", f"layers/{self.slugs[layer.name]}.md", root="../", layer=layer,
-                     title=layer.name, sections=sections, inputs=self._sources(layer))
-
-    def _write_unit(self, layer: Layer, unit: int) -> None:
+    def _write_unit(self, site: Path, shell: PageShell, template: jinja2.Template, layer: Layer, unit: int) -> dict:
         weights = self.units[(layer.name, unit)]
-        stem = f"units/{self.slugs[layer.name]}/{unit}"
+        folder = site / "units" / self.slugs[layer.name]
         branch = layer.branch_of(unit)
-        data = self._unit_data(layer, unit, weights)
-        self._write_bytes(stem + ".json", (json.dumps(data, indent=1, sort_keys=True) + "\n").encode())
+        title = f"{layer.name} {unit}"
+
+        # One sprite holds all of this unit's tiles: colour channels, inputs, outputs.
+        channels = list(weights.rgb_kernel) if weights.rgb_kernel is not None else []
+        kernels = channels + [k.kernel for k in weights.inputs + weights.outputs]
+        scales = [weights.scale] * len(channels) + [k.scale for k in weights.inputs + weights.outputs]
+        tiles = []
+        if kernels:
+            sprite, places = tile_sprite(kernels, scales)
+            _write(folder / f"{unit}.tiles.png", sprite)
+            sprite_size = (sum(w + 1 for _, w, _ in places) - 1, max(h for _, _, h in places))
+            tiles = [self._tile(f"{unit}.tiles.png", place, sprite_size) for place in places]
+        channel_tiles, link_tiles = tiles[: len(channels)], tiles[len(channels):]
         first = None
         if weights.rgb_kernel is not None:
-            first = {
-                "image": self._href(layer.name, unit, "../../", ".png") if (layer.name, unit) in self.thumbnails else None,
-                "channels": [
-                    {"uri": data_uri(kernel_tile(k, weights.scale)), "size": _display(k.shape, self.config.site.tile_size), "name": name}
-                    for k, name in zip(weights.rgb_kernel, ("red", "green", "blue") if len(weights.rgb_kernel) == 3 else
-                                       [f"channel {i}" for i in range(len(weights.rgb_kernel))])
-                ],
-            }
-        self._render(
-            "unit.md.j2", stem + ".md", root="../../", layer=layer, unit=unit, branch=branch,
-            title=f"{layer.name} {unit}", weights=weights, first=first,
-            inputs=[self._card(link, "in") for link in weights.inputs],
-            outputs=[self._card(link, "out") for link in weights.outputs],
-            sources=self._sources(layer, branch), data_file=f"{unit}.json",
+            names = ("red", "green", "blue") if len(channels) == 3 else [f"channel {i}" for i in range(len(channels))]
+            first = {"image": f"{unit}.png" if (layer.name, unit) in self.thumbnails else None,
+                     "channels": [dict(tile, name=name) for tile, name in zip(channel_tiles, names)]}
+        cards = [self._card(k, tile, "in") for k, tile in zip(weights.inputs, link_tiles)]
+        outputs = [self._card(k, tile, "out") for k, tile in zip(weights.outputs, link_tiles[len(cards):])]
+        body = template.render(
+            root="../../", layer=layer, unit=unit, branch=branch, weights=weights, first=first,
+            inputs=cards, outputs=outputs, sources=self._sources(layer, branch), data_file=f"{unit}.json",
             previous=f"{unit - 1}.html" if unit > 0 else None,
             next=f"{unit + 1}.html" if unit + 1 < layer.channels else None,
             layer_href=f"../../layers/{self.slugs[layer.name]}.html",
         )
+        _write(folder / f"{unit}.html", shell.page(title, body).encode("utf-8"))
+        data = self._unit_data(layer, unit, weights)
+        _write(folder / f"{unit}.json", (json.dumps(data, indent=1, sort_keys=True) + "\n").encode())
+        words = f"unit {unit} of layer {layer.name}" + (f", branch {branch.name}" if branch else "")
+        return {"location": f"units/{self.slugs[layer.name]}/{unit}.html", "title": title, "text": words}
 
     # -- view models -----------------------------------------------------------------------
+    def _tile(self, sprite: str, place: tuple[int, int, int], sprite_size: tuple[int, int]) -> dict[str, Any]:
+        x, w, h = place
+        factor = max(1, round(self.config.site.tile_size / max(w, h)))
+        return {"sprite": sprite, "width": w * factor, "height": h * factor, "x": x * factor,
+                "sprite_width": sprite_size[0] * factor, "sprite_height": sprite_size[1] * factor,
+                "label": f"{h}x{w} kernel"}
+
     def _href(self, layer: str, unit: int, root: str, suffix: str = ".html") -> str:
         return f"{root}units/{self.slugs[layer]}/{unit}{suffix}"
-
-    def _branch_name(self, layer: str, unit: int) -> str | None:
-        branch = self.graph.layer(layer).branch_of(unit)
-        return branch.name if branch else None
 
     def _cell(self, layer: str, unit: int) -> dict[str, Any]:
         thumb = self.thumbnails.get((layer, unit))
         return {"unit": unit, "href": self._href(layer, unit, "../"), "thumb": f"../{thumb}" if thumb else None}
 
-    def _card(self, link: Link, direction: str) -> dict[str, Any]:
-        width, height = _display(link.kernel.shape, self.config.site.tile_size)
+    def _card(self, link: Link, tile: dict[str, Any], direction: str) -> dict[str, Any]:
         thumb = self.thumbnails.get((link.layer, link.unit))
+        branch = self.graph.layer(link.layer).branch_of(link.unit)
         return {
-            "href": self._href(link.layer, link.unit, "../../"),
-            "layer": link.layer, "unit": link.unit, "branch": self._branch_name(link.layer, link.unit),
-            "tile": data_uri(kernel_tile(link.kernel, link.scale)),
-            "width": width, "height": height,
-            "l2": link.l2, "peak": link.peak, "sign": link.sign, "module": link.module,
-            "thumb": f"../../{thumb}" if thumb else None, "direction": direction,
+            "href": self._href(link.layer, link.unit, "../../"), "layer": link.layer, "unit": link.unit,
+            "branch": branch.name if branch else None, "tile": tile, "l2": link.l2, "peak": link.peak,
+            "sign": link.sign, "module": link.module, "thumb": f"../../{thumb}" if thumb else None,
+            "direction": direction,
         }
 
     def _sources(self, layer: Layer, branch=None) -> list[dict[str, Any]]:
         """The direct connections into ``layer`` (or into one branch of it), described."""
-        rows = []
-        for c in self.graph.connections:
-            if c.dst != layer.name or (branch is not None and not (c.start <= branch.start < c.stop)):
-                continue
-            rows.append({"src": c.src, "module": c.module, "start": c.start, "stop": c.stop,
-                         "before": list(c.before), "after": list(c.after)})
-        return rows
+        return [
+            {"src": c.src, "module": c.module, "start": c.start, "stop": c.stop,
+             "before": list(c.before), "after": list(c.after)}
+            for c in self.graph.connections
+            if c.dst == layer.name and (branch is None or c.start <= branch.start < c.stop)
+        ]
 
     def _unit_data(self, layer: Layer, unit: int, weights: UnitWeights) -> dict[str, Any]:
         def link(k: Link) -> dict[str, Any]:
@@ -201,17 +229,7 @@ class PageWriter:
                  "sources": sorted({c.src or "input image" for c in self.graph.connections if c.dst == layer.name})}
                 for layer in self.graph.layers]
 
-    # -- files -----------------------------------------------------------------------------
-    def _render(self, template: str, path: str, **context: Any) -> None:
-        title = context.get("title") or {"index.md": self.config.title, "how-to-read.md": "How to read this atlas"}[path]
-        # mkdocs puts front-matter titles into its pages unescaped; the page's own heading
-        # shows the exact, escaped name. Front matter is YAML, and JSON is valid YAML.
-        text = self.env.get_template(template).render(title_yaml=json.dumps(plain_title(title)), **context)
-        target = self.docs / path
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(text, encoding="utf-8", newline="\n")
 
-    def _write_bytes(self, path: str, data: bytes) -> None:
-        target = self.docs / path
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(data)
+def _write(target: Path, data: bytes) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(data)

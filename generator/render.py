@@ -56,3 +56,22 @@ def rgb_kernel(kernel: np.ndarray) -> bytes:
     low, high = float(kernel.min()), float(kernel.max())
     unit = (kernel - low) / (high - low) if high > low else np.full_like(kernel, 0.5)
     return png(np.round(unit.transpose(1, 2, 0) * 255).astype(np.uint8))
+
+
+def tile_sprite(kernels: list[np.ndarray], scales: list[float]) -> tuple[bytes, list[tuple[int, int, int]]]:
+    """One PNG holding many kernel tiles side by side, one pixel per weight, 1 px apart.
+
+    Returns the PNG and each tile's ``(x, width, height)`` in it. Pages show a tile by
+    enlarging the sprite with nearest-neighbour sampling and offsetting it, so a unit's
+    tiles cost one image file and one PNG encode, not one per tile.
+    """
+    widths = [k.shape[1] for k in kernels]
+    height = max(k.shape[0] for k in kernels)
+    canvas = np.zeros((height, sum(widths) + len(kernels) - 1), dtype=np.float32)
+    places, x = [], 0
+    for kernel, scale in zip(kernels, scales):
+        h, w = kernel.shape
+        canvas[:h, x : x + w] = kernel / scale if scale > 0 else 0
+        places.append((x, w, h))
+        x += w + 1
+    return png(diverging_pixels(canvas, 1.0)), places

@@ -1,4 +1,9 @@
-"""Turn a docs folder into the static site with mkdocs, and put it in place safely.
+"""Turn the pages into the static site with mkdocs, and put it in place safely.
+
+mkdocs builds the pages people navigate by, plus one *shell*: an empty page at the depth
+of the unit pages, carrying the theme's header, navigation and search. Unit pages are
+that shell with their own title and content, written straight into the built site, so
+thousands of them cost no more than the rendering of their content (DESIGN.md).
 
 The site is built into a temporary folder beside the output; the existing output is
 replaced only when the whole build succeeded, so a failed build loses nothing.
@@ -7,10 +12,13 @@ replaced only when the whole build succeeded, so a failed build loses nothing.
 from __future__ import annotations
 
 import contextlib
+import html
+import json
 import logging
 import shutil
 import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
@@ -18,17 +26,50 @@ from mkdocs.commands.build import build as mkdocs_build
 from mkdocs.config import load_config
 
 SITE_CONFIG = Path(__file__).resolve().parent.parent / "site_config"
+SHELL = Path("units") / "_shell" / "shell"  # same depth as units/<layer>/<unit>.html
+TITLE_MARK, BODY_MARK = "@@atlas-page-title@@", "@@atlas-page-body@@"
+
+
+def write_shell(docs: Path) -> None:
+    """The shell page's source: a title and a body that are placeholders."""
+    path = docs / SHELL.with_suffix(".md")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f'---\ntitle: "{TITLE_MARK}"\nsearch:\n  exclude: true\n---\n<div>{BODY_MARK}</div>\n',
+                    encoding="utf-8")
+
+
+@dataclass(frozen=True)
+class PageShell:
+    """The built shell, split around its body; ``page`` fills in a unit's title and body."""
+
+    head: str
+    tail: str
+
+    @classmethod
+    def take(cls, site: Path) -> PageShell:
+        """Read the built shell out of ``site`` and remove it from there."""
+        built = (site / SHELL.with_suffix(".html")).read_text(encoding="utf-8")
+        shutil.rmtree(site / SHELL.parent)
+        head, body_mark, tail = built.partition(BODY_MARK)
+        if not body_mark:
+            raise RuntimeError(f"the theme dropped the page body of {SHELL}.html; check site_config/overrides")
+        return cls(head, tail)
+
+    def page(self, title: str, body: str) -> str:
+        title = html.escape(title)
+        return self.head.replace(TITLE_MARK, title) + body + self.tail.replace(TITLE_MARK, title)
 
 
 def mkdocs_site(docs: Path, site: Path, title: str, nav: list) -> None:
     """Build ``docs`` into ``site`` with ``site_config/mkdocs.yml``, its assets and overrides."""
     shutil.copytree(SITE_CONFIG / "assets", docs / "assets", dirs_exist_ok=True)
+    write_shell(docs)
     settings = yaml.safe_load((SITE_CONFIG / "mkdocs.yml").read_text(encoding="utf-8"))
     settings["theme"]["custom_dir"] = str(SITE_CONFIG / settings["theme"].get("custom_dir", "overrides"))
     settings.update(site_name=title, docs_dir=str(docs), site_dir=str(site), nav=nav)
     config_file = docs.parent / "mkdocs.yml"
     config_file.write_text(yaml.safe_dump(settings, sort_keys=False), encoding="utf-8")
-    # mkdocs reports every page left out of nav at INFO level; unit pages are, on purpose.
+    # mkdocs reports every page left out of nav at INFO level; the shell is, on purpose.
     logging.getLogger("mkdocs").setLevel(logging.WARNING)
     mkdocs_build(load_config(str(config_file)))
     # The theme's 404 page links from the server root, which breaks under a sub-path
@@ -36,9 +77,23 @@ def mkdocs_site(docs: Path, site: Path, title: str, nav: list) -> None:
     (site / "404.html").unlink(missing_ok=True)
 
 
+def add_to_search(site: Path, entries: list[dict[str, str]]) -> None:
+    """Add pages written outside mkdocs to the search index (and its file:// copy)."""
+    index_file = site / "search" / "search_index.json"
+    if not index_file.exists():
+        return
+    index = json.loads(index_file.read_text(encoding="utf-8"))
+    index["docs"].extend(entries)
+    text = json.dumps(index, ensure_ascii=False, separators=(",", ":"))
+    index_file.write_text(text, encoding="utf-8")
+    script = site / "search" / "search_index.js"
+    if script.exists():  # the offline plugin's copy, loaded by pages opened from file://
+        script.write_text(f"var __index = {text}", encoding="utf-8")
+
+
 @contextlib.contextmanager
 def staged_output(output: Path) -> Iterator[Path]:
-    """A fresh folder to build into; on success it becomes ``output``, on failure it is removed."""
+    """A fresh folder to build into; on success its ``site`` becomes ``output``, else it is removed."""
     output = output.resolve()
     output.parent.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=f".{output.name}-build-", dir=output.parent))

@@ -34,9 +34,8 @@ def browser():
 def test_tiles_are_enlarged_without_blur(browser, default_site):
     browser.get((default_site / "units" / "conv2d2" / "0.html").as_uri())
     tile = browser.find_element(By.CSS_SELECTOR, ".wa-cards .wa-tile")
-    natural, shown = browser.execute_script(
-        "const t = arguments[0]; return [[t.naturalWidth, t.naturalHeight], [t.clientWidth, t.clientHeight]]", tile)
-    assert natural == [3, 3] and shown == [48, 48]
+    assert tile.get_attribute("aria-label") == "3x3 kernel"
+    assert (tile.size["width"], tile.size["height"]) == (48 + 2, 48 + 2)  # 16 px per weight, 1 px border
     assert tile.value_of_css_property("image-rendering") == "pixelated"
     shot = np.asarray(Image.open(io.BytesIO(tile.screenshot_as_png)).convert("RGB"))
     inner = shot[2:-2, 2:-2].reshape(-1, 3)  # inside the 1 px border
@@ -48,10 +47,11 @@ def test_search_works_from_file_urls(browser, default_site):
     browser.get((default_site / "index.html").as_uri())
     box = browser.find_element(By.CSS_SELECTOR, "input.md-search__input")
     box.click()
-    box.send_keys("mixed3a")
+    box.send_keys("mixed3a 40")
     meta = browser.find_element(By.CSS_SELECTOR, ".md-search-result__meta")
     deadline = time.time() + 20
     while "matching" not in meta.text and time.time() < deadline:
         time.sleep(0.2)
     assert "matching" in meta.text and not meta.text.startswith("No"), meta.text
-    assert browser.find_elements(By.CSS_SELECTOR, ".md-search-result__link")
+    found = [a.get_attribute("href") for a in browser.find_elements(By.CSS_SELECTOR, ".md-search-result__link")]
+    assert any(href.endswith("units/mixed3a/40.html") for href in found), found  # unit pages are indexed
