@@ -2,16 +2,14 @@
 
 - A kernel tile is a ``kh x kw`` heatmap on the diverging RdBu scale of METHOD.md, divided
   by its output unit's scale, so +scale is full red, -scale full blue and 0 exactly
-  ``#f7f7f7``. Positions outside a kernel's true extent, when it is shown in a larger crop,
-  are exactly zero colour. Tiles stay at one pixel per weight; pages enlarge them with
-  nearest-neighbour sampling (``image-rendering: pixelated``).
+  ``#f7f7f7``. Tiles stay at one pixel per weight, many to a sprite; pages enlarge them
+  with nearest-neighbour sampling (``image-rendering: pixelated``).
 - A first-layer kernel is shown as a colour image, min-max normalised over its three
   channels together.
 """
 
 from __future__ import annotations
 
-import base64
 import io
 
 import numpy as np
@@ -30,25 +28,11 @@ def png(pixels: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def data_uri(data: bytes) -> str:
-    return "data:image/png;base64," + base64.b64encode(data).decode("ascii")
-
-
 def diverging_pixels(values: np.ndarray, scale: float) -> np.ndarray:
     """``values`` coloured on the RdBu scale with ``[-scale, +scale]`` mapped end to end."""
     unit = np.clip(values / scale, -1, 1) if scale > 0 else np.zeros_like(values)
     rgba = DIVERGING((unit + 1) / 2)  # floats; rounding (not truncating) keeps the stops exact
     return np.round(rgba[..., :3] * 255).astype(np.uint8)
-
-
-def kernel_tile(kernel: np.ndarray, scale: float, extent: tuple[int, int] | None = None) -> bytes:
-    """PNG of one ``[kh, kw]`` kernel, centred in an ``extent`` crop padded with zero weight."""
-    if extent is not None and tuple(extent) != kernel.shape:
-        padded = np.zeros(extent, dtype=kernel.dtype)
-        top, left = (extent[0] - kernel.shape[0]) // 2, (extent[1] - kernel.shape[1]) // 2
-        padded[top : top + kernel.shape[0], left : left + kernel.shape[1]] = kernel
-        kernel = padded
-    return png(diverging_pixels(kernel, scale))
 
 
 def rgb_kernel(kernel: np.ndarray) -> bytes:

@@ -3,11 +3,15 @@ import io
 import numpy as np
 from PIL import Image
 
-from generator.render import kernel_tile, rgb_kernel
+from generator.render import rgb_kernel, tile_sprite
 
 
 def pixels(data: bytes) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+
+
+def kernel_tile(kernel: np.ndarray, scale: float) -> bytes:
+    return tile_sprite([kernel], [scale])[0]
 
 
 def hex_colour(rgb) -> str:
@@ -29,14 +33,14 @@ def test_tile_is_one_pixel_per_weight_and_scale_saturates_only_the_peak():
     assert set(map(hex_colour, clipped.reshape(-1, 3))) <= {"#0571b0", "#ca0020"}
 
 
-def test_positions_outside_the_true_extent_are_exactly_zero_colour():
-    kernel = np.ones((3, 3))
-    tile = pixels(kernel_tile(kernel, scale=1.0, extent=(5, 5)))
-    assert tile.shape == (5, 5, 3)
-    border = np.ones((5, 5), bool)
-    border[1:4, 1:4] = False
-    assert {hex_colour(p) for p in tile[border]} == {"#f7f7f7"}
-    assert {hex_colour(p) for p in tile[~border]} == {"#ca0020"}
+def test_sprite_places_tiles_side_by_side_each_on_its_own_scale():
+    a, b = np.full((3, 3), 2.0), np.full((5, 5), -2.0)
+    data, places = tile_sprite([a, b], [2.0, 4.0])
+    sprite = pixels(data)
+    assert places == [(0, 3, 3), (4, 5, 5)] and sprite.shape == (5, 9, 3)
+    assert {hex_colour(p) for p in sprite[:3, :3].reshape(-1, 3)} == {"#ca0020"}  # 2 on a scale of 2
+    assert {hex_colour(p) for p in sprite[:, 4:].reshape(-1, 3)} == {"#92c5de"}  # -2 on a scale of 4: half way to blue
+    assert {hex_colour(p) for p in sprite[3:, :3].reshape(-1, 3)} == {"#f7f7f7"}  # below the short tile: zero
 
 
 def test_first_layer_kernel_is_min_max_over_all_channels():
