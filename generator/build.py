@@ -8,12 +8,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .config import AtlasConfig
+from .expanded import layer_weights
 from .graph import trace_layers
 from .loading import load_model
 from .pages import ModelSummary, PageWriter
 from .ranking import rank
 from .site import PageShell, add_to_search, mkdocs_site, staged_output
-from .weights import direct_weights
 
 log = logging.getLogger("weight_atlas")
 
@@ -43,11 +43,11 @@ def build_atlas(config: AtlasConfig, output: str | Path | None = None) -> BuildR
     t = done("load", start)
     input_shape = (config.input.channels, config.input.size, config.input.size)
     graph = trace_layers(model, input_shape)
-    log.info("traced %d layers, %d direct connections", len(graph.layers), len(graph.connections))
+    log.info("traced %d layers, %d pairs of adjacent layers", len(graph.layers), len(graph.adjacent))
     for reason in graph.skipped:
         log.info("skipped %s", reason)
     t = done("trace", t)
-    units = rank(graph, direct_weights(model, graph), config.ranking.top_k)
+    units = rank(graph, layer_weights(graph, config.ranking.hops), config.ranking.top_k)
     t = done("weights and ranking", t)
     summary = ModelSummary(config.title, sum(p.numel() for p in model.parameters()), len(units), input_shape)
     with staged_output(output) as stage:

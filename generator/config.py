@@ -19,10 +19,12 @@ from .errors import AtlasError
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Which network to load: ``default``, or ``package.module:factory`` plus a checkpoint."""
+    """Which network to load (``default``, ``inceptionv1``, ``torchvision:NAME`` or
+    ``package.module:factory``), the checkpoint to read, and where to download it from."""
 
     source: str = "default"
     checkpoint: str | None = None
+    url: str | None = None
 
 
 @dataclass(frozen=True)
@@ -37,9 +39,10 @@ class InputConfig:
 
 @dataclass(frozen=True)
 class RankingConfig:
-    """How many of a unit's strongest connections are listed, each way."""
+    """How many of a unit's strongest connections are listed, each way, and how far back."""
 
     top_k: int = 24
+    hops: int = 1  # 2 also lists inputs from two layers up (expanded weights), and so on
 
 
 @dataclass(frozen=True)

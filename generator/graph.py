@@ -88,6 +88,10 @@ class LayerGraph:
     layers: list[Layer]
     connections: list[Connection]
     skipped: list[str] = field(default_factory=list)  # what was not connected, and why
+    # (src, dst): dst reads src with no other browsed layer between; src None is the image
+    adjacent: list[tuple[str | None, str]] = field(default_factory=list)
+    traced: TracedModel | None = field(default=None, repr=False, compare=False)
+    outputs: dict[str, torch.fx.Node] = field(default_factory=dict, repr=False, compare=False)  # layer -> value node
 
     def layer(self, name: str) -> Layer:
         for layer in self.layers:
@@ -95,6 +99,14 @@ class LayerGraph:
                 return layer
         known = ", ".join(layer.name for layer in self.layers)
         raise AtlasError(f"Unknown layer `{name}`. The browsed layers of this model are: {known}.")
+
+    def upstream(self, dst: str, hops: int) -> list[str]:
+        """The browsed layers exactly ``hops`` steps above ``dst`` along ``adjacent``."""
+        frontier = {dst}
+        for _ in range(hops):
+            frontier = {s for s, d in self.adjacent if d in frontier and s is not None}
+        order = [layer.name for layer in self.layers]
+        return sorted(frontier, key=order.index)
 
 
 def _op_name(node: torch.fx.Node) -> str:
@@ -115,31 +127,79 @@ def _trace(model: nn.Module) -> torch.fx.Graph:
         ) from None
 
 
-def _run(graph: torch.fx.Graph, model: nn.Module, example: torch.Tensor) -> dict[torch.fx.Node, object]:
-    """Every node's value on ``example``. Module names are looked up whole, never split."""
-    modules = dict(model.named_modules())
-    attributes = {**dict(model.named_parameters()), **dict(model.named_buffers())}
-    values: dict[torch.fx.Node, object] = {}
+class TracedModel:
+    """A model's torch.fx graph with every node's value on a blank input of the traced size."""
 
-    def value(arg):
-        return torch.fx.node.map_arg(arg, lambda n: values[n])
+    def __init__(self, model: nn.Module, input_shape: tuple[int, int, int]):
+        self.model = model
+        self.graph = _trace(model)
+        self.modules = dict(model.named_modules())
+        try:
+            self.values = self._run(torch.zeros(1, *input_shape))
+        except Exception as error:
+            raise AtlasError(
+                f"The model failed on an input of shape {tuple(input_shape)} "
+                f"({type(error).__name__}: {str(error).splitlines()[0]}). Set `input.channels` and "
+                f"`input.size` in the atlas config to what the model expects."
+            ) from None
 
-    with torch.no_grad():
-        for node in graph.nodes:
-            args, kwargs = value(node.args), value(node.kwargs)
-            if node.op == "placeholder":
-                values[node] = example
-            elif node.op == "get_attr":
-                values[node] = attributes[node.target]
-            elif node.op == "call_module":
-                values[node] = modules[node.target](*args, **kwargs)
-            elif node.op == "call_function":
-                values[node] = node.target(*args, **kwargs)
-            elif node.op == "call_method":
-                values[node] = getattr(args[0], node.target)(*args[1:], **kwargs)
-            elif node.op == "output":
-                values[node] = args[0]
-    return values
+    def _run(self, example: torch.Tensor) -> dict[torch.fx.Node, object]:
+        """Every node's value. Module names are looked up whole, never split at dots."""
+        attributes = {**dict(self.model.named_parameters()), **dict(self.model.named_buffers())}
+        values: dict[torch.fx.Node, object] = {}
+        with torch.no_grad():
+            for node in self.graph.nodes:
+                args, kwargs = torch.fx.node.map_arg((node.args, node.kwargs), lambda n: values[n])
+                if node.op == "placeholder":
+                    values[node] = example
+                elif node.op == "get_attr":
+                    values[node] = attributes[node.target]
+                elif node.op == "call_module":
+                    values[node] = self.modules[node.target](*args, **kwargs)
+                elif node.op == "call_function":
+                    values[node] = node.target(*args, **kwargs)
+                elif node.op == "call_method":
+                    values[node] = getattr(args[0], node.target)(*args[1:], **kwargs)
+                elif node.op == "output":
+                    values[node] = args[0]
+        return values
+
+    def is_tensor(self, n: torch.fx.Node) -> bool:
+        return isinstance(self.values.get(n), torch.Tensor)
+
+    def inputs(self, n: torch.fx.Node) -> list[torch.fx.Node]:
+        """The tensors ``n`` reads (parameters fetched with get_attr excluded)."""
+        return [p for p in n.all_input_nodes if self.is_tensor(p) and p.op != "get_attr"]
+
+    def consumers(self, n: torch.fx.Node) -> list[torch.fx.Node]:
+        return [u for u in n.users if self.is_tensor(u)]
+
+    def module(self, n: torch.fx.Node) -> nn.Module | None:
+        return self.modules[n.target] if n.op == "call_module" else None
+
+    def weighted(self, n: torch.fx.Node) -> bool:
+        return isinstance(self.module(n), WEIGHTED)
+
+    def concat(self, n: torch.fx.Node) -> bool:
+        """A concatenation along channels."""
+        if n.op != "call_function" or n.target not in CONCATENATIONS:
+            return False
+        return n.kwargs.get("dim", n.args[1] if len(n.args) > 1 else 0) in (1, 1 - self.values[n].dim())
+
+    def total(self, n: torch.fx.Node) -> bool:
+        """A sum of two tensors (a residual connection)."""
+        adds = SUMS | {"add", "add_"}
+        return n.op in ("call_function", "call_method") and n.target in adds and len(self.inputs(n)) == 2
+
+    def pointwise(self, n: torch.fx.Node) -> bool:
+        """One tensor in, same shape out, per channel: batch-norm, activations, dropout."""
+        if n.op == "output" or len(self.inputs(n)) != 1 or self.weighted(n):
+            return False
+        if self.values[n].shape != self.values[self.inputs(n)[0]].shape:
+            return False
+        if n.op == "call_module":
+            return not isinstance(self.module(n), POOLING)
+        return "pool" not in _op_name(n) and "norm" not in _op_name(n).replace("batch_norm", "")
 
 
 def _immediate_dominators(nodes: list[torch.fx.Node], inputs) -> dict[torch.fx.Node, torch.fx.Node | None]:
@@ -188,55 +248,14 @@ def _common_prefix(names: list[str]) -> str:
 
 def trace_layers(model: nn.Module, input_shape: tuple[int, int, int]) -> LayerGraph:
     """Trace ``model`` on an input of ``input_shape`` (channels, height, width)."""
-    graph = _trace(model)
-    modules = dict(model.named_modules())
-    try:
-        values = _run(graph, model, torch.zeros(1, *input_shape))
-    except Exception as error:
-        raise AtlasError(
-            f"The model failed on an input of shape {tuple(input_shape)} "
-            f"({type(error).__name__}: {str(error).splitlines()[0]}). Set `input.channels` and "
-            f"`input.size` in the atlas config to what the model expects."
-        ) from None
-
-    def is_tensor(n):
-        return isinstance(values.get(n), torch.Tensor)
-
-    def inputs(n):
-        return [p for p in n.all_input_nodes if is_tensor(p) and p.op != "get_attr"]
-
-    def consumers(n):
-        return [u for u in n.users if is_tensor(u)]
-
-    def module(n):
-        return modules[n.target] if n.op == "call_module" else None
-
-    def weighted(n):
-        return isinstance(module(n), WEIGHTED)
-
-    def concat(n):
-        return n.op == "call_function" and n.target in CONCATENATIONS and (n.kwargs.get("dim", n.args[1] if len(n.args) > 1 else 0) in (1, -3))
-
-    def total(n):
-        return n.op in ("call_function", "call_method") and n.target in SUMS | {"add", "add_"} and len(inputs(n)) == 2
-
-    def pointwise(n):
-        """One tensor in, same shape out, per channel: batch-norm, activations, dropout."""
-        if n.op == "output" or len(inputs(n)) != 1 or weighted(n) or values[n].shape != values[inputs(n)[0]].shape:
-            return False
-        if n.op == "call_module":
-            return not isinstance(module(n), POOLING)
-        return "pool" not in _op_name(n) and "norm" not in _op_name(n).replace("batch_norm", "")
-
-    data = [n for n in graph.nodes if n.op == "placeholder" or (is_tensor(n) and inputs(n))]
-    idom = _immediate_dominators(data, inputs)
-    blocks = [n for n in data if concat(n) or total(n)]
-    inside: set[torch.fx.Node] = set()
+    t = TracedModel(model, input_shape)
+    values = t.values
+    data = [n for n in t.graph.nodes if n.op == "placeholder" or (t.is_tensor(n) and t.inputs(n))]
+    idom = _immediate_dominators(data, t.inputs)
     block_members: dict[torch.fx.Node, set] = {}
-    for block in blocks:
-        members = _ancestors(block, inputs) - _ancestors(idom[block], inputs) - {idom[block]}
-        block_members[block] = members
-        inside |= members
+    for block in (n for n in data if t.concat(n) or t.total(n)):
+        block_members[block] = _ancestors(block, t.inputs) - _ancestors(idom[block], t.inputs) - {idom[block]}
+    inside = set().union(*block_members.values())
 
     layer_of: dict[torch.fx.Node, Layer] = {}
     taken: set[str] = set()
@@ -248,79 +267,106 @@ def trace_layers(model: nn.Module, input_shape: tuple[int, int, int]) -> LayerGr
         taken.add(candidate)
         return candidate
 
-    def shape(n) -> tuple[int, ...]:
-        return tuple(values[n].shape[1:])
-
     for n in data:
         if n in inside:
             continue
-        if weighted(n):
-            kind = "conv" if isinstance(module(n), nn.Conv2d) else "linear"
-            layer_of[n] = Layer(unique(n.target), kind, shape(n), (n.target,))
+        if t.weighted(n):
+            kind = "conv" if isinstance(t.module(n), nn.Conv2d) else "linear"
+            layer_of[n] = Layer(unique(n.target), kind, tuple(values[n].shape[1:]), (n.target,))
         elif n in block_members:
             members = block_members[n]
-            names = sorted(m.target for m in members if weighted(m))
+            names = sorted(m.target for m in members if t.weighted(m))
             prefix = _common_prefix(names) if names else ""
             branches = []
-            if concat(n):
+            if t.concat(n):
                 start = 0
-                for part in inputs(n):
+                for part in t.inputs(n):
                     origin = part
-                    while not weighted(origin) and len(inputs(origin)) == 1 and origin in members:
-                        origin = inputs(origin)[0]
-                    mod = origin.target if weighted(origin) and origin in members else None
+                    while not t.weighted(origin) and len(t.inputs(origin)) == 1 and origin in members:
+                        origin = t.inputs(origin)[0]
+                    mod = origin.target if t.weighted(origin) and origin in members else None
                     label = mod[len(prefix) + 1 :] if mod and prefix else (mod or part.name)
                     stop = start + values[part].shape[1]
                     branches.append(Branch(label, mod, start, stop))
                     start = stop
-            layer_of[n] = Layer(unique(prefix or n.name), "mixed" if concat(n) else "sum", shape(n), tuple(names), tuple(branches))
+            kind = "mixed" if t.concat(n) else "sum"
+            layer_of[n] = Layer(unique(prefix or n.name), kind, tuple(values[n].shape[1:]), tuple(names), tuple(branches))
+    if not layer_of:
+        raise AtlasError(f"No convolution or linear layer was found in {type(model).__name__}'s traced graph.")
 
     # A layer's value includes the batch-norm and activation that follow it (its "tail").
     tails: dict[torch.fx.Node, list[torch.fx.Node]] = {}
     for n in layer_of:
         chain = [n]
-        while len(consumers(chain[-1])) == 1 and pointwise(consumers(chain[-1])[0]):
-            chain.append(consumers(chain[-1])[0])
+        while len(t.consumers(chain[-1])) == 1 and t.pointwise(t.consumers(chain[-1])[0]):
+            chain.append(t.consumers(chain[-1])[0])
         tails[n] = chain
     layer_at = {chain[-1]: layer_of[n] for n, chain in tails.items()}
 
-    # Direct connections: one weighted module between two browsed layers.
+    connections, skipped = _direct_connections(t, data, layer_of, layer_at, tails)
+    adjacent = []
+    for n, layer in layer_of.items():
+        for source in _nearest_layers(t, n, layer_at):
+            adjacent.append((source.name if source else None, layer.name))
+    outputs = {layer_of[n].name: chain[-1] for n, chain in tails.items()}
+    return LayerGraph(tuple(input_shape), list(layer_of.values()), connections, skipped, adjacent, t, outputs)
+
+
+def _nearest_layers(t: TracedModel, node: torch.fx.Node, layer_at: dict) -> list[Layer | None]:
+    """The browsed layers (None: the image) that ``node`` reads with no browsed layer between."""
+    found, seen, stack = [], set(), list(t.inputs(node))
+    while stack:
+        n = stack.pop()
+        if n in seen:
+            continue
+        seen.add(n)
+        if n in layer_at or n.op == "placeholder":
+            source = layer_at.get(n)
+            if source not in found:
+                found.append(source)
+        else:
+            stack.extend(t.inputs(n))
+    return sorted(found, key=lambda layer: -1 if layer is None else list(layer_at.values()).index(layer))
+
+
+def _direct_connections(t: TracedModel, data, layer_of, layer_at, tails) -> tuple[list[Connection], list[str]]:
+    """One weighted module between two browsed layers, with only per-channel ops or pooling around it."""
     connections, skipped = [], []
     for n in data:
-        if not weighted(n):
+        if not t.weighted(n):
             continue
-        before, src = [], inputs(n)[0]
-        while src not in layer_at and src.op != "placeholder" and not weighted(src) and len(inputs(src)) == 1:
+        before, src = [], t.inputs(n)[0]
+        while src not in layer_at and src.op != "placeholder" and not t.weighted(src) and len(t.inputs(src)) == 1:
             before.append(_op_name(src))
-            src = inputs(src)[0]
+            src = t.inputs(src)[0]
         if src not in layer_at and src.op != "placeholder":
-            continue  # fed by a bottleneck or a sum inside a block: an expanded-weights connection
+            continue  # fed by a bottleneck or a sum inside a block: expanded weights only
         after, dst, start = [], n, 0
         while dst not in layer_of:
-            users = consumers(dst)
-            if len(users) != 1 or weighted(users[0]) or total(users[0]):
+            users = t.consumers(dst)
+            if len(users) != 1 or t.weighted(users[0]) or t.total(users[0]):
                 dst = None
                 break
-            if concat(users[0]):
-                start = sum(values[p].shape[1] for p in inputs(users[0])[: inputs(users[0]).index(dst)])
+            if t.concat(users[0]):
+                parts = t.inputs(users[0])
+                start = sum(t.values[p].shape[1] for p in parts[: parts.index(dst)])
                 dst = users[0]
                 break
             after.append(_op_name(users[0]))
             dst = users[0]
         if dst is None:
             continue
-        after += [_op_name(t) for t in tails[dst][1:]]
+        after += [_op_name(node) for node in tails[dst][1:]]
         target, source = layer_of[dst], layer_at.get(src)
-        if isinstance(module(n), nn.Linear) and source is not None and module(n).in_features != source.channels:
+        module = t.module(n)
+        if isinstance(module, nn.Linear) and source is not None and module.in_features != source.channels:
             skipped.append(
-                f"{n.target}: reads {module(n).in_features} features flattened from {source.name}'s "
-                f"{source.channels} channels and their positions; no per-channel direct weights"
+                f"{n.target}: reads {module.in_features} features flattened from {source.name}'s "
+                f"{source.channels} channels and their positions; no per-channel weights"
             )
             continue
         connections.append(Connection(
-            source.name if source else None, target.name, start, start + values[n].shape[1],
+            source.name if source else None, target.name, start, start + t.values[n].shape[1],
             n.target, tuple(reversed(before)), tuple(after),
         ))
-    if not layer_of:
-        raise AtlasError(f"No convolution or linear layer was found in {type(model).__name__}'s traced graph.")
-    return LayerGraph(tuple(input_shape), list(layer_of.values()), connections, skipped)
+    return connections, skipped

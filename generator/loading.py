@@ -2,14 +2,23 @@
 
 Sources:
 - ``default``: the embedded narrow InceptionV1 and its committed weights;
-- ``package.module:factory``: any importable callable returning an ``nn.Module``, with the
-  weights from ``model.checkpoint`` (safetensors, or a state dict read by
-  ``torch.load(weights_only=True)``, never an arbitrary pickle).
+- ``inceptionv1``: Lucid's InceptionV1, weights in the widely used conversion's format;
+- ``torchvision:NAME``: a torchvision classification model (optional extra), with its
+  published weights unless a checkpoint is given;
+- ``package.module:factory``: any importable callable returning an ``nn.Module``.
+
+Weights come from ``model.checkpoint``: safetensors, or a state dict read by
+``torch.load(weights_only=True)``, never an arbitrary pickle. When the file is missing
+and ``model.url`` is set, it is downloaded there first.
 """
 
 from __future__ import annotations
 
 import importlib
+import os
+import shutil
+import tempfile
+import urllib.request
 from pathlib import Path
 
 import torch
@@ -17,7 +26,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import nn
 
-from . import default_model
+from . import default_model, inceptionv1
 from .config import AtlasConfig
 from .errors import AtlasError
 
@@ -112,17 +121,63 @@ def build_factory(source: str) -> nn.Module:
     return model
 
 
+def fetch(path: str | Path, url: str | None) -> Path:
+    """``path``, downloaded from ``url`` first if it is missing."""
+    path = Path(path).expanduser()
+    if path.is_file() or not url:
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with urllib.request.urlopen(url, timeout=60) as response, tempfile.NamedTemporaryFile(
+                dir=path.parent, delete=False) as partial:
+            shutil.copyfileobj(response, partial)
+        os.replace(partial.name, path)
+    except OSError as error:
+        raise AtlasError(
+            f"Checkpoint {path} does not exist, and downloading it from {url} failed ({error}). Download "
+            f"that file on a machine with internet access and put it at {path}."
+        ) from None
+    return path
+
+
+def torchvision_model(name: str, pretrained: bool) -> nn.Module:
+    try:
+        import torchvision
+    except ImportError:
+        raise AtlasError(
+            f"`model.source: torchvision:{name}` needs torchvision, an optional extra: pip install "
+            f"'torch==2.14.1' 'torchvision==0.29.1' (or any pair that works together)."
+        ) from None
+    try:
+        return torchvision.models.get_model(name, weights="DEFAULT" if pretrained else None)
+    except (ValueError, KeyError) as error:
+        raise AtlasError(f"torchvision has no model `{name}` ({error}). See torchvision.models.list_models().") from None
+
+
 def load_model(config: AtlasConfig) -> nn.Module:
     """The network of ``config``, weights loaded and checked, in eval mode on the CPU."""
-    source = config.model.source
+    source, checkpoint = config.model.source, config.model.checkpoint
+    if checkpoint is not None:
+        checkpoint = fetch(checkpoint, config.model.url)
     if source == "default":
         model: nn.Module = default_model.NarrowInceptionV1()
-        checkpoint = config.model.checkpoint or default_model.WEIGHTS
+        checkpoint = checkpoint or default_model.WEIGHTS
+    elif source == "inceptionv1":
+        model = inceptionv1.InceptionV1()
+        if checkpoint is None:
+            raise AtlasError(
+                "`model.source: inceptionv1` needs `model.checkpoint`: the path of inception5h.pth (and "
+                f"`model.url: {inceptionv1.CONVERSION_URL}` to download it there when missing)."
+            )
+    elif source.startswith("torchvision:"):
+        model = torchvision_model(source.partition(":")[2], pretrained=checkpoint is None)
     else:
         model = build_factory(source)
-        checkpoint = config.model.checkpoint
     if checkpoint is not None:
-        load_weights(model, read_checkpoint(checkpoint), str(checkpoint))
+        state = read_checkpoint(checkpoint)
+        if source == "inceptionv1":
+            state = inceptionv1.from_conversion_keys(state)
+        load_weights(model, state, str(checkpoint))
     if not any(isinstance(m, nn.Conv2d) for m in model.modules()):
         raise AtlasError(
             f"`model.source: {source}` has no nn.Conv2d layer: Weight Atlas reads convolutional "

@@ -139,27 +139,31 @@ class PageWriter:
         branch = layer.branch_of(unit)
         title = f"{layer.name} {unit}"
 
-        # One sprite holds all of this unit's tiles: colour channels, inputs, outputs.
+        # One sprite holds all of this unit's tiles: colour channels, inputs, outputs, further inputs.
         channels = list(weights.rgb_kernel) if weights.rgb_kernel is not None else []
-        kernels = channels + [k.kernel for k in weights.inputs + weights.outputs]
-        scales = [weights.scale] * len(channels) + [k.scale for k in weights.inputs + weights.outputs]
+        links = weights.inputs + weights.outputs + [k for f in weights.further for k in f.links]
+        kernels = channels + [k.kernel for k in links]
+        scales = [weights.scale] * len(channels) + [k.scale for k in links]
         tiles = []
         if kernels:
             sprite, places = tile_sprite(kernels, scales)
             _write(folder / f"{unit}.tiles.png", sprite)
             sprite_size = (sum(w + 1 for _, w, _ in places) - 1, max(h for _, _, h in places))
             tiles = [self._tile(f"{unit}.tiles.png", place, sprite_size) for place in places]
-        channel_tiles, link_tiles = tiles[: len(channels)], tiles[len(channels):]
+        tiles.reverse()  # consumed from the end, in the order they were drawn
         first = None
-        if weights.rgb_kernel is not None:
+        if channels:
             names = ("red", "green", "blue") if len(channels) == 3 else [f"channel {i}" for i in range(len(channels))]
             first = {"image": f"{unit}.png" if (layer.name, unit) in self.thumbnails else None,
-                     "channels": [dict(tile, name=name) for tile, name in zip(channel_tiles, names)]}
-        cards = [self._card(k, tile, "in") for k, tile in zip(weights.inputs, link_tiles)]
-        outputs = [self._card(k, tile, "out") for k, tile in zip(weights.outputs, link_tiles[len(cards):])]
+                     "channels": [dict(tiles.pop(), name=name) for name in names]}
+        inputs = [self._card(k, tiles.pop(), "in") for k in weights.inputs]
+        outputs = [self._card(k, tiles.pop(), "out") for k in weights.outputs]
+        further = [{"layer": f.layer, "hops": f.hops, "scale": f.scale,
+                    "cards": [self._card(k, tiles.pop(), "in") for k in f.links]} for f in weights.further]
         body = template.render(
             root="../../", layer=layer, unit=unit, branch=branch, weights=weights, first=first,
-            inputs=cards, outputs=outputs, sources=self._sources(layer, branch), data_file=f"{unit}.json",
+            inputs=inputs, outputs=outputs, further=further, sources=self._sources(layer, branch),
+            source_layers=sorted({k.layer for k in weights.inputs}), data_file=f"{unit}.json",
             previous=f"{unit - 1}.html" if unit > 0 else None,
             next=f"{unit + 1}.html" if unit + 1 < layer.channels else None,
             layer_href=f"../../layers/{self.slugs[layer.name]}.html",
@@ -191,7 +195,7 @@ class PageWriter:
         return {
             "href": self._href(link.layer, link.unit, "../../"), "layer": link.layer, "unit": link.unit,
             "branch": branch.name if branch else None, "tile": tile, "l2": link.l2, "peak": link.peak,
-            "sign": link.sign, "module": link.module, "thumb": f"../../{thumb}" if thumb else None,
+            "sign": link.sign, "direct": link.direct, "thumb": f"../../{thumb}" if thumb else None,
             "direction": direction,
         }
 
@@ -206,21 +210,26 @@ class PageWriter:
 
     def _unit_data(self, layer: Layer, unit: int, weights: UnitWeights) -> dict[str, Any]:
         def link(k: Link) -> dict[str, Any]:
-            return {"layer": k.layer, "unit": k.unit, "module": k.module, "l2": _rounded(k.l2),
-                    "sign": k.sign, "peak": _rounded(k.peak), "scale": _rounded(k.scale),
+            return {"layer": k.layer, "unit": k.unit, "l2": _rounded(k.l2), "sign": k.sign,
+                    "peak": _rounded(k.peak), "scale": _rounded(k.scale),
+                    "weights": "direct" if k.direct else "expanded",
                     "kernel": [[_rounded(v) for v in row] for row in k.kernel.tolist()]}
 
         branch = layer.branch_of(unit)
         return {
             "layer": layer.name, "unit": unit, "branch": branch.name if branch else None,
             "inputs": [link(k) for k in weights.inputs], "outputs": [link(k) for k in weights.outputs],
+            "further_inputs": [{"layer": f.layer, "hops": f.hops, "scale": _rounded(f.scale),
+                                "inputs": [link(k) for k in f.links]} for f in weights.further],
             "input_count": weights.input_count, "output_count": weights.output_count,
             "excitatory_inputs": weights.excitatory, "inhibitory_inputs": weights.inhibitory,
             "input_l2": _rounded(weights.input_l2), "scale": _rounded(weights.scale),
             "rgb_kernel": None if weights.rgb_kernel is None else
             [[[_rounded(v) for v in row] for row in channel] for channel in weights.rgb_kernel.tolist()],
             "ranking": {"by": "L2 norm of the kernel", "sign": "sign of the kernel's sum",
-                        "top_k": self.config.ranking.top_k, "weights": "direct"},
+                        "top_k": self.config.ranking.top_k,
+                        "weights": "direct: the stored kernel; expanded: the linear map between the two "
+                                   "layers with ReLU as identity and max-pooling as average pooling"},
             "settings": self.config.as_dict(),
         }
 

@@ -34,15 +34,18 @@ def test_direct_connections_skip_bottlenecks():
     assert pool_branch.before == ("maxpool1", "mixed3a.pool") and pool_branch.after == ("relu",)
 
 
-def test_residual_block_is_one_sum_layer_with_its_batch_norm():
+def test_residual_blocks_are_sum_layers_with_their_batch_norm():
     graph = trace_layers(ResidualNet(), (3, 16, 16))
-    assert [(layer.name, layer.kind) for layer in graph.layers] == [("stem", "conv"), ("block", "sum"), ("head", "linear")]
+    assert [(layer.name, layer.kind) for layer in graph.layers] == [
+        ("stem", "conv"), ("block", "sum"), ("block2", "sum"), ("head", "linear")]
     assert graph.layer("block").shape == (16, 8, 8)
+    assert "block.shortcut.0" in graph.layer("block").modules  # the strided shortcut is inside the block
     stem = next(c for c in graph.connections if c.dst == "stem")
     assert stem.after == ("stem_bn", "relu")
     head = next(c for c in graph.connections if c.dst == "head")
-    assert head.src == "block" and head.before == ("mean",)  # the relu after the sum belongs to the block
-    assert not any(c.dst == "block" for c in graph.connections)  # a sum has no single direct kernel
+    assert head.src == "block2" and head.before == ("mean",)  # the relu after the sum belongs to the block
+    assert not any(c.dst.startswith("block") for c in graph.connections)  # a sum has no single stored kernel
+    assert graph.adjacent == [(None, "stem"), ("stem", "block"), ("block", "block2"), ("block2", "head")]
 
 
 def test_plain_cnn_and_names_that_are_markup():

@@ -3,7 +3,7 @@ import pytest
 
 from generator.graph import trace_layers
 from generator.ranking import rank
-from generator.weights import direct_weights
+from generator.expanded import layer_weights
 from tests.toy_models import SmallCNN
 
 
@@ -11,13 +11,13 @@ from tests.toy_models import SmallCNN
 def ranked():
     model = SmallCNN()
     graph = trace_layers(model, (3, 16, 16))
-    weights = {w.connection.dst: w.kernel for w in direct_weights(model, graph)}
-    return rank(graph, list(direct_weights(model, graph)), top_k=5), weights
+    weights = {w.dst: w.kernel for w in layer_weights(graph)}
+    return rank(graph, layer_weights(graph), top_k=5), weights
 
 
 def test_inputs_are_the_strongest_by_l2_brute_force(ranked):
     units, weights = ranked
-    kernel = weights["conv2"]  # [12, 8, 3, 3]
+    kernel = weights["conv2"]  # [12, 8, 6, 6]: 3x3 over a 2x2 max-pool
     for o in range(12):
         norms = [float(np.sqrt((kernel[o, i].astype(np.float64) ** 2).sum())) for i in range(8)]
         expected = sorted(range(8), key=lambda i: -norms[i])[:5]

@@ -19,26 +19,92 @@ class SmallCNN(nn.Module):
         return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
 
 
+class BasicBlock(nn.Module):
+    """A ResNet block: two 3x3 convolutions with batch-norm, and a strided 1x1 shortcut."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int):
+        super().__init__()
+        self.conv1, self.bn1 = nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False), nn.BatchNorm2d(c_out)
+        self.conv2, self.bn2 = nn.Conv2d(c_out, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out)
+        self.shortcut = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride=stride, bias=False), nn.BatchNorm2d(c_out))
+
+    def forward(self, x):
+        y = self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x)))))
+        return F.relu(y + self.shortcut(x))
+
+
 class ResidualNet(nn.Module):
-    """A stem, one residual block with batch-norm and a strided 1x1 shortcut, a classifier."""
+    """A stem, two residual blocks (the first strided), a classifier."""
 
     def __init__(self):
         super().__init__()
         self.stem = nn.Conv2d(3, 8, 3, padding=1)
         self.stem_bn = nn.BatchNorm2d(8)
-        self.block = nn.ModuleDict({
-            "conv1": nn.Conv2d(8, 16, 3, stride=2, padding=1), "bn1": nn.BatchNorm2d(16),
-            "conv2": nn.Conv2d(16, 16, 3, padding=1), "bn2": nn.BatchNorm2d(16),
-            "shortcut": nn.Conv2d(8, 16, 1, stride=2),
-        })
+        self.block = BasicBlock(8, 16, stride=2)
+        self.block2 = BasicBlock(16, 16, stride=1)
         self.head = nn.Linear(16, 4)
 
     def forward(self, x):
         x = F.relu(self.stem_bn(self.stem(x)))
-        b = self.block
-        y = b["bn2"](b["conv2"](F.relu(b["bn1"](b["conv1"](x)))))
-        x = F.relu(y + b["shortcut"](x))
+        x = self.block2(self.block(x))
         return self.head(x.mean(dim=(2, 3)))
+
+
+class Separable(nn.Module):
+    """MobileNet-style depthwise-separable convolutions with batch-norm and ReLU6."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem, self.stem_bn = nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.BatchNorm2d(8)
+        self.dw1, self.dw1_bn = nn.Conv2d(8, 8, 3, padding=1, groups=8), nn.BatchNorm2d(8)
+        self.pw1, self.pw1_bn = nn.Conv2d(8, 16, 1), nn.BatchNorm2d(16)
+        self.dw2, self.dw2_bn = nn.Conv2d(16, 16, 3, stride=2, padding=1, groups=16), nn.BatchNorm2d(16)
+        self.pw2, self.pw2_bn = nn.Conv2d(16, 12, 1), nn.BatchNorm2d(12)
+
+    def forward(self, x):
+        for conv, bn in ((self.stem, self.stem_bn), (self.dw1, self.dw1_bn), (self.pw1, self.pw1_bn),
+                         (self.dw2, self.dw2_bn), (self.pw2, self.pw2_bn)):
+            x = F.relu6(bn(conv(x)))
+        return x
+
+
+class DilatedGrouped(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 12, 3, padding=1)
+        self.conv2 = nn.Conv2d(12, 12, 3, padding=2, dilation=2, groups=4)
+        self.conv3 = nn.Conv2d(12, 8, 3, stride=2, padding=3, dilation=3, groups=2)
+        self.fc = nn.Linear(8, 5)
+
+    def forward(self, x):
+        x = F.leaky_relu(self.conv1(x))
+        x = F.gelu(self.conv3(F.max_pool2d(F.silu(self.conv2(x)), 3, stride=1, padding=1)))
+        return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+
+
+class Gated(nn.Module):
+    """Squeeze-and-excitation style gating between two layers: no linear twin."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1, self.conv2 = nn.Conv2d(3, 4, 3), nn.Conv2d(4, 4, 3)
+
+    def forward(self, x):
+        y = self.conv1(x)
+        return self.conv2(y * torch.sigmoid(y.mean(dim=(2, 3), keepdim=True)))
+
+
+def randomise_batch_norm(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Give every batch-norm non-trivial statistics and affine weights, then eval mode."""
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            with torch.no_grad():
+                m.running_mean.copy_(torch.randn(m.num_features, generator=g))
+                m.running_var.copy_(torch.rand(m.num_features, generator=g) * 2 + 0.2)
+                m.weight.copy_(torch.randn(m.num_features, generator=g))
+                m.bias.copy_(torch.randn(m.num_features, generator=g))
+    return model.eval()
 
 
 class EvilNames(nn.Module):

@@ -1,0 +1,126 @@
+"""Expanded weights against the gradient definition (generator.reference), model by model.
+
+For each pair of layers, the composed kernel must equal, within 1e-4 relative error, the
+window of d dst[o, centre] / d src taken by autograd through the linearised network, and
+that gradient must be zero outside the window.
+"""
+
+import pytest
+import torch
+
+from generator import AtlasError, trace_layers
+from generator.expanded import expanded_weights, layer_weights, linear_map
+from generator.inceptionv1 import InceptionV1
+from generator.reference import gradient_weights
+from tests.toy_models import DilatedGrouped, Gated, ResidualNet, Separable, SmallCNN, randomise_batch_norm
+
+
+def check_against_gradient(model, src, dst, input_shape, src_module=None, dst_module=None, every=1):
+    graph = trace_layers(model, input_shape)
+    with torch.no_grad():
+        m = linear_map(graph, src, dst)
+    channels = list(range(0, m.kernel.shape[0], every))
+    reference = gradient_weights(model, src_module or src, dst_module or dst, input_shape, channels)
+    ours = m.kernel[channels]
+    if not m.spatial:  # after global pooling: the response to a unit increase at every position
+        torch.testing.assert_close(ours[:, :, 0, 0], reference.sum(dim=(2, 3)), rtol=1e-4, atol=1e-4 * ours.abs().max())
+        return m
+    size = graph.layer(dst).shape[1:] if dst in graph.outputs else reference.shape[2:]
+    dst_shape = dict(graph.outputs)[dst] if dst in graph.outputs else None
+    centre = [graph.traced.values[dst_shape].shape[2 + i] // 2 for i in range(2)] if dst_shape is not None else None
+    top = centre[0] * m.stride[0] + m.offset[0]
+    left = centre[1] * m.stride[1] + m.offset[1]
+    h, w = m.kernel.shape[2:]
+    assert top >= 0 and left >= 0 and top + h <= reference.shape[2] and left + w <= reference.shape[3], size
+    window = reference[:, :, top : top + h, left : left + w]
+    scale = ours.abs().max()
+    assert float((window - ours).abs().max() / scale) < 1e-4
+    outside = reference.clone()
+    outside[:, :, top : top + h, left : left + w] = 0
+    assert float(outside.abs().max() / scale) < 1e-6  # the window holds every weight
+    return m
+
+
+@pytest.fixture(scope="module")
+def inception():
+    torch.manual_seed(0)
+    return InceptionV1().eval()
+
+
+@pytest.mark.parametrize("src, dst, extent", [
+    ("mixed3a", "mixed3b", 5), ("conv2d2", "mixed3b", 19), ("mixed4a", "mixed4b", 5), ("conv2d2", "mixed3a", 11),
+])
+def test_inceptionv1_matches_the_gradient(inception, src, dst, extent):
+    m = check_against_gradient(inception, src, dst, (3, 224, 224), every=23)
+    assert m.kernel.shape[2:] == (extent, extent)
+
+
+def test_inceptionv1_branches_share_one_centred_window(inception):
+    graph = trace_layers(inception, (3, 224, 224))
+    m = linear_map(graph, "mixed3a", "mixed3b")
+    assert m.offset == (-2, -2) and m.stride == (1, 1)
+    kernel = m.kernel
+    one, three, five = kernel[:128], kernel[128:320], kernel[320:416]
+    ring = torch.ones(5, 5, dtype=torch.bool)
+    ring[1:4, 1:4] = False
+    assert three[:, :, ring].abs().max() == 0 and three[:, :, 1:4, 1:4].abs().max() > 0  # 3x3 in a 5x5 crop
+    assert five[:, :, ring].abs().max() > 0
+    centre_only = torch.ones(5, 5, dtype=torch.bool)
+    centre_only[2, 2] = False
+    assert one[:, :, centre_only].abs().max() == 0  # the 1x1 branch is its kernel, at the centre
+
+
+def test_classifier_weights_are_per_channel(inception):
+    check_against_gradient(inception, "mixed5b", "softmax2_pre_activation", (3, 224, 224), every=97)
+    weights = expanded_weights(inception, "mixed5b", "softmax2_pre_activation", (3, 224, 224))
+    assert weights.shape == (1008, 1024)
+    torch.testing.assert_close(weights, inception.softmax2_pre_activation.weight.detach())
+
+
+def test_residual_network_with_batch_norm_and_strided_shortcut():
+    model = randomise_batch_norm(ResidualNet())
+    check_against_gradient(model, "stem", "block", (3, 16, 16), src_module="stem_bn")
+    check_against_gradient(model, "block", "block2", (3, 16, 16))
+    check_against_gradient(model, "stem", "block2", (3, 16, 16), src_module="stem_bn")
+    check_against_gradient(model, "block2", "head", (3, 16, 16))
+
+
+def test_depthwise_separable_network():
+    model = randomise_batch_norm(Separable())
+    check_against_gradient(model, "stem", "pw2", (3, 32, 32), src_module="stem_bn", dst_module="pw2_bn")
+    check_against_gradient(model, "dw1", "dw2", (3, 32, 32), src_module="dw1_bn", dst_module="dw2_bn")
+
+
+def test_dilated_and_grouped_convolutions():
+    model = DilatedGrouped().eval()
+    m = check_against_gradient(model, "conv1", "conv3", (3, 32, 32))
+    assert m.kernel.shape[2:] == (13, 13)  # 3x3 at dilation 3 over a 3x3 max-pool over 3x3 at dilation 2
+    check_against_gradient(model, "conv3", "fc", (3, 32, 32))  # global pooling right after: no border effects
+
+
+def test_first_layer_and_direct_marks():
+    model = SmallCNN()
+    graph = trace_layers(model, (3, 16, 16))
+    weights = {(w.src, w.dst): w for w in layer_weights(graph)}
+    torch.testing.assert_close(torch.from_numpy(weights[(None, "conv1")].kernel), model.conv1.weight.detach())
+    assert weights[(None, "conv1")].direct.all() and weights[("conv2", "conv3")].direct.all()
+    assert not weights[("conv1", "conv2")].direct.any()  # through a max-pool: expanded
+
+
+def test_further_hops_are_listed():
+    graph = trace_layers(SmallCNN(), (3, 16, 16))
+    pairs = {(w.src, w.dst, w.hops) for w in layer_weights(graph, hops=2)}
+    assert ("conv1", "conv3", 2) in pairs and ("conv2", "fc", 2) in pairs
+    assert not any(src is None for src, _, hops in pairs if hops == 2)
+
+
+def test_operations_without_a_linear_twin_are_named():
+    with pytest.raises(AtlasError, match=r"`sigmoid`.*no linear twin"):
+        expanded_weights(Gated(), "conv1", "conv2", (3, 12, 12))
+
+
+def test_unknown_layers_and_wrong_direction():
+    with pytest.raises(AtlasError, match="Unknown layer `conv7`"):
+        expanded_weights(SmallCNN(), "conv7", "conv2", (3, 16, 16))
+    with pytest.raises(AtlasError, match="does not read"):
+        expanded_weights(SmallCNN(), "conv3", "conv1", (3, 16, 16))
