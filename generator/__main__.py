@@ -26,8 +26,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         print("The existing site, if any, was left untouched.", file=sys.stderr)
         return 2
+    stages = ", ".join(f"{name} {seconds:.1f}s" for name, seconds in report.stages.items())
     print(f"Built {report.output}: {report.layers} layers, {report.units} units, {report.pages} pages "
-          f"in {report.seconds:.1f}s. Open {report.output}/index.html")
+          f"in {report.seconds:.1f}s ({stages}). Open {report.output}/index.html")
     return 0
 
 

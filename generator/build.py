@@ -42,7 +42,7 @@ def build_atlas(config: AtlasConfig, output: str | Path | None = None) -> BuildR
     model = load_model(config)
     t = done("load", start)
     input_shape = (config.input.channels, config.input.size, config.input.size)
-    graph = trace_layers(model, input_shape)
+    graph = trace_layers(model, input_shape).restricted(config.layers)
     log.info("traced %d layers, %d pairs of adjacent layers", len(graph.layers), len(graph.adjacent))
     for reason in graph.skipped:
         log.info("skipped %s", reason)
@@ -55,7 +55,7 @@ def build_atlas(config: AtlasConfig, output: str | Path | None = None) -> BuildR
         nav = writer.write_docs(stage / "docs")
         mkdocs_site(stage / "docs", stage / "site", config.title, nav)
         t = done("mkdocs", t)
-        add_to_search(stage / "site", writer.write_units(stage / "site", PageShell.take(stage / "site")))
+        add_to_search(stage / "site", writer.unit_pages.write(stage / "site", PageShell.take(stage / "site")))
         pages = sum(1 for _ in (stage / "site").rglob("*.html"))
         t = done("unit pages", t)
     return BuildReport(output, len(graph.layers), len(units), pages, time.perf_counter() - start, stages)

@@ -56,6 +56,7 @@ class SiteConfig:
 @dataclass(frozen=True)
 class AtlasConfig:
     title: str = "Weight Atlas"
+    layers: tuple[str, ...] | None = None  # the browsed layers to include (default: all)
     model: ModelConfig = field(default_factory=ModelConfig)
     input: InputConfig = field(default_factory=InputConfig)
     ranking: RankingConfig = field(default_factory=RankingConfig)
@@ -94,6 +95,10 @@ def _check(f: dataclasses.Field, value: Any, where: str, source: str) -> Any:
     if dataclasses.is_dataclass(f.default_factory):
         return _build(f.default_factory, value, where, source)
     default = f.default
+    if f.name == "layers":
+        if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
+            raise AtlasError(f"{source}: `layers` must be a list of layer names, such as [conv2d0, mixed3a].")
+        return tuple(value)
     if isinstance(default, int):
         if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
             raise AtlasError(f"{source}: `{where}` must be a positive whole number, not {value!r}.")

@@ -100,6 +100,19 @@ class LayerGraph:
         known = ", ".join(layer.name for layer in self.layers)
         raise AtlasError(f"Unknown layer `{name}`. The browsed layers of this model are: {known}.")
 
+    def restricted(self, names: tuple[str, ...] | None) -> LayerGraph:
+        """The graph with only the layers ``names`` (all when None); connections between them."""
+        if names is None:
+            return self
+        for name in names:
+            self.layer(name)  # an unknown name stops here, with the list of known ones
+        keep = set(names)
+        return LayerGraph(
+            self.input_shape, [layer for layer in self.layers if layer.name in keep],
+            [c for c in self.connections if c.dst in keep and (c.src is None or c.src in keep)], self.skipped,
+            [(s, d) for s, d in self.adjacent if d in keep and (s is None or s in keep)], self.traced, self.outputs,
+        )
+
     def upstream(self, dst: str, hops: int) -> list[str]:
         """The browsed layers exactly ``hops`` steps above ``dst`` along ``adjacent``."""
         frontier = {dst}

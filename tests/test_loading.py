@@ -72,3 +72,48 @@ def test_nan_weights_are_reported(config_file, tmp_path):
     save_file(state, str(tmp_path / "w.safetensors"))
     with pytest.raises(AtlasError, match=r"NaN or infinite values in `conv2.weight`"):
         load_model(_config(config_file, "tests.toy_models:small_cnn", tmp_path / "w.safetensors"))
+
+
+def test_inceptionv1_reads_the_conversion_format(config_file, tmp_path):
+    from generator.inceptionv1 import write_random_checkpoint
+    from generator.graph import trace_layers
+
+    path = tmp_path / "inception5h.pth"
+    write_random_checkpoint(str(path), seed=3)
+    saved = torch.load(path, weights_only=True)
+    assert "mixed3a_3x3_bottleneck_pre_relu_conv.weight" in saved and "softmax2_pre_activation_matmul.bias" in saved
+    model = load_model(_config(config_file, "inceptionv1", path))
+    assert torch.equal(model.mixed3a._modules["3x3_bottleneck"].weight, saved["mixed3a_3x3_bottleneck_pre_relu_conv.weight"])
+    graph = trace_layers(model, (3, 224, 224))
+    widths = {layer.name: layer.channels for layer in graph.layers}
+    assert widths == {"conv2d0": 64, "conv2d1": 64, "conv2d2": 192, "mixed3a": 256, "mixed3b": 480, "mixed4a": 508,
+                      "mixed4b": 512, "mixed4c": 512, "mixed4d": 528, "mixed4e": 832, "mixed5a": 832,
+                      "mixed5b": 1024, "softmax2_pre_activation": 1008}
+    assert [(b.name, b.start, b.stop) for b in graph.layer("mixed3a").branches] == [
+        ("1x1", 0, 64), ("3x3", 64, 192), ("5x5", 192, 224), ("pool_reduce", 224, 256)]
+
+
+def test_missing_checkpoint_is_downloaded_from_its_url(tmp_path):
+    from generator.loading import fetch
+
+    source = tmp_path / "published.safetensors"
+    save_file(SmallCNN().state_dict(), str(source))
+    target = tmp_path / "cache" / "net.safetensors"
+    assert fetch(target, source.as_uri()) == target and target.read_bytes() == source.read_bytes()
+    with pytest.raises(AtlasError, match="downloading it from .* failed.*put it at"):
+        fetch(tmp_path / "other.pth", "http://127.0.0.1:9/inception5h.pth")
+
+
+def test_torchvision_source_without_torchvision_is_explained(config_file, monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_torchvision(name, *args, **kwargs):
+        if name == "torchvision":
+            raise ImportError("No module named 'torchvision'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_torchvision)
+    with pytest.raises(AtlasError, match="needs torchvision, an optional extra"):
+        load_model(_config(config_file, "torchvision:resnet18"))

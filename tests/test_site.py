@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from generator import build_atlas, load_config
+from generator import AtlasError, build_atlas, load_config
 from generator import build as build_module
 from tests.conftest import ROOT, write_config
 
@@ -87,26 +87,36 @@ def test_unit_page_and_its_data_file(default_site):
     page = default_site / "units" / "conv2d1" / "5.html"
     html = page.read_text(encoding="utf-8")
     data = json.loads((page.parent / "5.json").read_text(encoding="utf-8"))
-    assert data["layer"] == "conv2d1" and data["unit"] == 5 and len(data["inputs"]) == 24
-    assert [k["l2"] for k in data["inputs"]] == sorted((k["l2"] for k in data["inputs"]), reverse=True)
+    assert data["layer"] == "conv2d1" and data["unit"] == 5
+    [inputs] = data["inputs"]
+    assert inputs["from"] == "conv2d0" and len(inputs["units"]) == 24
+    assert inputs["l2"] == sorted(inputs["l2"], reverse=True)
+    assert set(inputs["weights"]) == {"expanded"}  # through a max-pool
     assert data["settings"]["ranking"]["top_k"] == 24 and data["ranking"]["by"] == "L2 norm of the kernel"
     links = parse(page).links
     assert "5.json" in links and "4.html" in links and "6.html" in links
     assert "../../layers/conv2d1.html" in links
-    unit_links = [a for a in links if a.startswith("../../units/conv2d0/")]
-    assert unit_links[:3] == [f"../../units/conv2d0/{k['unit']}.html" for k in data["inputs"][:3]]  # rank order
-    assert html.count('class="wa-tile"') == 48  # 24 inputs + 24 outputs, tiles inline
+    unit_links = [a for a in links if a.startswith("../conv2d0/")]
+    assert unit_links[:3] == [f"../conv2d0/{u}.html" for u in inputs["units"][:3]]  # rank order
+    assert html.count('class="wa-tile ') == 48  # 24 inputs + 24 outputs, all from one sprite
+    assert html.count('background-image:url(5.tiles.png)') >= 1
     assert "image-rendering: pixelated" in (default_site / "assets" / "atlas.css").read_text()
     first = (default_site / "units" / "conv2d0" / "0.html").read_text(encoding="utf-8")
-    assert 'src="0.png"' in first.replace("../../units/conv2d0/", "")
+    assert 'src="0.png"' in first
 
 
-def test_mixed_layer_page_groups_units_by_branch(default_site):
+def test_mixed_layer_pages_group_units_by_branch_and_mark_expanded_weights(default_site):
     html = (default_site / "layers" / "mixed3a.html").read_text(encoding="utf-8")
     headings = re.findall(r"<h2[^>]*>Branch (\w+)", html)
     assert headings == ["conv_1x1", "conv_3x3", "conv_5x5", "conv_pool_reduce"]
-    unit = (default_site / "units" / "mixed3a" / "40.html").read_text(encoding="utf-8")
-    assert "branch <b>conv_3x3</b>" in unit and "No direct inputs" in unit
+    unit = (default_site / "units" / "mixed3b" / "60.html").read_text(encoding="utf-8")
+    assert "branch <b>conv_3x3</b>" in unit
+    assert '<h2>Inputs <span class="wa-expanded">expanded weights</span></h2>' in unit
+    assert "how-to-read.html#expanded-weights" in unit
+    direct = (default_site / "units" / "conv2d2" / "0.html").read_text(encoding="utf-8")
+    assert "These are direct weights" in direct and "<h2>Inputs</h2>" in direct
+    read = (default_site / "how-to-read.html").read_text(encoding="utf-8")
+    assert 'id="expanded-weights"' in read and "mixed3b 345" in read  # the cancellation caveat
 
 
 def test_search_works_offline(default_site):
@@ -174,3 +184,25 @@ def test_command_line_reports_errors_without_a_traceback(tmp_path):
     assert result.returncode == 2
     assert "unknown setting `ranking.topk`" in result.stderr and "Traceback" not in result.stderr
     assert (output / "keep.txt").read_text() == "keep me"
+
+
+def test_layer_selection_and_further_hops(tmp_path):
+    output = tmp_path / "site"
+    config = load_config(write_config(tmp_path, model={"source": "tests.toy_models:small_cnn"},
+                                      input={"channels": 3, "size": 12}, layers=["conv1", "conv2", "conv3"],
+                                      ranking={"top_k": 4, "hops": 2}, site={"output": str(output)}))
+    build_atlas(config)
+    assert sorted(p.name for p in (output / "layers").iterdir()) == ["conv1.html", "conv2.html", "conv3.html"]
+    unit = (output / "units" / "conv3" / "0.html").read_text(encoding="utf-8")
+    assert "Inputs from conv1, 2 layers up" in unit
+    data = json.loads((output / "units" / "conv3" / "0.json").read_text(encoding="utf-8"))
+    assert data["further_inputs"][0]["from"] == "conv1" and len(data["further_inputs"][0]["units"]) == 4
+    assert data["outputs"] == []  # fc is not in the atlas, so nothing links to it
+
+
+def test_unknown_layer_in_config_is_reported(tmp_path):
+    config = load_config(write_config(tmp_path, model={"source": "tests.toy_models:small_cnn"},
+                                      input={"channels": 3, "size": 12}, layers=["conv1", "conv9"],
+                                      site={"output": str(tmp_path / "site")}))
+    with pytest.raises(AtlasError, match=r"Unknown layer `conv9`.*conv1, conv2, conv3, fc"):
+        build_atlas(config)

@@ -1,0 +1,171 @@
+"""Unit pages: per unit one HTML page, one tile sprite and one JSON data file.
+
+There are thousands of units, so this stage is built for speed and size: a unit's tiles
+are one sprite PNG, its connection cards are short HTML strings made here (every name
+from the model escaped), and the page is the theme's shell around the rendered
+``unit.html.j2``, written straight into the built site.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import jinja2
+import numpy as np
+from tqdm import tqdm
+
+from .config import AtlasConfig
+from .graph import Layer, LayerGraph
+from .ranking import Link, UnitWeights
+from .render import rgb_kernel, tile_sprite
+
+if TYPE_CHECKING:
+    from .site import PageShell
+
+SIGNS = {1: ("wa-exc", "+"), -1: ("wa-inh", "&minus;"), 0: ("", "")}
+
+
+class UnitPages:
+    def __init__(self, graph: LayerGraph, units: dict[tuple[str, int], UnitWeights], config: AtlasConfig,
+                 slugs: dict[str, str], env: jinja2.Environment):
+        self.graph, self.units, self.config, self.slugs = graph, units, config, slugs
+        self.template = env.get_template("unit.html.j2")
+        self.names = {layer.name: html.escape(layer.name) for layer in graph.layers}
+        self.branch_labels = {  # per layer, the escaped branch label of every unit
+            layer.name: [f'<span class="wa-branch">{html.escape(b.name)}</span>' if (b := layer.branch_of(u)) else ""
+                         for u in range(layer.channels)]
+            for layer in graph.layers
+        }
+        self.thumbnails = {key for key, w in units.items() if w.rgb_kernel is not None and len(w.rgb_kernel) in (1, 3)}
+
+    def thumbnail(self, layer: str, unit: int) -> str | None:
+        """Path from the site root of a first-layer unit's colour kernel."""
+        return f"units/{self.slugs[layer]}/{unit}.png" if (layer, unit) in self.thumbnails else None
+
+    def write(self, site: Path, shell: PageShell) -> list[dict[str, str]]:
+        """Write every unit's files into ``site``; return the units' search entries."""
+        for layer, unit in sorted(self.thumbnails):
+            kernel = self.units[(layer, unit)].rgb_kernel
+            _write(site / self.thumbnail(layer, unit), rgb_kernel(np.repeat(kernel, 3 // len(kernel), axis=0)))
+        entries = []
+        with tqdm(total=len(self.units), desc="unit pages", unit="page", leave=False, disable=None) as progress:
+            for layer in self.graph.layers:
+                for unit in range(layer.channels):
+                    entries.append(self._write_unit(site / "units" / self.slugs[layer.name], shell, layer, unit))
+                    progress.update()
+        return entries
+
+    def _write_unit(self, folder: Path, shell: PageShell, layer: Layer, unit: int) -> dict[str, str]:
+        weights = self.units[(layer.name, unit)]
+        branch = layer.branch_of(unit)
+        title = f"{layer.name} {unit}"
+        channels = list(weights.rgb_kernel) if weights.rgb_kernel is not None else []
+        links = weights.inputs + weights.outputs + [k for f in weights.further for k in f.links]
+        tiles, css = [], ""
+        if channels or links:  # one sprite holds all the unit's tiles, in this order
+            sprite, places = tile_sprite(channels + [k.kernel for k in links],
+                                         [weights.scale] * len(channels) + [k.scale for k in links])
+            _write(folder / f"{unit}.tiles.png", sprite)
+            tiles, css = self._tiles(f"{unit}.tiles.png", places)
+        tiles.reverse()  # taken from the end, in drawing order
+        first = None
+        if channels:
+            names = ("red", "green", "blue") if len(channels) == 3 else [f"channel {i}" for i in range(len(channels))]
+            first = {"image": f"{unit}.png" if (layer.name, unit) in self.thumbnails else None,
+                     "channels": [(name, tiles.pop()) for name in names]}
+        inputs = self._cards(weights.inputs, tiles, "in")
+        outputs = self._cards(weights.outputs, tiles, "out")
+        further = [{"layer": f.layer, "hops": f.hops, "scale": f.scale, "count": len(f.links),
+                    "cards": self._cards(f.links, tiles, "in")} for f in weights.further]
+        body = self.template.render(
+            root="../../", layer=layer, unit=unit, branch=branch, weights=weights, first=first, tile_css=css,
+            inputs=inputs, outputs=outputs, further=further,
+            inputs_expanded=any(not k.direct for k in weights.inputs),
+            outputs_expanded=any(not k.direct for k in weights.outputs),
+            input_count=len(weights.inputs), output_count=len(weights.outputs),
+            source_layers=sorted({k.layer for k in weights.inputs}),
+            target_layers=sorted({k.layer for k in weights.outputs}), data_file=f"{unit}.json",
+            previous=f"{unit - 1}.html" if unit > 0 else None,
+            next=f"{unit + 1}.html" if unit + 1 < layer.channels else None,
+            layer_href=f"../../layers/{self.slugs[layer.name]}.html",
+        )
+        _write(folder / f"{unit}.html", shell.page(title, body).encode("utf-8"))
+        _write(folder / f"{unit}.json", json.dumps(self._data(layer, unit, weights), separators=(",", ":")).encode())
+        words = f"unit {unit} of layer {layer.name}" + (f", branch {branch.name}" if branch else "")
+        return {"location": f"units/{self.slugs[layer.name]}/{unit}.html", "title": title, "text": words}
+
+    def _tiles(self, sprite: str, places: list[tuple[int, int, int]]) -> tuple[list[str], str]:
+        """Each tile's HTML, and the page CSS of its shapes: whole screen pixels per weight."""
+        width, height = sum(w + 1 for _, w, _ in places) - 1, max(h for _, _, h in places)
+        shapes: dict[tuple[int, int, int], str] = {}
+        tiles = []
+        for x, w, h in places:
+            factor = max(1, round(self.config.site.tile_size / max(w, h)))
+            shape = shapes.setdefault((w, h, factor), f"t{len(shapes)}")
+            tiles.append(f'<i class="wa-tile {shape}" style="background-position:-{x * factor}px 0"></i>')
+        css = "".join(
+            f".{name}{{width:{w * f}px;height:{h * f}px;background-image:url({sprite});"
+            f"background-size:{width * f}px {height * f}px}}"
+            for (w, h, f), name in shapes.items())
+        return tiles, css
+
+    def _cards(self, links: list[Link], tiles: list[str], direction: str) -> str:
+        """Connection cards, small: thousands of pages carry a hundred each."""
+        named = len({k.layer for k in links}) > 1  # name the layer only when the list mixes layers
+        marked = len({k.direct for k in links}) > 1  # mark expanded cards only among direct ones
+        cards = []
+        for link in links:
+            style, sign = SIGNS[link.sign]
+            thumb = self.thumbnail(link.layer, link.unit)
+            tile = tiles.pop()
+            if thumb:
+                picture = f'<img class="wa-thumb" src="../../{thumb}" alt="" width="32" height="32">'
+                tile = f'<span class="wa-flow">{picture + tile if direction == "in" else tile + picture}</span>'
+            name = f"{self.names[link.layer]} " if named else ""
+            mark = '<span class="wa-expanded">expanded</span>' if marked and not link.direct else ""
+            cards.append(f'<a class="wa-card {style}" href="../{self.slugs[link.layer]}/{link.unit}.html">{tile}'
+                         f'<span class="wa-name">{name}<b>{link.unit}</b></span>'
+                         f'{self.branch_labels[link.layer][link.unit]}{mark}'
+                         f'<span class="wa-score">{link.l2:.3g}{sign}</span></a>\n')
+        return "".join(cards)
+
+    def _data(self, layer: Layer, unit: int, weights: UnitWeights) -> dict[str, Any]:
+        """The unit's data file: ranked connections as columns, grouped by the layer at the other end."""
+        def columns(links: list[Link], key: str) -> list[dict[str, Any]]:
+            groups = []
+            for name in dict.fromkeys(k.layer for k in links):
+                chosen = [k for k in links if k.layer == name]
+                groups.append({key: name, "units": [k.unit for k in chosen],
+                               "l2": [_rounded(k.l2) for k in chosen], "sign": [k.sign for k in chosen],
+                               "peak": [_rounded(k.peak) for k in chosen],
+                               "weights": ["direct" if k.direct else "expanded" for k in chosen]})
+            return groups
+
+        branch = layer.branch_of(unit)
+        return {
+            "layer": layer.name, "unit": unit, "branch": branch.name if branch else None,
+            "inputs": columns(weights.inputs, "from"), "outputs": columns(weights.outputs, "to"),
+            "further_inputs": [dict(columns(f.links, "from")[0], hops=f.hops) for f in weights.further if f.links],
+            "input_count": weights.input_count, "output_count": weights.output_count,
+            "excitatory_inputs": weights.excitatory, "inhibitory_inputs": weights.inhibitory,
+            "input_l2": _rounded(weights.input_l2), "scale": _rounded(weights.scale),
+            "rgb_kernel": None if weights.rgb_kernel is None else np.round(weights.rgb_kernel, 6).tolist(),
+            "ranking": {"by": "L2 norm of the kernel", "sign": "sign of the kernel's sum",
+                        "scale": "largest absolute weight over all of this unit's inputs from that layer",
+                        "top_k": self.config.ranking.top_k,
+                        "weights": "direct: the stored kernel; expanded: the linear map between the two layers "
+                                   "with ReLU as the identity and max-pooling as average pooling"},
+            "settings": self.config.as_dict(),
+        }
+
+
+def _rounded(x: float) -> float:
+    return float(f"{x:.6g}")
+
+
+def _write(target: Path, data: bytes) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(data)
