@@ -3,6 +3,8 @@
 from .build import build_atlas
 from .config import AtlasConfig, load_config
 from .errors import AtlasError
+from .expanded import expanded_weights, linear_map
 from .graph import LayerGraph, trace_layers
 
-__all__ = ["AtlasConfig", "AtlasError", "LayerGraph", "build_atlas", "load_config", "trace_layers"]
+__all__ = ["AtlasConfig", "AtlasError", "LayerGraph", "build_atlas", "expanded_weights", "linear_map",
+           "load_config", "trace_layers"]

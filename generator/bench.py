@@ -4,7 +4,12 @@ Measured in one run on this machine:
 - kernel tiles: ours (colormap lookup + one Pillow PNG per unit's sprite) against a
   matplotlib figure per tile, the obvious way to draw a heatmap; median time per tile and
   the ratio;
-- the default atlas: build time per stage, pages, site size, peak memory (ru_maxrss).
+- expanded weights of InceptionV1 (random weights) for every adjacent pair of browsed
+  layers: ours (composed kernels, median of 3) against the gradient definition, one
+  backward pass per output channel (generator.reference), with the largest difference;
+- the default atlas: build time per stage, pages, site size, peak memory (ru_maxrss);
+- the full InceptionV1 weights-only atlas (site_config/inceptionv1.yml, random weights in
+  the conversion's format), built in a child process: time, pages, size, peak memory.
 """
 
 from __future__ import annotations
@@ -13,8 +18,11 @@ import argparse
 import io
 import json
 import platform
+import re
 import resource
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -28,6 +36,10 @@ import torch  # noqa: E402
 
 from .build import build_atlas  # noqa: E402
 from .config import load_config  # noqa: E402
+from .expanded import linear_map  # noqa: E402
+from .graph import trace_layers  # noqa: E402
+from .inceptionv1 import InceptionV1, write_random_checkpoint  # noqa: E402
+from .reference import gradient_weights, window_of  # noqa: E402
 from .render import DIVERGING, tile_sprite  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -80,6 +92,53 @@ def bench_default_atlas(runs: int = 3) -> dict:
     }
 
 
+def bench_expanded() -> dict:
+    torch.manual_seed(0)
+    model = InceptionV1().eval()
+    shape = (3, 224, 224)
+    graph = trace_layers(model, shape)
+    rows = []
+    for src, dst in graph.adjacent:
+        if src is None:
+            continue
+        with torch.no_grad():
+            ours = _median_seconds(lambda: linear_map(graph, src, dst), 3)  # noqa: B023
+            m = linear_map(graph, src, dst)
+        start = time.perf_counter()
+        gradient = gradient_weights(model, src, dst, shape)
+        reference = time.perf_counter() - start
+        if m.spatial:
+            size = graph.traced.values[graph.outputs[dst]].shape[2:]
+            expected = window_of(gradient, tuple(m.kernel.shape), m.stride, m.offset, size)
+        else:
+            expected = gradient.sum(dim=(2, 3), keepdim=True)
+        difference = float((expected - m.kernel).abs().max() / m.kernel.abs().max())
+        rows.append({"pair": f"{src} -> {dst}", "kernel": list(m.kernel.shape), "ours_s": ours,
+                     "gradient_s": reference, "speedup": reference / ours, "max_relative_difference": difference})
+    total_ours, total_reference = sum(r["ours_s"] for r in rows), sum(r["gradient_s"] for r in rows)
+    return {"expanded": rows, "expanded_total_ours_s": total_ours, "expanded_total_gradient_s": total_reference,
+            "expanded_total_speedup": total_reference / total_ours}
+
+
+def bench_inceptionv1_atlas() -> dict:
+    with tempfile.TemporaryDirectory() as folder:
+        folder = Path(folder)
+        write_random_checkpoint(str(folder / "inception5h.pth"))
+        config = (ROOT / "site_config" / "inceptionv1.yml").read_text()
+        config = re.sub(r"checkpoint: .*", f"checkpoint: {folder / 'inception5h.pth'}", config)
+        config = re.sub(r"output: .*", f"output: {folder / 'site'}", config)
+        (folder / "atlas.yml").write_text(config)
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "generator", "build", str(folder / "atlas.yml"), "--quiet"],
+                       cwd=ROOT, check=True, capture_output=True)
+        seconds = time.perf_counter() - start
+        sizes = [p.stat().st_size for p in (folder / "site").rglob("*") if p.is_file()]
+        pages = sum(1 for _ in (folder / "site").rglob("*.html"))
+    return {"inceptionv1_build_s": seconds, "inceptionv1_pages": pages, "inceptionv1_files": len(sizes),
+            "inceptionv1_size_mb": sum(sizes) / 2**20, "inceptionv1_largest_file_mb": max(sizes) / 2**20,
+            "inceptionv1_peak_rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "bench.json")
@@ -91,6 +150,8 @@ def main(argv: list[str] | None = None) -> None:
         **bench_tiles(),
         **bench_default_atlas(args.runs),
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        **bench_expanded(),
+        **bench_inceptionv1_atlas(),
     }
     args.out.write_text(json.dumps(results, indent=1) + "\n")
     rows = [
@@ -102,6 +163,17 @@ def main(argv: list[str] | None = None) -> None:
         ("pages / files", f"{results['atlas_pages']} / {results['atlas_files']}"),
         ("site size", f"{results['atlas_size_mb']:.1f} MB (largest file {results['atlas_largest_file_kb']:.0f} KB)"),
         ("peak memory", f"{results['peak_rss_mb']:.0f} MB"),
+        *[(f"expanded {r['pair']} {tuple(r['kernel'])}",
+           f"ours {r['ours_s']:.3f} s, gradient {r['gradient_s']:.2f} s, {r['speedup']:.0f}x, "
+           f"max rel. diff {r['max_relative_difference']:.1e}") for r in results["expanded"]],
+        ("expanded, all adjacent pairs", f"ours {results['expanded_total_ours_s']:.2f} s, gradient "
+                                         f"{results['expanded_total_gradient_s']:.1f} s, "
+                                         f"{results['expanded_total_speedup']:.0f}x"),
+        ("InceptionV1 atlas build (12 layers)", f"{results['inceptionv1_build_s']:.1f} s"),
+        ("InceptionV1 pages / files", f"{results['inceptionv1_pages']} / {results['inceptionv1_files']}"),
+        ("InceptionV1 site size", f"{results['inceptionv1_size_mb']:.0f} MB "
+                                  f"(largest file {results['inceptionv1_largest_file_mb']:.1f} MB)"),
+        ("InceptionV1 build peak memory", f"{results['inceptionv1_peak_rss_mb']:.0f} MB"),
     ]
     width = max(len(r[0]) for r in rows)
     for name, value in rows:

@@ -58,15 +58,17 @@ class LinearMap:
 
 
 def _with_boxes(m: LinearMap) -> LinearMap:
-    """``m`` with its pending average pools applied to the kernel."""
+    """``m`` with its pending average pools applied to the kernel (a box is separable)."""
     kernel = m.kernel
     for (kh, kw), (sy, sx) in m.boxes:
         h, w = kernel.shape[2:]
-        spread = kernel.new_zeros(*kernel.shape[:2], h + (kh - 1) * sy, w + (kw - 1) * sx)
+        rows = kernel.new_zeros(*kernel.shape[:2], h + (kh - 1) * sy, w)
         for a in range(kh):
-            for b in range(kw):
-                spread[:, :, a * sy : a * sy + h, b * sx : b * sx + w] += kernel
-        kernel = spread / (kh * kw)
+            rows[:, :, a * sy : a * sy + h] += kernel
+        kernel = kernel.new_zeros(*kernel.shape[:2], rows.shape[2], w + (kw - 1) * sx)
+        for b in range(kw):
+            kernel[:, :, :, b * sx : b * sx + w] += rows
+        kernel /= kh * kw
     return replace(m, kernel=kernel, boxes=())
 
 
@@ -81,6 +83,17 @@ def _conv(m: LinearMap, weight: torch.Tensor, stride, padding, dilation, groups:
     # kernel'[o, c'] = sum_i,a W[o, i, a] K[i, c', u - a*step]: a transposed convolution of K by W,
     # with the source channel c' as the batch.
     out_channels, in_per_group = weight.shape[:2]
+    if m.kernel.shape[2:] == (1, 1) and groups == 1:  # the common case, a plain matrix product
+        kernel = torch.einsum("oiyx,is->osyx", weight.to(m.kernel.dtype), m.kernel[:, :, 0, 0])
+        spread = kernel.new_zeros(*kernel.shape[:2], (kernel.shape[2] - 1) * step[0] + 1,
+                                  (kernel.shape[3] - 1) * step[1] + 1)
+        spread[:, :, :: step[0], :: step[1]] = kernel
+        return LinearMap(
+            spread.contiguous(),
+            (stride[0] * m.stride[0], stride[1] * m.stride[1]),
+            (m.offset[0] - padding[0] * m.stride[0], m.offset[1] - padding[1] * m.stride[1]),
+            boxes=m.boxes,
+        )
     transposed = (weight.reshape(groups, out_channels // groups, in_per_group, *weight.shape[2:])
                   .transpose(1, 2).reshape(groups * in_per_group, out_channels // groups, *weight.shape[2:]))
     kernel = F.conv_transpose2d(m.kernel.transpose(0, 1), transposed, groups=groups, dilation=step).transpose(0, 1)
@@ -116,23 +129,32 @@ def _global(m: LinearMap) -> LinearMap:
     return m if not m.spatial else LinearMap(m.kernel.sum(dim=(2, 3), keepdim=True), spatial=False)
 
 
-def _aligned(maps: list[LinearMap]) -> list[LinearMap]:
-    """The maps on one common window of source positions, zero where a map does not reach."""
-    if all(not m.spatial for m in maps):
-        return maps
-    if any(not m.spatial for m in maps) or len({m.stride for m in maps}) > 1:
+def _combined(maps: list[LinearMap | None], channels: list[int], stack: bool) -> LinearMap:
+    """Parts on one window of source positions: stacked along channels (a concatenation) or
+    added (a sum). A part that does not reach a position is zero there; None is a part
+    that does not depend on the source (zero, ``channels`` wide when stacked)."""
+    present = [_with_boxes(m) for m in maps if m is not None]
+    if all(not m.spatial for m in present):
+        window, spatial, stride, top, left = (1, 1), False, (1, 1), 0, 0
+    elif any(not m.spatial for m in present) or len({m.stride for m in present}) > 1:
         raise ValueError("parts at different resolutions")
-    maps = [_with_boxes(m) for m in maps]
-    top = min(m.offset[0] for m in maps)
-    left = min(m.offset[1] for m in maps)
-    bottom = max(m.offset[0] + m.kernel.shape[2] for m in maps)
-    right = max(m.offset[1] + m.kernel.shape[3] for m in maps)
-    result = []
-    for m in maps:
-        pad_top, pad_left = m.offset[0] - top, m.offset[1] - left
-        pad = (pad_left, right - left - pad_left - m.kernel.shape[3], pad_top, bottom - top - pad_top - m.kernel.shape[2])
-        result.append(LinearMap(F.pad(m.kernel, pad), m.stride, (top, left)))
-    return result
+    else:
+        spatial, stride = True, present[0].stride
+        top, left = min(m.offset[0] for m in present), min(m.offset[1] for m in present)
+        window = (max(m.offset[0] + m.kernel.shape[2] for m in present) - top,
+                  max(m.offset[1] + m.kernel.shape[3] for m in present) - left)
+    sources = present[0].kernel.shape[1]
+    rows = sum(channels) if stack else present[0].kernel.shape[0]
+    kernel = present[0].kernel.new_zeros(rows, sources, *window)
+    start, parts = 0, iter(present)
+    for m, width in zip(maps, channels):
+        if m is not None:
+            m = next(parts)
+            y, x = (m.offset[0] - top, m.offset[1] - left) if spatial else (0, 0)
+            h, w = m.kernel.shape[2:]
+            kernel[start : start + width if stack else rows, :, y : y + h, x : x + w] += m.kernel
+        start += width if stack else 0
+    return LinearMap(kernel, stride, (top, left), spatial)
 
 
 class _Linearised:
@@ -180,13 +202,11 @@ class _Linearised:
             if t.concat(node):
                 return self._concat(node, parts)
             if node.target in SUMS:
-                signs = [1.0, -1.0 if "sub" in str(getattr(node.target, "__name__", node.target)) else 1.0]
-                present = [(m, sign) for m, sign in zip(parts, signs) if m is not None]
                 if len(t.inputs(node)) == 1:  # a tensor plus a constant
                     return x
-                aligned = _aligned([m for m, _ in present])
-                total = sum(m.kernel * sign for m, (_, sign) in zip(aligned, present))
-                return replace(aligned[0], kernel=total)
+                if "sub" in str(getattr(node.target, "__name__", node.target)) and parts[1] is not None:
+                    parts = [parts[0], _scale(parts[1], -1.0)]
+                return _combined(parts, [t.values[node].shape[1]] * 2, stack=False)
             if len(parts) != 1:
                 return self._fail(node, "it combines several tensors that depend on the first layer")
             if name in IDENTITY_FUNCTIONS:
@@ -268,12 +288,7 @@ class _Linearised:
         return LinearMap(torch.einsum("oi,icxy->ocxy", weight.to(x.kernel.dtype), x.kernel), spatial=False)
 
     def _concat(self, node: torch.fx.Node, parts: list[LinearMap | None]) -> LinearMap:
-        present = _aligned([m for m in parts if m is not None])
-        like, blocks, k = present[0], [], iter(present)
-        for p, m in zip(self.t.inputs(node), parts):
-            blocks.append(next(k).kernel if m is not None else
-                          like.kernel.new_zeros(self.t.values[p].shape[1], *like.kernel.shape[1:]))
-        return replace(like, kernel=torch.cat(blocks))
+        return _combined(parts, [self.t.values[p].shape[1] for p in self.t.inputs(node)], stack=True)
 
     def _getitem(self, node: torch.fx.Node, x: LinearMap, index) -> LinearMap:
         if isinstance(index, tuple) and len(index) >= 2 and index[0] == slice(None) and \

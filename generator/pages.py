@@ -87,7 +87,9 @@ class PageWriter:
                          "cells": [self._cell(layer.name, u) for u in range(start, stop)]}
                         for name, start, stop in groups]
             self._render_to(docs, "layer.md.j2", f"layers/{self.slugs[layer.name]}.md", title=layer.name,
-                            root="../", layer=layer, sections=sections, inputs=self._sources(layer))
+                            root="../", layer=layer, sections=sections, direct=self._sources(layer),
+                            sources=[s for s, d in self.graph.adjacent if d == layer.name],
+                            targets=[d for s, d in self.graph.adjacent if s == layer.name], slugs=self.slugs)
         return [{"Atlas": "index.md"}, {"How to read this atlas": "how-to-read.md"},
                 {"Layers": [{plain_title(layer.name): f"layers/{self.slugs[layer.name]}.md"}
                             for layer in self.graph.layers]}]
@@ -107,18 +109,18 @@ class PageWriter:
         thumb = self.unit_pages.thumbnail(layer, unit)
         return {"unit": unit, "href": self._href(layer, unit, "../"), "thumb": f"../{thumb}" if thumb else None}
 
-    def _sources(self, layer: Layer, branch=None) -> list[dict[str, Any]]:
-        """The direct connections into ``layer`` (or into one branch of it), described."""
+    def _sources(self, layer: Layer) -> list[dict[str, Any]]:
+        """The single-convolution connections into ``layer``, described."""
         return [
             {"src": c.src, "module": c.module, "start": c.start, "stop": c.stop,
              "before": list(c.before), "after": list(c.after)}
             for c in self.graph.connections
-            if c.dst == layer.name and (branch is None or c.start <= branch.start < c.stop)
+            if c.dst == layer.name
         ]
 
     def _layer_rows(self) -> list[dict[str, Any]]:
         return [{"layer": layer, "href": f"layers/{self.slugs[layer.name]}.html",
-                 "sources": sorted({c.src or "input image" for c in self.graph.connections if c.dst == layer.name})}
+                 "sources": [s or "input image" for s, d in self.graph.adjacent if d == layer.name]}
                 for layer in self.graph.layers]
 
 

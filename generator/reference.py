@@ -88,3 +88,10 @@ def gradient_weights(model: nn.Module, src: str, dst: str, input_shape: tuple[in
         for hook in hooks:
             hook.remove()
     return torch.stack(rows)
+
+
+def window_of(gradient: torch.Tensor, kernel_shape: tuple[int, ...], stride, offset, dst_size) -> torch.Tensor:
+    """The part of a gradient map that an expanded kernel covers (see expanded_weights)."""
+    top = dst_size[0] // 2 * stride[0] + offset[0]
+    left = dst_size[1] // 2 * stride[1] + offset[1]
+    return gradient[:, :, top : top + kernel_shape[2], left : left + kernel_shape[3]]

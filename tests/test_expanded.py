@@ -11,7 +11,7 @@ import torch
 from generator import AtlasError, trace_layers
 from generator.expanded import expanded_weights, layer_weights, linear_map
 from generator.inceptionv1 import InceptionV1
-from generator.reference import gradient_weights
+from generator.reference import gradient_weights, window_of
 from tests.toy_models import DilatedGrouped, Gated, ResidualNet, Separable, SmallCNN, randomise_batch_norm
 
 
@@ -25,18 +25,14 @@ def check_against_gradient(model, src, dst, input_shape, src_module=None, dst_mo
     if not m.spatial:  # after global pooling: the response to a unit increase at every position
         torch.testing.assert_close(ours[:, :, 0, 0], reference.sum(dim=(2, 3)), rtol=1e-4, atol=1e-4 * ours.abs().max())
         return m
-    size = graph.layer(dst).shape[1:] if dst in graph.outputs else reference.shape[2:]
-    dst_shape = dict(graph.outputs)[dst] if dst in graph.outputs else None
-    centre = [graph.traced.values[dst_shape].shape[2 + i] // 2 for i in range(2)] if dst_shape is not None else None
-    top = centre[0] * m.stride[0] + m.offset[0]
-    left = centre[1] * m.stride[1] + m.offset[1]
-    h, w = m.kernel.shape[2:]
-    assert top >= 0 and left >= 0 and top + h <= reference.shape[2] and left + w <= reference.shape[3], size
-    window = reference[:, :, top : top + h, left : left + w]
+    node = graph.outputs[dst] if dst in graph.outputs else next(
+        n for n in graph.traced.graph.nodes if n.op == "call_module" and n.target == dst)
+    window = window_of(reference, tuple(m.kernel.shape), m.stride, m.offset, graph.traced.values[node].shape[2:])
+    assert window.shape == ours.shape  # the window lies inside the map
     scale = ours.abs().max()
     assert float((window - ours).abs().max() / scale) < 1e-4
     outside = reference.clone()
-    outside[:, :, top : top + h, left : left + w] = 0
+    window_of(outside, tuple(m.kernel.shape), m.stride, m.offset, graph.traced.values[node].shape[2:]).zero_()
     assert float(outside.abs().max() / scale) < 1e-6  # the window holds every weight
     return m
 
