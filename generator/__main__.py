@@ -9,6 +9,7 @@ import sys
 from .build import build_atlas
 from .config import load_config
 from .errors import AtlasError
+from .inceptionv1 import write_random_checkpoint
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -18,7 +19,15 @@ def main(argv: list[str] | None = None) -> int:
     build.add_argument("config", help="atlas config (YAML), e.g. site_config/default.yml")
     build.add_argument("--output", help="output folder (default: site.output in the config)")
     build.add_argument("--quiet", action="store_true", help="print only errors")
+    random = commands.add_parser("random-inceptionv1",
+                                 help="write random InceptionV1 weights in the conversion's format (for offline trials)")
+    random.add_argument("path")
+    random.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    if args.command == "random-inceptionv1":
+        write_random_checkpoint(args.path, args.seed)
+        print(f"wrote {args.path}: random weights, not the trained model")
+        return 0
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
     try:
         report = build_atlas(load_config(args.config), args.output)

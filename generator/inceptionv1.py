@@ -124,13 +124,3 @@ def write_random_checkpoint(path: str, seed: int = 0) -> None:
     torch.manual_seed(seed)
     torch.save(to_conversion_keys(InceptionV1().state_dict()), path)
 
-
-if __name__ == "__main__":
-    import argparse
-
-    parser = argparse.ArgumentParser(description="Write random InceptionV1 weights in the conversion's format.")
-    parser.add_argument("path")
-    parser.add_argument("--seed", type=int, default=0)
-    arguments = parser.parse_args()
-    write_random_checkpoint(arguments.path, arguments.seed)
-    print(f"wrote {arguments.path}")
