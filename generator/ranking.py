@@ -16,7 +16,7 @@ from .expanded import LayerWeights
 from .graph import LayerGraph
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Link:
     """One weighted connection seen from one of its ends; ``layer``/``unit`` is the other end."""
 
@@ -27,7 +27,14 @@ class Link:
     peak: float  # largest absolute weight of this kernel
     scale: float  # largest absolute weight over all inputs of the output unit from this layer
     direct: bool  # the stored kernel itself, not an expansion
-    kernel: np.ndarray  # [kh, kw]
+    weights: LayerWeights  # where the kernel is: weights.kernel[row, column]
+    row: int
+    column: int
+
+    @property
+    def kernel(self) -> np.ndarray:
+        """The ``[kh, kw]`` kernel."""
+        return self.weights.kernel[self.row, self.column]
 
 
 @dataclass(frozen=True)
@@ -59,8 +66,8 @@ class UnitWeights:
 
 
 def _top(scores: np.ndarray, k: int) -> np.ndarray:
-    """Indices of the ``k`` largest scores, strongest first, ties by index."""
-    return np.lexsort((np.arange(len(scores)), -scores))[:k]
+    """Per row of ``scores``, the indices of the ``k`` largest, strongest first, ties by index."""
+    return np.argsort(-scores, axis=-1, kind="stable")[..., :k]
 
 
 @dataclass(frozen=True)
@@ -81,9 +88,16 @@ class _Statistics:
                    np.sign(k.sum(axis=(2, 3), dtype=np.float64)).astype(int),
                    absolute.max(axis=(2, 3)), absolute.reshape(len(k), -1).max(axis=1))
 
-    def link(self, o: int, i: int, other_end: tuple[str, int]) -> Link:
-        return Link(other_end[0], other_end[1], float(self.l2[o, i]), int(self.sign[o, i]), float(self.peak[o, i]),
-                    float(self.scale[o]), bool(self.weights.direct[o]), self.weights.kernel[o, i])
+    def links(self, rows: np.ndarray, columns: np.ndarray, other_units: np.ndarray, other_layer: str) -> list[Link]:
+        """Links for the kernels ``[rows[j], columns[j]]``, whose other ends are ``other_units``."""
+        w = self.weights
+        return [
+            Link(other_layer, unit, l2, sign, peak, scale, direct, w, o, i)
+            for o, i, unit, l2, sign, peak, scale, direct in zip(
+                rows.tolist(), columns.tolist(), other_units.tolist(), self.l2[rows, columns].tolist(),
+                self.sign[rows, columns].tolist(), self.peak[rows, columns].tolist(), self.scale[rows].tolist(),
+                w.direct[rows].tolist())
+        ]
 
 
 def rank(graph: LayerGraph, weights: list[LayerWeights], top_k: int) -> dict[tuple[str, int], UnitWeights]:
@@ -92,29 +106,37 @@ def rank(graph: LayerGraph, weights: list[LayerWeights], top_k: int) -> dict[tup
     outgoing: dict[str, list[_Statistics]] = {}
     for w in weights:
         stats = _Statistics.of(w)
+        top = _top(stats.l2, top_k)  # [O, k]
+        input_l2 = np.sqrt((stats.l2**2).sum(axis=1)).tolist()
+        excitatory, inhibitory = (stats.sign > 0).sum(axis=1).tolist(), (stats.sign < 0).sum(axis=1).tolist()
         for o in range(len(w.kernel)):
             unit = units[(w.dst, o)]
-            links = [stats.link(o, int(i), (w.src, int(i))) for i in _top(stats.l2[o], top_k)] if w.src else []
+            links = stats.links(np.full(len(top[o]), o), top[o], top[o], w.src) if w.src else []
             if w.hops > 1:
                 unit.further.append(FurtherInputs(w.src, w.hops, float(stats.scale[o]), links))
                 continue
-            unit.scale = float(stats.scale[o])
-            unit.input_l2 = float(np.sqrt((stats.l2[o] ** 2).sum()))
+            unit.scale, unit.input_l2 = float(stats.scale[o]), input_l2[o]
             if w.src is None:
                 unit.rgb_kernel = w.kernel[o]
                 continue
-            unit.inputs = links
-            unit.input_count = stats.l2.shape[1]
-            unit.excitatory = int((stats.sign[o] > 0).sum())
-            unit.inhibitory = int((stats.sign[o] < 0).sum())
+            unit.inputs, unit.input_count = links, stats.l2.shape[1]
+            unit.excitatory, unit.inhibitory = excitatory[o], inhibitory[o]
         if w.src is not None and w.hops == 1:
             outgoing.setdefault(w.src, []).append(stats)
     for src, parts in outgoing.items():
         l2_all = np.concatenate([p.l2 for p in parts], axis=0)  # [units of every reading layer, src units]
-        owners = [(p, o) for p in parts for o in range(len(p.l2))]
+        part_of = np.concatenate([np.full(len(p.l2), j) for j, p in enumerate(parts)])
+        row_in_part = np.concatenate([np.arange(len(p.l2)) for p in parts])
+        top = _top(l2_all.T, top_k)  # [src units, k] rows of l2_all
         for i in range(l2_all.shape[1]):
             unit = units[(src, i)]
             unit.output_count = l2_all.shape[0]
-            unit.outputs = [owners[row][0].link(owners[row][1], i, (owners[row][0].weights.dst, owners[row][1]))
-                            for row in _top(l2_all[:, i], top_k)]
+            unit.outputs = []
+            for j, part in enumerate(parts):  # links in rank order, built per reading layer
+                chosen = top[i][part_of[top[i]] == j]
+                rows = row_in_part[chosen]
+                unit.outputs += [(rank_, link) for rank_, link in zip(
+                    np.flatnonzero(part_of[top[i]] == j).tolist(),
+                    part.links(rows, np.full(len(rows), i), rows, part.weights.dst))]
+            unit.outputs = [link for _, link in sorted(unit.outputs, key=lambda pair: pair[0])]
     return units
