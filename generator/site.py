@@ -73,8 +73,10 @@ def mkdocs_site(docs: Path, site: Path, title: str, nav: list) -> None:
     logging.getLogger("mkdocs").setLevel(logging.WARNING)
     mkdocs_build(load_config(str(config_file)))
     # The theme's 404 page links from the server root, which breaks under a sub-path
-    # (GitHub Pages project sites); without it, hosts show their own.
-    (site / "404.html").unlink(missing_ok=True)
+    # (GitHub Pages project sites); without it, hosts show their own. Without a site URL
+    # the sitemap lists nothing, and it carries the build date: the site is better without.
+    for name in ("404.html", "sitemap.xml", "sitemap.xml.gz"):
+        (site / name).unlink(missing_ok=True)
 
 
 def add_to_search(site: Path, entries: list[dict[str, str]]) -> None:
