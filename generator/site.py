@@ -25,6 +25,8 @@ import yaml
 from mkdocs.commands.build import build as mkdocs_build
 from mkdocs.config import load_config
 
+from .errors import AtlasError
+
 SITE_CONFIG = Path(__file__).resolve().parent.parent / "site_config"
 SHELL = Path("units") / "_shell" / "shell"  # same depth as units/<layer>/<unit>.html
 TITLE_MARK, BODY_MARK = "@@atlas-page-title@@", "@@atlas-page-body@@"
@@ -80,12 +82,17 @@ def mkdocs_site(docs: Path, site: Path, title: str, nav: list) -> None:
 
 
 def add_to_search(site: Path, entries: list[dict[str, str]]) -> None:
-    """Add pages written outside mkdocs to the search index (and its file:// copy)."""
+    """Add pages written outside mkdocs to the search index (and its file:// copy).
+
+    The theme shows titles and texts of results as HTML, so names from the model are
+    escaped here, as mkdocs escapes its own pages' entries.
+    """
     index_file = site / "search" / "search_index.json"
     if not index_file.exists():
         return
     index = json.loads(index_file.read_text(encoding="utf-8"))
-    index["docs"].extend(entries)
+    index["docs"].extend({**entry, "title": html.escape(entry["title"]), "text": html.escape(entry["text"])}
+                         for entry in entries)
     text = json.dumps(index, ensure_ascii=False, separators=(",", ":"))
     index_file.write_text(text, encoding="utf-8")
     script = site / "search" / "search_index.js"
@@ -93,14 +100,28 @@ def add_to_search(site: Path, entries: list[dict[str, str]]) -> None:
         script.write_text(f"var __index = {text}", encoding="utf-8")
 
 
+MARK = ".weight-atlas"  # in every built site: a folder without it is never replaced
+
+
 @contextlib.contextmanager
 def staged_output(output: Path) -> Iterator[Path]:
-    """A fresh folder to build into; on success its ``site`` becomes ``output``, else it is removed."""
+    """A fresh folder to build into; on success its ``site`` becomes ``output``, else it is removed.
+
+    An existing ``output`` is replaced only if it is empty or an earlier atlas (it holds
+    the mark file), so a mistyped ``site.output`` can never delete other work.
+    """
     output = output.resolve()
+    if output.exists() and (not output.is_dir() or (any(output.iterdir()) and not (output / MARK).exists())):
+        raise AtlasError(
+            f"The output folder {output} exists and is not an atlas built by Weight Atlas (it has no {MARK} "
+            f"file), so it is left alone. Set `site.output` (or --output) to a new folder, or to an "
+            f"earlier atlas, which is replaced."
+        )
     output.parent.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=f".{output.name}-build-", dir=output.parent))
     try:
         yield stage
+        (stage / "site" / MARK).write_text("Built by Weight Atlas; the next build replaces this folder.\n")
         old = None
         if output.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{output.name}-old-", dir=output.parent))

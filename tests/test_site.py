@@ -138,7 +138,7 @@ def test_names_are_escaped_and_no_file_lands_outside_the_output(tmp_path):
     created = set(tmp_path.rglob("*")) - before
     assert created and all(p.resolve().is_relative_to(output.resolve()) for p in created), \
         sorted(str(p) for p in created if not p.resolve().is_relative_to(output.resolve()))
-    pages = list(output.rglob("*.html"))
+    pages = list(output.rglob("*.html")) + list((output / "search").iterdir())
     text = "".join(p.read_text(encoding="utf-8") for p in pages)
     assert "<script>alert(1)</script>" not in text
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in text
@@ -149,6 +149,7 @@ def test_failed_build_leaves_the_existing_site_untouched(tmp_path, monkeypatch):
     output = tmp_path / "site"
     output.mkdir()
     (output / "index.html").write_text("the previous atlas")
+    (output / ".weight-atlas").write_text("")
 
     def broken(*args, **kwargs):
         raise RuntimeError("mkdocs failed half way")
@@ -156,7 +157,7 @@ def test_failed_build_leaves_the_existing_site_untouched(tmp_path, monkeypatch):
     monkeypatch.setattr(build_module, "mkdocs_site", broken)
     with pytest.raises(RuntimeError):
         build_atlas(_toy_config(tmp_path, "small_cnn", output))
-    assert [p.name for p in output.iterdir()] == ["index.html"]
+    assert sorted(p.name for p in output.iterdir()) == [".weight-atlas", "index.html"]
     assert (output / "index.html").read_text() == "the previous atlas"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["atlas.yml", "site"]  # no staging left behind
 
@@ -206,3 +207,13 @@ def test_unknown_layer_in_config_is_reported(tmp_path):
                                       site={"output": str(tmp_path / "site")}))
     with pytest.raises(AtlasError, match=r"Unknown layer `conv9`.*conv1, conv2, conv3, fc"):
         build_atlas(config)
+
+
+def test_a_folder_that_is_not_an_atlas_is_never_replaced(tmp_path):
+    work = tmp_path / "project"
+    work.mkdir()
+    (work / "precious.py").write_text("print('years of work')")
+    config = _toy_config(tmp_path, "small_cnn", work)
+    with pytest.raises(AtlasError, match="is not an atlas built by Weight Atlas"):
+        build_atlas(config)
+    assert (work / "precious.py").read_text() == "print('years of work')"
