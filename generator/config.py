@@ -17,6 +17,9 @@ import yaml
 from .errors import AtlasError
 
 
+MAX_HOPS = 3
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """Which network to load (``default``, ``inceptionv1``, ``torchvision:NAME`` or
@@ -106,8 +109,10 @@ def _check(f: dataclasses.Field, value: Any, where: str, source: str) -> Any:
         if not isinstance(value, list) or not all(isinstance(v, (int, float)) for v in value):
             raise AtlasError(f"{source}: `{where}` must be a list of numbers, such as [0.5, 0.5, 0.5].")
         return tuple(float(v) for v in value)
-    elif value is not None and not isinstance(value, str):
+    elif not isinstance(value, str) and not (value is None and default is None):
         raise AtlasError(f"{source}: `{where}` must be text, not {value!r}.")
+    elif isinstance(value, str) and not value.strip():
+        raise AtlasError(f"{source}: `{where}` is empty; give it a value or leave the key out.")
     return value
 
 
@@ -133,4 +138,9 @@ def load_config(path: str | Path) -> AtlasConfig:
         )
     if any(s <= 0 for s in inp.std):
         raise AtlasError(f"{path}: every `input.std` value must be positive; got {list(inp.std)}.")
+    if config.ranking.hops > MAX_HOPS:
+        raise AtlasError(
+            f"{path}: `ranking.hops` is {config.ranking.hops}; at most {MAX_HOPS} are supported, since expanded "
+            f"kernels grow with every layer (and say less: the linearisation misses more)."
+        )
     return config

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import operator
 from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 import torch
@@ -28,16 +29,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from .errors import AtlasError
-from .graph import LayerGraph, TracedModel, _op_name, trace_layers
+from .graph import ACTIVATION_FUNCTIONS, ACTIVATION_MODULES, LayerGraph, TracedModel, _op_name, trace_layers
 
-IDENTITY_MODULES = (
-    nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.GELU, nn.SiLU, nn.ELU, nn.CELU, nn.SELU, nn.Hardswish,
-    nn.Mish, nn.Dropout, nn.Dropout2d, nn.AlphaDropout, nn.Identity, nn.LocalResponseNorm,
-)
-IDENTITY_FUNCTIONS = {
-    "relu", "relu_", "relu6", "leaky_relu", "leaky_relu_", "gelu", "silu", "elu", "celu", "selu", "hardswish",
-    "mish", "prelu", "dropout", "dropout2d", "alpha_dropout", "local_response_norm", "contiguous", "clone",
-}
+IDENTITY_MODULES = ACTIVATION_MODULES
+IDENTITY_FUNCTIONS = ACTIVATION_FUNCTIONS
 RESHAPES = {"flatten", "view", "reshape", "squeeze", "unsqueeze"}
 SUMS = {operator.add, operator.iadd, torch.add, "add", "add_", operator.sub, operator.isub, torch.sub, "sub", "sub_"}
 
@@ -78,6 +73,11 @@ def _pair(value) -> tuple[int, int]:
 
 def _conv(m: LinearMap, weight: torch.Tensor, stride, padding, dilation, groups: int) -> LinearMap:
     """Compose ``m`` with a convolution: its taps land ``dilation * m.stride`` source pixels apart."""
+    if not m.spatial:
+        if weight.shape[2:] != (1, 1) or groups != 1:
+            raise ValueError("a spatial convolution after global pooling")
+        return replace(m, kernel=torch.einsum("oi,is->os", weight[:, :, 0, 0].to(m.kernel.dtype),
+                                              m.kernel[:, :, 0, 0])[:, :, None, None])
     stride, padding, dilation = _pair(stride), _pair(padding), _pair(dilation)
     step = (dilation[0] * m.stride[0], dilation[1] * m.stride[1])
     # kernel'[o, c'] = sum_i,a W[o, i, a] K[i, c', u - a*step]: a transposed convolution of K by W,
@@ -107,6 +107,8 @@ def _conv(m: LinearMap, weight: torch.Tensor, stride, padding, dilation, groups:
 
 def _pool(m: LinearMap, kernel_size, stride, padding, dilation=1) -> LinearMap:
     """Average pooling (the linear twin of max-pooling): a box filter, applied later."""
+    if not m.spatial:
+        raise ValueError("pooling after global pooling")
     size, dilation, padding = _pair(kernel_size), _pair(dilation), _pair(padding)
     stride = _pair(stride) if stride not in (None, ()) else size
     step = (dilation[0] * m.stride[0], dilation[1] * m.stride[1])
@@ -172,85 +174,105 @@ class _Linearised:
             f"layers with no such operation between them."
         )
 
-    def propagate(self, src: torch.fx.Node | None, dst: torch.fx.Node) -> LinearMap:
+    def propagate(self, src: torch.fx.Node | None, dst: torch.fx.Node) -> LinearMap | None:
         t = self.t
         start = src if src is not None else next(n for n in t.graph.nodes if n.op == "placeholder")
         needed = {dst} | _ancestors(dst, t)
         if start not in needed:
             raise AtlasError(f"Expanded weights {self.where}: the second layer does not read the first one.")
         channels = t.values[start].shape[1]
-        maps: dict[torch.fx.Node, LinearMap | None] = {start: LinearMap(torch.eye(channels)[:, :, None, None])}
+        maps: dict[torch.fx.Node, Any] = {start: LinearMap(torch.eye(channels)[:, :, None, None])}
         for node in t.graph.nodes:
-            if node in maps or node not in needed or not t.is_tensor(node):
+            if node in maps or node not in needed or not t.is_data(node):
                 continue
-            parts = [maps.get(p) for p in t.inputs(node)]
-            maps[node] = None if all(p is None for p in parts) else self.twin(node, parts)
+            if all(maps.get(p) is None for p in t.inputs(node)):
+                maps[node] = None  # a constant as far as the source layer is concerned
+            else:
+                try:
+                    maps[node] = self.twin(node, lambda a: maps.get(a) if isinstance(a, torch.fx.Node) else None)
+                except (ValueError, StopIteration, TypeError, KeyError, IndexError, RuntimeError) as error:
+                    raise self.unsupported(node, str(error).splitlines()[0] if str(error) else "") from None
             if node is dst:
                 break
         return maps[dst]
 
-    def twin(self, node: torch.fx.Node, parts: list[LinearMap | None]) -> LinearMap:
-        """The map at ``node`` from the maps of the tensors it reads (None: not from the source)."""
+    def twin(self, node: torch.fx.Node, operand) -> Any:
+        """The map at ``node`` from the maps of its operands (``operand(arg)``; None: a constant)."""
         t = self.t
         if node.op == "call_module":
-            return self._module(node, t.module(node), parts[0]) if len(parts) == 1 else self._fail(node)
+            return self._module(node, t.module(node), operand(node.args[0]))
         name = _op_name(node)
         args = torch.fx.node.map_arg(node.args, lambda n: t.values[n])
         kwargs = torch.fx.node.map_arg(node.kwargs, lambda n: t.values[n])
-        x = parts[0]
-        try:
-            if t.concat(node):
-                return self._concat(node, parts)
-            if node.target in SUMS:
-                if len(t.inputs(node)) == 1:  # a tensor plus a constant
-                    return x
-                if "sub" in str(getattr(node.target, "__name__", node.target)) and parts[1] is not None:
-                    parts = [parts[0], _scale(parts[1], -1.0)]
-                return _combined(parts, [t.values[node].shape[1]] * 2, stack=False)
-            if len(parts) != 1:
-                return self._fail(node, "it combines several tensors that depend on the first layer")
-            if name in IDENTITY_FUNCTIONS:
+        if t.concat(node):
+            parts = node.args[0]
+            return _combined([operand(p) for p in parts], [t.values[p].shape[1] for p in parts], stack=True)
+        if node.target in SUMS:
+            if "alpha" in node.kwargs:
+                raise ValueError("a sum with alpha")
+            first, second = operand(node.args[0]), operand(node.args[1])
+            if "sub" in str(getattr(node.target, "__name__", node.target)) and second is not None:
+                second = _scale(second, -1.0)
+            return _combined([first, second], [t.values[node].shape[1]] * 2, stack=False)
+        if name in ("mul", "mul_", "truediv", "div", "div_"):
+            dependent = [i for i, a in enumerate(node.args[:2]) if operand(a) is not None]
+            if len(dependent) != 1 or ("div" in name and dependent == [1]):
+                raise ValueError("a product or quotient of tensors that depend on the first layer")
+            constant = args[1 - dependent[0]]
+            if isinstance(constant, torch.Tensor) and constant.numel() != 1:
+                raise ValueError("a product with a tensor")
+            constant = float(constant)
+            return _scale(operand(node.args[dependent[0]]), 1 / constant if "div" in name else constant)
+        x = operand(node.args[0])
+        if x is None or any(operand(a) is not None for a in node.all_input_nodes if a is not node.args[0]):
+            raise ValueError("it combines several tensors that depend on the first layer")
+        if name in IDENTITY_FUNCTIONS:
+            return x
+        if name == "neg":
+            return _scale(x, -1.0)
+        if name in ("chunk", "split", "tensor_split"):
+            dim = kwargs.get("dim", args[2] if len(args) > 2 else 0)
+            if dim % t.values[node.args[0]].dim() != 1:
+                raise ValueError("a split along other than channels")
+            edges = np.cumsum([0] + [v.shape[1] for v in t.values[node]]).tolist()
+            return tuple(replace(x, kernel=x.kernel[a:b]) for a, b in zip(edges, edges[1:]))
+        if name == "getitem":
+            if isinstance(x, tuple):
+                return x[args[1]]
+            return self._getitem(x, args[1])
+        if name in ("max_pool2d", "avg_pool2d"):
+            params = _arguments(args[1:], kwargs, ("kernel_size", "stride", "padding", "dilation"), (None, None, 0, 1))
+            if name == "avg_pool2d":
+                params["dilation"] = 1
+            return _pool(x, params["kernel_size"], params["stride"], params["padding"], params["dilation"])
+        if name in ("adaptive_avg_pool2d", "adaptive_max_pool2d"):
+            return self._adaptive(node, x, args[1] if len(args) > 1 else kwargs["output_size"])
+        if name == "mean":
+            dims = args[1] if len(args) > 1 else kwargs.get("dim")
+            dims = {d % t.values[node.args[0]].dim() for d in ((dims,) if isinstance(dims, int) else dims)}
+            if dims != {2, 3}:
+                raise ValueError("a mean over other than the two spatial axes")
+            return _global(x)
+        if name in RESHAPES:
+            if not x.spatial or t.values[node].shape == t.values[node.args[0]].shape:
                 return x
-            if name in ("max_pool2d", "avg_pool2d"):
-                params = _arguments(args[1:], kwargs, ("kernel_size", "stride", "padding", "dilation"), (None, None, 0, 1))
-                if name == "avg_pool2d":
-                    params["dilation"] = 1
-                return _pool(x, params["kernel_size"], params["stride"], params["padding"], params["dilation"])
-            if name in ("adaptive_avg_pool2d", "adaptive_max_pool2d"):
-                return self._adaptive(node, x, args[1] if len(args) > 1 else kwargs["output_size"])
-            if name == "mean":
-                dims = args[1] if len(args) > 1 else kwargs.get("dim")
-                dims = {d % t.values[t.inputs(node)[0]].dim() for d in ((dims,) if isinstance(dims, int) else dims)}
-                return _global(x) if dims == {2, 3} else self._fail(node, "a mean over channels")
-            if name in RESHAPES:
-                return x if not x.spatial or t.values[node].dim() == 4 else self._fail(
-                    node, "it flattens positions into features; per-channel weights are undefined")
-            if name == "pad":
-                pad = args[1] if len(args) > 1 else kwargs["pad"]
-                if len(pad) != 4:
-                    return self._fail(node, "padding of other than the two spatial axes")
-                return replace(x, offset=(x.offset[0] - pad[2] * x.stride[0], x.offset[1] - pad[0] * x.stride[1]))
-            if name in ("mul", "mul_", "truediv", "div", "div_", "neg"):
-                constant = -1.0 if name == "neg" else next(a for a in args if not isinstance(a, torch.Tensor))
-                return _scale(x, 1 / constant if "div" in name else constant)
-            if name == "getitem":
-                return self._getitem(node, x, args[1])
-            if name == "batch_norm":
-                mean, var, weight = args[1], args[2], (args[3] if len(args) > 3 else kwargs.get("weight"))
-                eps = kwargs.get("eps", args[7] if len(args) > 7 else 1e-5)
-                return _scale(x, (weight if weight is not None else 1.0) / torch.sqrt(var + eps))
-            if name == "conv2d":
-                params = _arguments(args[2:], kwargs, ("bias", "stride", "padding", "dilation", "groups"), (None, 1, 0, 1, 1))
-                return _conv(x, args[1], params["stride"], _padding(params["padding"], args[1], params["dilation"]),
-                             params["dilation"], params["groups"])
-            if name == "linear":
-                return self._linear(node, x, args[1])
-        except (ValueError, StopIteration, TypeError, KeyError) as error:
-            return self._fail(node, str(error))
-        return self._fail(node)
-
-    def _fail(self, node: torch.fx.Node, why: str = "") -> LinearMap:
-        raise self.unsupported(node, why)
+            raise PositionsError(self.unsupported(node, "it reshapes positions into features, so per-channel weights are undefined"))
+        if name == "pad":
+            pad = args[1] if len(args) > 1 else kwargs["pad"]
+            if len(pad) != 4:
+                raise ValueError("padding of other than the two spatial axes")
+            return replace(x, offset=(x.offset[0] - pad[2] * x.stride[0], x.offset[1] - pad[0] * x.stride[1]))
+        if name == "batch_norm":
+            var, weight = args[2], (args[3] if len(args) > 3 else kwargs.get("weight"))
+            eps = kwargs.get("eps", args[7] if len(args) > 7 else 1e-5)
+            return _scale(x, (weight if weight is not None else 1.0) / torch.sqrt(var + eps))
+        if name == "conv2d":
+            params = _arguments(args[2:], kwargs, ("bias", "stride", "padding", "dilation", "groups"), (None, 1, 0, 1, 1))
+            return _conv(x, args[1], params["stride"], _padding(params["padding"], args[1], params["dilation"]),
+                         params["dilation"], params["groups"])
+        if name == "linear":
+            return self._linear(node, x, args[1])
+        raise self.unsupported(node)
 
     def _module(self, node: torch.fx.Node, module: nn.Module, x: LinearMap) -> LinearMap:
         if isinstance(module, nn.Conv2d):
@@ -260,7 +282,7 @@ class _Linearised:
             return self._linear(node, x, module.weight.detach())
         if isinstance(module, nn.modules.batchnorm._BatchNorm):
             if module.training or module.running_var is None:
-                return self._fail(node, "batch-norm in training mode has no fixed scale; call model.eval()")
+                raise ValueError("batch-norm in training mode has no fixed scale; call model.eval()")
             weight = module.weight.detach() if module.weight is not None else 1.0
             return _scale(x, weight / torch.sqrt(module.running_var + module.eps))
         if isinstance(module, (nn.MaxPool2d, nn.AvgPool2d)):
@@ -270,31 +292,36 @@ class _Linearised:
         if isinstance(module, IDENTITY_MODULES):
             return x
         if isinstance(module, (nn.Flatten, nn.Unflatten)):
-            return x if not x.spatial else self._fail(node, "it flattens positions into features")
-        return self._fail(node)
+            if not x.spatial:
+                return x
+            raise PositionsError(self.unsupported(node, "it flattens positions into features"))
+        raise self.unsupported(node)
 
     def _adaptive(self, node: torch.fx.Node, x: LinearMap, size) -> LinearMap:
         if _pair(size) == (1, 1):
             return _global(x)
         if tuple(self.t.values[node].shape[2:]) == tuple(self.t.values[self.t.inputs(node)[0]].shape[2:]):
             return x  # pools to the size it already has
-        return self._fail(node, f"adaptive pooling to {size} depends on the input size")
+        raise ValueError(f"adaptive pooling to {size} depends on the input size")
 
     def _linear(self, node: torch.fx.Node, x: LinearMap, weight: torch.Tensor) -> LinearMap:
-        if x.spatial and x.kernel.shape[2:] != (1, 1):
-            return self._fail(node, "a linear layer reading positions")
-        if weight.shape[1] != x.kernel.shape[0]:
-            return self._fail(node, "a linear layer reading flattened positions; per-channel weights are undefined")
+        if (x.spatial and x.kernel.shape[2:] != (1, 1)) or weight.shape[1] != x.kernel.shape[0]:
+            raise PositionsError(self.unsupported(
+                node, "a linear layer reading flattened positions, so per-channel weights are undefined"))
         return LinearMap(torch.einsum("oi,icxy->ocxy", weight.to(x.kernel.dtype), x.kernel), spatial=False)
 
     def _concat(self, node: torch.fx.Node, parts: list[LinearMap | None]) -> LinearMap:
         return _combined(parts, [self.t.values[p].shape[1] for p in self.t.inputs(node)], stack=True)
 
-    def _getitem(self, node: torch.fx.Node, x: LinearMap, index) -> LinearMap:
+    def _getitem(self, x: LinearMap, index) -> LinearMap:
         if isinstance(index, tuple) and len(index) >= 2 and index[0] == slice(None) and \
                 all(i == slice(None) for i in index[2:]) and isinstance(index[1], slice):
             return replace(x, kernel=x.kernel[index[1]])
-        return self._fail(node, "indexing other than a slice of channels")
+        raise ValueError("indexing other than a slice of channels")
+
+
+class PositionsError(AtlasError):
+    """The second layer reads positions as features (flatten, then linear): no per-channel map."""
 
 
 def _arguments(args, kwargs, names, defaults) -> dict:
@@ -394,7 +421,11 @@ def layer_weights(graph: LayerGraph, hops: int = 1) -> list[LayerWeights]:
             pairs = graph.adjacent if distance == 1 else [
                 (src, layer.name) for layer in graph.layers for src in graph.upstream(layer.name, distance)]
             for src, dst in pairs:
-                m = linear_map(graph, src, dst)
+                try:
+                    m = linear_map(graph, src, dst)
+                except PositionsError as error:
+                    graph.skipped.append(f"{src} -> {dst}: {error}")
+                    continue
                 direct = np.zeros(m.kernel.shape[0], dtype=bool)
                 if distance == 1:
                     for c in graph.connections:

@@ -32,8 +32,19 @@ from .errors import AtlasError
 WEIGHTED = (nn.Conv2d, nn.Linear)
 CONCATENATIONS = {torch.cat, torch.concat}
 SUMS = {operator.add, operator.iadd, torch.add}
-POOLING = (nn.modules.pooling._MaxPoolNd, nn.modules.pooling._AvgPoolNd, nn.modules.pooling._AdaptiveAvgPoolNd,
-           nn.modules.pooling._AdaptiveMaxPoolNd, nn.LocalResponseNorm)
+# Per-channel operations whose linear twin is the identity (or, for batch-norm, a scale):
+# the only ones counted as part of a layer's value after its convolution.
+ACTIVATION_MODULES = (
+    nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.GELU, nn.SiLU, nn.ELU, nn.CELU, nn.SELU, nn.Hardswish,
+    nn.Mish, nn.Dropout, nn.Dropout2d, nn.AlphaDropout, nn.Identity, nn.LocalResponseNorm,
+)
+# Element-wise activations with no linear twin: a layer's own output, never a path between layers.
+ELEMENTWISE_MODULES = (nn.Sigmoid, nn.Tanh, nn.Hardsigmoid, nn.Softplus, nn.Hardtanh)
+ELEMENTWISE_FUNCTIONS = {"sigmoid", "tanh", "hardsigmoid", "softplus", "hardtanh"}
+ACTIVATION_FUNCTIONS = {
+    "relu", "relu_", "relu6", "leaky_relu", "leaky_relu_", "gelu", "silu", "elu", "celu", "selu", "hardswish",
+    "mish", "prelu", "dropout", "dropout2d", "alpha_dropout", "local_response_norm", "contiguous", "clone",
+}
 
 
 @dataclass(frozen=True)
@@ -134,7 +145,7 @@ def _trace(model: nn.Module) -> torch.fx.Graph:
     except Exception as error:  # fx raises TraceError, TypeError, ... for untraceable code
         raise AtlasError(
             f"The model {type(model).__name__} could not be traced with torch.fx "
-            f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}). "
+            f"({type(error).__name__}: {_first_line(error)}). "
             f"Its forward pass must not branch on tensor values; move such logic out of forward, "
             f"or wrap it in a submodule that torch.fx treats as a leaf."
         ) from None
@@ -152,7 +163,7 @@ class TracedModel:
         except Exception as error:
             raise AtlasError(
                 f"The model failed on an input of shape {tuple(input_shape)} "
-                f"({type(error).__name__}: {str(error).splitlines()[0]}). Set `input.channels` and "
+                f"({type(error).__name__}: {_first_line(error)}). Set `input.channels` and "
                 f"`input.size` in the atlas config to what the model expects."
             ) from None
 
@@ -180,12 +191,18 @@ class TracedModel:
     def is_tensor(self, n: torch.fx.Node) -> bool:
         return isinstance(self.values.get(n), torch.Tensor)
 
+    def is_data(self, n: torch.fx.Node) -> bool:
+        """A tensor, or a tuple of tensors (what chunk and split return)."""
+        value = self.values.get(n)
+        return isinstance(value, torch.Tensor) or (
+            isinstance(value, (tuple, list)) and bool(value) and all(isinstance(v, torch.Tensor) for v in value))
+
     def inputs(self, n: torch.fx.Node) -> list[torch.fx.Node]:
-        """The tensors ``n`` reads (parameters fetched with get_attr excluded)."""
-        return [p for p in n.all_input_nodes if self.is_tensor(p) and p.op != "get_attr"]
+        """The data ``n`` reads, each node once (parameters fetched with get_attr excluded)."""
+        return [p for p in n.all_input_nodes if self.is_data(p) and p.op != "get_attr"]
 
     def consumers(self, n: torch.fx.Node) -> list[torch.fx.Node]:
-        return [u for u in n.users if self.is_tensor(u)]
+        return [u for u in n.users if self.is_data(u)]
 
     def module(self, n: torch.fx.Node) -> nn.Module | None:
         return self.modules[n.target] if n.op == "call_module" else None
@@ -205,14 +222,19 @@ class TracedModel:
         return n.op in ("call_function", "call_method") and n.target in adds and len(self.inputs(n)) == 2
 
     def pointwise(self, n: torch.fx.Node) -> bool:
-        """One tensor in, same shape out, per channel: batch-norm, activations, dropout."""
-        if n.op == "output" or len(self.inputs(n)) != 1 or self.weighted(n):
+        """Batch-norm or an element-wise activation: part of the value of the layer before it."""
+        if len(self.inputs(n)) != 1 or not self.is_tensor(n):
             return False
-        if self.values[n].shape != self.values[self.inputs(n)[0]].shape:
-            return False
-        if n.op == "call_module":
-            return not isinstance(self.module(n), POOLING)
-        return "pool" not in _op_name(n) and "norm" not in _op_name(n).replace("batch_norm", "")
+        module = self.module(n)
+        if module is not None:
+            return isinstance(module, ACTIVATION_MODULES + ELEMENTWISE_MODULES + (nn.modules.batchnorm._BatchNorm,))
+        return n.op in ("call_function", "call_method") and \
+            _op_name(n) in ACTIVATION_FUNCTIONS | ELEMENTWISE_FUNCTIONS | {"batch_norm"}
+
+
+def _first_line(error: Exception) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else "no message"
 
 
 def _immediate_dominators(nodes: list[torch.fx.Node], inputs) -> dict[torch.fx.Node, torch.fx.Node | None]:
@@ -263,7 +285,7 @@ def trace_layers(model: nn.Module, input_shape: tuple[int, int, int]) -> LayerGr
     """Trace ``model`` on an input of ``input_shape`` (channels, height, width)."""
     t = TracedModel(model, input_shape)
     values = t.values
-    data = [n for n in t.graph.nodes if n.op == "placeholder" or (t.is_tensor(n) and t.inputs(n))]
+    data = [n for n in t.graph.nodes if n.op == "placeholder" or (t.is_data(n) and t.inputs(n))]
     idom = _immediate_dominators(data, t.inputs)
     block_members: dict[torch.fx.Node, set] = {}
     for block in (n for n in data if t.concat(n) or t.total(n)):
@@ -293,7 +315,7 @@ def trace_layers(model: nn.Module, input_shape: tuple[int, int, int]) -> LayerGr
             branches = []
             if t.concat(n):
                 start = 0
-                for part in t.inputs(n):
+                for part in n.args[0]:
                     origin = part
                     while not t.weighted(origin) and len(t.inputs(origin)) == 1 and origin in members:
                         origin = t.inputs(origin)[0]
@@ -361,13 +383,13 @@ def _direct_connections(t: TracedModel, data, layer_of, layer_at, tails) -> tupl
                 dst = None
                 break
             if t.concat(users[0]):
-                parts = t.inputs(users[0])
+                parts = list(users[0].args[0])
                 start = sum(t.values[p].shape[1] for p in parts[: parts.index(dst)])
                 dst = users[0]
                 break
             after.append(_op_name(users[0]))
             dst = users[0]
-        if dst is None:
+        if dst is None or dst not in layer_of:  # ends in a concatenation inside another block
             continue
         after += [_op_name(node) for node in tails[dst][1:]]
         target, source = layer_of[dst], layer_at.get(src)

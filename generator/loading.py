@@ -107,15 +107,21 @@ def build_factory(source: str) -> nn.Module:
         )
     try:
         module = importlib.import_module(module_name)
-    except ImportError as error:
+    except Exception as error:  # ImportError, or any error raised while the module runs
         raise AtlasError(
-            f"`model.source: {source}`: module {module_name} cannot be imported ({error}). Install it, "
-            f"or run from the folder that contains it."
+            f"`model.source: {source}`: module {module_name} cannot be imported ({type(error).__name__}: "
+            f"{error}). Install it, or run from the folder that contains it."
         ) from None
     factory = getattr(module, attribute, None)
     if not callable(factory):
         raise AtlasError(f"`model.source: {source}`: {module_name} has no callable `{attribute}`.")
-    model = factory()
+    try:
+        model = factory()
+    except Exception as error:
+        raise AtlasError(
+            f"`model.source: {source}`: calling {attribute}() failed ({type(error).__name__}: {error}). The "
+            f"factory must build the model with no arguments."
+        ) from None
     if not isinstance(model, nn.Module):
         raise AtlasError(f"`model.source: {source}` returned a {type(model).__name__}, not an nn.Module.")
     return model
@@ -127,16 +133,18 @@ def fetch(path: str | Path, url: str | None) -> Path:
     if path.is_file() or not url:
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
+    partial = tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}-", delete=False)
     try:
-        with urllib.request.urlopen(url, timeout=60) as response, tempfile.NamedTemporaryFile(
-                dir=path.parent, delete=False) as partial:
+        with partial, urllib.request.urlopen(url, timeout=60) as response:
             shutil.copyfileobj(response, partial)
         os.replace(partial.name, path)
-    except OSError as error:
+    except (OSError, ValueError) as error:
         raise AtlasError(
             f"Checkpoint {path} does not exist, and downloading it from {url} failed ({error}). Download "
             f"that file on a machine with internet access and put it at {path}."
         ) from None
+    finally:
+        Path(partial.name).unlink(missing_ok=True)
     return path
 
 

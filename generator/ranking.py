@@ -101,42 +101,60 @@ class _Statistics:
 
 
 def rank(graph: LayerGraph, weights: list[LayerWeights], top_k: int) -> dict[tuple[str, int], UnitWeights]:
-    """Every browsed unit's ranked connections, keyed by ``(layer, unit)``."""
+    """Every browsed unit's ranked connections, keyed by ``(layer, unit)``.
+
+    A unit reading several layers (or read by several) gets one list, ranked across them.
+    """
     units = {(layer.name, u): UnitWeights(layer.name, u) for layer in graph.layers for u in range(layer.channels)}
+    incoming: dict[str, list[_Statistics]] = {}
     outgoing: dict[str, list[_Statistics]] = {}
     for w in weights:
         stats = _Statistics.of(w)
-        top = _top(stats.l2, top_k)  # [O, k]
-        input_l2 = np.sqrt((stats.l2**2).sum(axis=1)).tolist()
-        excitatory, inhibitory = (stats.sign > 0).sum(axis=1).tolist(), (stats.sign < 0).sum(axis=1).tolist()
-        for o in range(len(w.kernel)):
-            unit = units[(w.dst, o)]
-            links = stats.links(np.full(len(top[o]), o), top[o], top[o], w.src) if w.src else []
-            if w.hops > 1:
-                unit.further.append(FurtherInputs(w.src, w.hops, float(stats.scale[o]), links))
-                continue
-            unit.scale, unit.input_l2 = float(stats.scale[o]), input_l2[o]
-            if w.src is None:
-                unit.rgb_kernel = w.kernel[o]
-                continue
-            unit.inputs, unit.input_count = links, stats.l2.shape[1]
-            unit.excitatory, unit.inhibitory = excitatory[o], inhibitory[o]
-        if w.src is not None and w.hops == 1:
+        if w.src is None:  # the first layer: its kernel on the image
+            for o in range(len(w.kernel)):
+                unit = units[(w.dst, o)]
+                unit.rgb_kernel, unit.scale = w.kernel[o], float(stats.scale[o])
+                unit.input_l2 = float(np.sqrt((stats.l2[o] ** 2).sum()))
+        elif w.hops > 1:
+            top = _top(stats.l2, top_k)
+            for o in range(len(w.kernel)):
+                links = stats.links(np.full(len(top[o]), o), top[o], top[o], w.src)
+                units[(w.dst, o)].further.append(FurtherInputs(w.src, w.hops, float(stats.scale[o]), links))
+        else:
+            incoming.setdefault(w.dst, []).append(stats)
             outgoing.setdefault(w.src, []).append(stats)
+    for dst, parts in incoming.items():
+        l2_all = np.concatenate([p.l2 for p in parts], axis=1)  # [dst units, units of every source]
+        sign_all = np.concatenate([p.sign for p in parts], axis=1)
+        scale = np.max([p.scale for p in parts], axis=0)
+        for o, (row, chosen) in enumerate(zip(l2_all, _top(l2_all, top_k))):
+            unit = units[(dst, o)]
+            unit.inputs = _merged(parts, chosen, lambda p, columns: p.links(np.full(len(columns), o), columns, columns,
+                                                                             p.weights.src), axis=1)
+            for link in unit.inputs:
+                link.scale = float(scale[o])  # one scale over all of the unit's inputs
+            unit.scale, unit.input_count = float(scale[o]), len(row)
+            unit.input_l2 = float(np.sqrt((row**2).sum()))
+            unit.excitatory, unit.inhibitory = int((sign_all[o] > 0).sum()), int((sign_all[o] < 0).sum())
     for src, parts in outgoing.items():
         l2_all = np.concatenate([p.l2 for p in parts], axis=0)  # [units of every reading layer, src units]
-        part_of = np.concatenate([np.full(len(p.l2), j) for j, p in enumerate(parts)])
-        row_in_part = np.concatenate([np.arange(len(p.l2)) for p in parts])
-        top = _top(l2_all.T, top_k)  # [src units, k] rows of l2_all
-        for i in range(l2_all.shape[1]):
+        for i, chosen in enumerate(_top(l2_all.T, top_k)):
             unit = units[(src, i)]
             unit.output_count = l2_all.shape[0]
-            unit.outputs = []
-            for j, part in enumerate(parts):  # links in rank order, built per reading layer
-                chosen = top[i][part_of[top[i]] == j]
-                rows = row_in_part[chosen]
-                unit.outputs += [(rank_, link) for rank_, link in zip(
-                    np.flatnonzero(part_of[top[i]] == j).tolist(),
-                    part.links(rows, np.full(len(rows), i), rows, part.weights.dst))]
-            unit.outputs = [link for _, link in sorted(unit.outputs, key=lambda pair: pair[0])]
+            unit.outputs = _merged(parts, chosen, lambda p, rows: p.links(rows, np.full(len(rows), i), rows,
+                                                                          p.weights.dst), axis=0)
+            for link in unit.outputs:  # the scale of the unit fed, over all its inputs
+                link.scale = units[(link.layer, link.unit)].scale
     return units
+
+
+def _merged(parts: list[_Statistics], chosen: np.ndarray, links, axis: int) -> list[Link]:
+    """Links for ``chosen`` positions along the concatenation of ``parts`` (on ``axis``), in order."""
+    sizes = [p.l2.shape[axis] for p in parts]
+    edges = np.cumsum([0] + sizes)
+    part_of = np.searchsorted(edges, chosen, side="right") - 1
+    ranked: list[tuple[int, Link]] = []
+    for j, part in enumerate(parts):
+        positions = np.flatnonzero(part_of == j)
+        ranked += zip(positions.tolist(), links(part, chosen[positions] - edges[j]))
+    return [link for _, link in sorted(ranked, key=lambda pair: pair[0])]

@@ -42,3 +42,15 @@ def test_missing_and_malformed_files(tmp_path):
     bad.write_text("model: [unclosed\n")
     with pytest.raises(AtlasError, match="not valid YAML"):
         load_config(bad)
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"title": None}, "must be text"),
+    ({"model": {"source": None}}, "must be text"),
+    ({"site": {"output": ""}}, "is empty"),
+    ({"ranking": {"hops": 9}}, "at most 3"),
+    ({"layers": "conv1"}, "list of layer names"),
+])
+def test_empty_and_out_of_range_values(config_file, settings, message):
+    with pytest.raises(AtlasError, match=message):
+        load_config(config_file(**settings))

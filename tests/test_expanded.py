@@ -120,3 +120,95 @@ def test_unknown_layers_and_wrong_direction():
         expanded_weights(SmallCNN(), "conv7", "conv2", (3, 16, 16))
     with pytest.raises(AtlasError, match="does not read"):
         expanded_weights(SmallCNN(), "conv3", "conv1", (3, 16, 16))
+
+
+class Arithmetic(torch.nn.Module):
+    """Sums, differences and constants that must keep their signs and multiplicities."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.Conv2d(4, 4, 1)
+
+    def forward(self, x):
+        y = self.a(x)
+        z = (1 - y) + (y + y) * 0.5 + torch.cat([y, y], 1)[:, 4:] / 4  # = y * (-1 + 1 + 0.25)
+        return self.b(z)
+
+
+class Split(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.Conv2d(4, 5, 1)
+
+    def forward(self, x):
+        left, right = torch.chunk(self.a(x), 2, dim=1)
+        return self.b(right)
+
+
+class Flattened(torch.nn.Module):
+    """A VGG-style head: positions flattened into a linear layer."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.fc = torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.Linear(4 * 8 * 8, 3)
+
+    def forward(self, x):
+        return self.fc(torch.flatten(torch.relu(self.conv(x)), 1))
+
+
+class Gate(torch.nn.Module):
+    """A sigmoid right after a convolution is that layer's own output, not a path between layers."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = torch.nn.Conv2d(3, 4, 3), torch.nn.Conv2d(4, 4, 3)
+
+    def forward(self, x):
+        return self.b(torch.sigmoid(self.a(x)))
+
+
+class ConvHead(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.head = torch.nn.Conv2d(3, 4, 3), torch.nn.Conv2d(4, 5, 1)
+
+    def forward(self, x):
+        return self.head(torch.nn.functional.adaptive_avg_pool2d(self.a(x), 1))
+
+
+def test_signs_multiplicities_and_channel_slices():
+    model = Arithmetic()
+    w = expanded_weights(model, "a", "b", (3, 8, 8))
+    torch.testing.assert_close(w, model.b.weight.detach() * 0.25)
+    model = Split()
+    w = expanded_weights(model, "a", "b", (3, 8, 8))
+    expected = torch.zeros(5, 8, 1, 1)
+    expected[:, 4:] = model.b.weight.detach()
+    torch.testing.assert_close(w, expected)
+
+
+def test_a_divisor_that_depends_on_the_layer_is_refused():
+    class Divide(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = torch.nn.Conv2d(3, 4, 1), torch.nn.Conv2d(4, 4, 1)
+
+        def forward(self, x):
+            return self.b(2 / self.a(x))
+
+    with pytest.raises(AtlasError, match="truediv.*no linear twin"):
+        expanded_weights(Divide(), "a", "b", (3, 8, 8))
+
+
+def test_flattened_positions_are_skipped_not_fatal():
+    graph = trace_layers(Flattened(), (3, 8, 8))
+    pairs = {(w.src, w.dst) for w in layer_weights(graph)}
+    assert pairs == {(None, "conv")}
+    assert any("conv -> fc" in reason for reason in graph.skipped)
+
+
+def test_output_activations_belong_to_their_layer_and_heads_after_pooling_are_matrices():
+    model = Gate()
+    torch.testing.assert_close(expanded_weights(model, "a", "b", (3, 8, 8)), model.b.weight.detach())
+    model = ConvHead()
+    assert expanded_weights(model, "a", "head", (3, 8, 8)).shape == (5, 4)

@@ -117,3 +117,14 @@ def test_torchvision_source_without_torchvision_is_explained(config_file, monkey
     monkeypatch.setattr(builtins, "__import__", no_torchvision)
     with pytest.raises(AtlasError, match="needs torchvision, an optional extra"):
         load_model(_config(config_file, "torchvision:resnet18"))
+
+
+def test_a_failing_factory_and_a_bad_url_are_reported(config_file, tmp_path):
+    with pytest.raises(AtlasError, match=r"calling data_dependent_broken\(\) failed \(RuntimeError: weights server unavailable\)"):
+        load_model(_config(config_file, "tests.toy_models:data_dependent_broken"))
+    from generator.loading import fetch
+
+    target = tmp_path / "downloads" / "x.pth"
+    with pytest.raises(AtlasError, match="downloading it from not-a-url failed"):
+        fetch(target, "not-a-url")
+    assert list(target.parent.iterdir()) == []  # no partial download left behind

@@ -164,3 +164,7 @@ def data_dependent():
 
 def not_a_module():
     return "a string"
+
+
+def data_dependent_broken():
+    raise RuntimeError("weights server unavailable")
