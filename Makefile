@@ -2,7 +2,9 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-# The CPU build of PyTorch; set TORCH= to keep a torch you installed yourself.
+# PyTorch, installed first. Set TORCH= to keep a torch you installed yourself, or, for a
+# CPU-only wheel from PyTorch's own index on Linux (PyPI's wheel there is the CUDA build):
+#   make TORCH="torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu"
 TORCH ?= torch==2.13.0
 CONFIG ?= site_config/default.yml
 PORT ?= 8000
@@ -14,7 +16,7 @@ install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(if $(TORCH),$(PY) -m pip install --quiet "$(TORCH)")
+	$(if $(TORCH),$(PY) -m pip install --quiet $(TORCH))
 	$(PY) -m pip install --quiet -e ".[test]"
 	touch $@
 
