@@ -31,8 +31,6 @@ from torch import nn
 from .errors import AtlasError
 from .graph import ACTIVATION_FUNCTIONS, ACTIVATION_MODULES, LayerGraph, TracedModel, _op_name, trace_layers
 
-IDENTITY_MODULES = ACTIVATION_MODULES
-IDENTITY_FUNCTIONS = ACTIVATION_FUNCTIONS
 RESHAPES = {"flatten", "view", "reshape", "squeeze", "unsqueeze"}
 SUMS = {operator.add, operator.iadd, torch.add, "add", "add_", operator.sub, operator.isub, torch.sub, "sub", "sub_"}
 
@@ -226,7 +224,7 @@ class _Linearised:
         x = operand(node.args[0])
         if x is None or any(operand(a) is not None for a in node.all_input_nodes if a is not node.args[0]):
             raise ValueError("it combines several tensors that depend on the first layer")
-        if name in IDENTITY_FUNCTIONS:
+        if name in ACTIVATION_FUNCTIONS:
             return x
         if name == "neg":
             return _scale(x, -1.0)
@@ -289,7 +287,7 @@ class _Linearised:
             return _pool(x, module.kernel_size, module.stride, module.padding, getattr(module, "dilation", 1))
         if isinstance(module, (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)):
             return self._adaptive(node, x, module.output_size)
-        if isinstance(module, IDENTITY_MODULES):
+        if isinstance(module, ACTIVATION_MODULES):
             return x
         if isinstance(module, (nn.Flatten, nn.Unflatten)):
             if not x.spatial:
@@ -444,5 +442,5 @@ def _per_channel(graph: LayerGraph, op: str) -> bool:
     """An operation that leaves kernels as they are: not a pooling or padding."""
     module = graph.traced.modules.get(op)
     if module is not None:
-        return isinstance(module, IDENTITY_MODULES + (nn.modules.batchnorm._BatchNorm,))
-    return op in IDENTITY_FUNCTIONS
+        return isinstance(module, ACTIVATION_MODULES + (nn.modules.batchnorm._BatchNorm,))
+    return op in ACTIVATION_FUNCTIONS
