@@ -44,10 +44,10 @@ def build_atlas(config: AtlasConfig, output: str | Path | None = None) -> BuildR
     input_shape = (config.input.channels, config.input.size, config.input.size)
     graph = trace_layers(model, input_shape).restricted(config.layers)
     log.info("traced %d layers, %d pairs of adjacent layers", len(graph.layers), len(graph.adjacent))
-    for reason in graph.skipped:
-        log.info("skipped %s", reason)
     t = done("trace", t)
     units = rank(graph, layer_weights(graph, config.ranking.hops), config.ranking.top_k)
+    for reason in graph.skipped:  # the trace's skips and the pairs with no per-channel weights
+        log.info("skipped %s", reason)
     t = done("weights and ranking", t)
     summary = ModelSummary(config.title, sum(p.numel() for p in model.parameters()), len(units), input_shape)
     with staged_output(output) as stage:
