@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -57,13 +60,68 @@ class SiteConfig:
 
 
 @dataclass(frozen=True)
+class TransformConfig:
+    """Robustness transforms applied to the image at every optimisation step (Lucid's set).
+
+    The image is padded by ``pad`` pixels of grey, then a window of it is taken, moved by up
+    to ``jitter`` pixels, scaled by a factor drawn from ``scale`` and turned by up to
+    ``rotate`` degrees either way.
+    """
+
+    pad: int = 12
+    jitter: int = 8
+    scale: tuple[float, ...] = (0.95, 1.05)  # smallest and largest factor
+    rotate: float = 10.0  # degrees
+
+
+@dataclass(frozen=True)
+class FeatureVisConfig:
+    """Feature visualisation: for every unit, an image optimised to excite it.
+
+    ``size`` 0 means the model's input size. ``jobs`` is how many processes share the work
+    (``auto``: one per CPU core, or one on a GPU); ``device`` is ``auto``, ``cpu`` or
+    ``cuda`` (``cuda:N``). ``batch`` is how many units are optimised together in one job.
+    """
+
+    enabled: bool = True
+    steps: int = 512
+    size: int = 0
+    learning_rate: float = 0.05
+    seed: int = 0
+    negative: bool = True  # also optimise the opposite direction
+    decorrelate: bool = True  # Fourier parameterisation with decorrelated colour
+    transforms: TransformConfig = field(default_factory=TransformConfig)
+    batch: int = 32
+    jobs: str = "auto"
+    device: str = "auto"
+
+
+@dataclass(frozen=True)
+class DatasetConfig:
+    """Dataset examples: the images that excite each unit most.
+
+    ``source`` is a folder of .jpg/.png images (searched recursively) or ``procedural``
+    (the default model's image generator); empty means no dataset examples. At most
+    ``images`` images are read; each unit shows its ``top`` strongest.
+    """
+
+    source: str | None = None
+    images: int = 4096
+    top: int = 8
+    seed: int = 0  # for the procedural generator
+
+
+@dataclass(frozen=True)
 class AtlasConfig:
     title: str = "Weight Atlas"
     layers: tuple[str, ...] | None = None  # the browsed layers to include (default: all)
     model: ModelConfig = field(default_factory=ModelConfig)
     input: InputConfig = field(default_factory=InputConfig)
     ranking: RankingConfig = field(default_factory=RankingConfig)
+    featurevis: FeatureVisConfig = field(default_factory=FeatureVisConfig)
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
     site: SiteConfig = field(default_factory=SiteConfig)
+    cache: str = ".atlas-cache"  # feature visualisations and dataset examples, reused across builds
     path: str = "<built-in>"  # the file it came from, for messages and the site's index
 
     def as_dict(self) -> dict[str, Any]:
@@ -73,12 +131,17 @@ class AtlasConfig:
         return data
 
 
+# Whole-number settings that may be zero (all others must be positive).
+ZERO_ALLOWED = {"seed", "pad", "jitter", "size", "rotate"}
+
+
 def _build(cls: type, values: Any, where: str, source: str) -> Any:
     if values is None:
         return cls()
     if not isinstance(values, dict):
         raise AtlasError(f"{source}: `{where}` must be a mapping of settings, not {values!r}.")
     fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "path"}
+    types = typing.get_type_hints(cls)
     kwargs = {}
     for key, value in values.items():
         if key not in fields:
@@ -89,29 +152,45 @@ def _build(cls: type, values: Any, where: str, source: str) -> Any:
                 f"{source}: unknown setting `{where + '.' if where else ''}{key}`.{hint} "
                 f"Valid settings here are: {valid}."
             )
-        kwargs[key] = _check(fields[key], value, f"{where + '.' if where else ''}{key}", source)
+        kwargs[key] = _check(fields[key], types[key], value, f"{where + '.' if where else ''}{key}", source)
     return cls(**kwargs)
 
 
-def _check(f: dataclasses.Field, value: Any, where: str, source: str) -> Any:
+def _check(f: dataclasses.Field, kind: Any, value: Any, where: str, source: str) -> Any:
     """The value of one setting, converted to the field's type, or a clear error."""
     if dataclasses.is_dataclass(f.default_factory):
         return _build(f.default_factory, value, where, source)
-    default = f.default
     if f.name == "layers":
         if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
             raise AtlasError(f"{source}: `layers` must be a list of layer names, such as [conv2d0, mixed3a].")
         return tuple(value)
-    if isinstance(default, int):
-        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-            raise AtlasError(f"{source}: `{where}` must be a positive whole number, not {value!r}.")
-    elif isinstance(default, tuple):
-        if not isinstance(value, list) or not all(isinstance(v, (int, float)) for v in value):
-            raise AtlasError(f"{source}: `{where}` must be a list of numbers, such as [0.5, 0.5, 0.5].")
+    if f.name == "jobs" and isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)  # `jobs: 2` and `jobs: auto` are both natural in YAML
+    if typing.get_origin(kind) in (typing.Union, types.UnionType):  # `str | None`: None is allowed
+        if value is None:
+            return None
+        kind = next(k for k in typing.get_args(kind) if k is not type(None))
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise AtlasError(f"{source}: `{where}` must be true or false, not {value!r}.")
+    elif kind is int:
+        smallest = 0 if f.name in ZERO_ALLOWED else 1
+        if not isinstance(value, int) or isinstance(value, bool) or value < smallest:
+            what = "a whole number, 0 or more" if smallest == 0 else "a positive whole number"
+            raise AtlasError(f"{source}: `{where}` must be {what}, not {value!r}.")
+    elif kind is float:
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0 or \
+                (value == 0 and f.name not in ZERO_ALLOWED):
+            raise AtlasError(f"{source}: `{where}` must be a positive number, not {value!r}.")
+        return float(value)
+    elif typing.get_origin(kind) is tuple:
+        if not isinstance(value, list) or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                                  for v in value):
+            raise AtlasError(f"{source}: `{where}` must be a list of numbers, such as {list(f.default)}.")
         return tuple(float(v) for v in value)
-    elif not isinstance(value, str) and not (value is None and default is None):
+    elif not isinstance(value, str):
         raise AtlasError(f"{source}: `{where}` must be text, not {value!r}.")
-    elif isinstance(value, str) and not value.strip():
+    elif not value.strip():
         raise AtlasError(f"{source}: `{where}` is empty; give it a value or leave the key out.")
     return value
 
@@ -143,4 +222,16 @@ def load_config(path: str | Path) -> AtlasConfig:
             f"{path}: `ranking.hops` is {config.ranking.hops}; at most {MAX_HOPS} are supported, since expanded "
             f"kernels grow with every layer (and say less: the linearisation misses more)."
         )
+    _check_featurevis(config.featurevis, path)
     return config
+
+
+def _check_featurevis(fv: FeatureVisConfig, path: Path) -> None:
+    if fv.jobs != "auto" and not (fv.jobs.isdigit() and int(fv.jobs) > 0):
+        raise AtlasError(f"{path}: `featurevis.jobs` must be `auto` or a positive whole number, not {fv.jobs!r}.")
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", fv.device):
+        raise AtlasError(f"{path}: `featurevis.device` must be auto, cpu, cuda or cuda:N, not {fv.device!r}.")
+    scale = fv.transforms.scale
+    if len(scale) != 2 or not 0 < scale[0] <= scale[1]:
+        raise AtlasError(f"{path}: `featurevis.transforms.scale` must be [smallest, largest] factor, "
+                         f"such as [0.95, 1.05]; got {list(scale)}.")

@@ -124,6 +124,23 @@ class LayerGraph:
             [(s, d) for s, d in self.adjacent if d in keep and (s is None or s in keep)], self.traced, self.outputs,
         )
 
+    def truncated(self, names: list[str]) -> torch.fx.GraphModule:
+        """The model cut after the layers ``names``: image in, a tuple of their values out.
+
+        Only the operations those layers depend on are kept, so nothing after the deepest
+        of them runs. The module shares the model's parameters.
+        """
+        t = self.traced
+        targets = [self.outputs[self.layer(name).name] for name in names]
+        needed = set(targets).union(*(_ancestors(n, lambda m: m.all_input_nodes) for n in targets))
+        graph = torch.fx.Graph()
+        copies: dict[torch.fx.Node, torch.fx.Node] = {}
+        for node in t.graph.nodes:
+            if node in needed:
+                copies[node] = graph.node_copy(node, lambda n: copies[n])
+        graph.output(tuple(copies[n] for n in targets))
+        return torch.fx.GraphModule(t.model, graph, class_name="Truncated")
+
     def upstream(self, dst: str, hops: int) -> list[str]:
         """The browsed layers exactly ``hops`` steps above ``dst`` along ``adjacent``."""
         frontier = {dst}

@@ -14,6 +14,7 @@ and ``model.url`` is set, it is downloaded there first.
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import os
 import shutil
@@ -192,3 +193,13 @@ def load_model(config: AtlasConfig) -> nn.Module:
             f"networks. Point the config at a CNN."
         )
     return model.eval()
+
+
+def weights_hash(model: nn.Module) -> str:
+    """SHA-256 of every parameter and buffer: names, types, shapes and values."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        value = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}|{value.dtype}|{tuple(value.shape)}|".encode())
+        digest.update(value.view(torch.uint8).numpy().tobytes() if value.numel() else b"")
+    return digest.hexdigest()

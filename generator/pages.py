@@ -17,6 +17,7 @@ import jinja2
 import yaml
 
 from .config import AtlasConfig
+from . import files
 from .graph import Layer, LayerGraph
 from .ranking import UnitWeights
 from .unit_pages import UnitPages
@@ -98,7 +99,7 @@ class PageWriter:
         # mkdocs puts front-matter titles into its pages unescaped; the page's own heading
         # shows the exact, escaped name. Front matter is YAML, and JSON is valid YAML.
         text = self.env.get_template(template).render(title=title, title_yaml=json.dumps(plain_title(title)), **context)
-        _write(docs / path, text.encode("utf-8"))
+        files.write(docs / path, text.encode("utf-8"))
 
 
     # -- view models -----------------------------------------------------------------------
@@ -122,8 +123,3 @@ class PageWriter:
         return [{"layer": layer, "href": f"layers/{self.slugs[layer.name]}.html",
                  "sources": [s or "input image" for s, d in self.graph.adjacent if d == layer.name]}
                 for layer in self.graph.layers]
-
-
-def _write(target: Path, data: bytes) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_bytes(data)

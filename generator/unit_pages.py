@@ -18,6 +18,7 @@ import numpy as np
 from tqdm import tqdm
 
 from .config import AtlasConfig
+from . import files
 from .graph import Layer, LayerGraph
 from .ranking import Link, UnitWeights
 from .render import rgb_kernel, tile_sprite
@@ -49,7 +50,7 @@ class UnitPages:
         """Write every unit's files into ``site``; return the units' search entries."""
         for layer, unit in sorted(self.thumbnails):
             kernel = self.units[(layer, unit)].rgb_kernel
-            _write(site / self.thumbnail(layer, unit), rgb_kernel(np.repeat(kernel, 3 // len(kernel), axis=0)))
+            files.write(site / self.thumbnail(layer, unit), rgb_kernel(np.repeat(kernel, 3 // len(kernel), axis=0)))
         entries = []
         with tqdm(total=len(self.units), desc="unit pages", unit="page", leave=False, disable=None) as progress:
             for layer in self.graph.layers:
@@ -68,7 +69,7 @@ class UnitPages:
         if channels or links:  # one sprite holds all the unit's tiles, in this order
             sprite, places = tile_sprite(channels + [k.kernel for k in links],
                                          [weights.scale] * len(channels) + [k.scale for k in links])
-            _write(folder / f"{unit}.tiles.png", sprite)
+            files.write(folder / f"{unit}.tiles.png", sprite)
             tiles, css = self._tiles(f"{unit}.tiles.png", places)
         tiles.reverse()  # taken from the end, in drawing order
         first = None
@@ -92,8 +93,8 @@ class UnitPages:
             next=f"{unit + 1}.html" if unit + 1 < layer.channels else None,
             layer_href=f"../../layers/{self.slugs[layer.name]}.html",
         )
-        _write(folder / f"{unit}.html", shell.page(title, body).encode("utf-8"))
-        _write(folder / f"{unit}.json", json.dumps(self._data(layer, unit, weights), separators=(",", ":")).encode())
+        files.write(folder / f"{unit}.html", shell.page(title, body).encode("utf-8"))
+        files.write(folder / f"{unit}.json", json.dumps(self._data(layer, unit, weights), separators=(",", ":")).encode())
         words = f"unit {unit} of layer {layer.name}" + (f", branch {branch.name}" if branch else "")
         return {"location": f"units/{self.slugs[layer.name]}/{unit}.html", "title": title, "text": words}
 
@@ -164,8 +165,3 @@ class UnitPages:
 
 def _rounded(x: float) -> float:
     return float(f"{x:.6g}")
-
-
-def _write(target: Path, data: bytes) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_bytes(data)

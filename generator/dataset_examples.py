@@ -1,0 +1,299 @@
+"""Dataset examples: for every unit, the images that excite it most, and where.
+
+Images come from a folder (every .jpg/.png under it, sorted by path) or from the default
+model's procedural generator. They stream through the model cut after the deepest
+browsed layer, once; per unit the ``top`` images with the largest activation at any
+position are kept, ties going to the earlier image. Each example is shown as the crop
+around its strongest position (the part of the image that position can see, at least
+a quarter of the image) and the whole image with that crop outlined.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import json
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
+from tqdm import tqdm
+
+from .config import AtlasConfig
+from .files import atomic_write
+from .graph import LayerGraph
+from .images import IMAGE_SUFFIXES, Normalise, as_rgb, load_image
+
+log = logging.getLogger("weight_atlas")
+
+ALGORITHM = 1  # raise when a change here changes which examples are chosen or how they look
+BATCH = 128
+PROCEDURAL_BATCH = 256
+PICTURE = 64  # pixels per crop and per whole image in a unit's strip of examples
+GAP = 2
+
+
+# -- image sources ---------------------------------------------------------------------------
+class FolderImages:
+    """Every .jpg/.png under a folder, sorted by path, at the model's input size."""
+
+    def __init__(self, root: Path, limit: int, size: int, channels: int):
+        self.root, self.size, self.channels = root, size, channels
+        files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        self.files = files[:limit]
+        listing = [(str(p.relative_to(root)), p.stat().st_size, p.stat().st_mtime_ns) for p in self.files]
+        self.key = {"folder": str(root.resolve()), "files": hashlib.sha256(json.dumps(listing).encode()).hexdigest()}
+        self.unreadable: list[str] = []
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def batches(self, size: int) -> Iterator[tuple[list[int], torch.Tensor]]:
+        for start in range(0, len(self.files), size):
+            indices, pixels = [], []
+            for i in range(start, min(start + size, len(self.files))):
+                try:
+                    pixels.append(load_image(self.files[i], self.size, self.channels))
+                    indices.append(i)
+                except (OSError, ValueError) as error:
+                    self.unreadable.append(f"{self.files[i]}: {error}")
+            if indices:
+                yield indices, torch.from_numpy(np.stack(pixels)).permute(0, 3, 1, 2).float() / 255
+
+    def image(self, index: int) -> np.ndarray:
+        return load_image(self.files[index], self.size, self.channels)
+
+    def label(self, index: int) -> str:
+        return str(self.files[index].relative_to(self.root))
+
+
+class ProceduralImages:
+    """The default model's labelled procedural images, drawn in fixed batches from a seed."""
+
+    def __init__(self, count: int, seed: int, size: int):
+        self.count, self.seed, self.size = count, seed, size
+        self.key = {"procedural": count, "seed": seed}
+        self._cached: tuple[int, Any] | None = None
+
+    def __len__(self) -> int:
+        return self.count
+
+    def _batch(self, number: int):
+        if self._cached is None or self._cached[0] != number:
+            from .default_model.procedural import draw
+
+            state = np.random.SeedSequence([self.seed, number]).generate_state(1, np.uint64)[0]
+            generator = torch.Generator().manual_seed(int(state >> np.uint64(1)))
+            n = min(PROCEDURAL_BATCH, self.count - number * PROCEDURAL_BATCH)
+            self._cached = (number, draw(n, self.size, generator))
+        return self._cached[1]
+
+    def batches(self, size: int) -> Iterator[tuple[list[int], torch.Tensor]]:
+        for number in range((self.count + PROCEDURAL_BATCH - 1) // PROCEDURAL_BATCH):
+            images = self._batch(number).images
+            yield list(range(number * PROCEDURAL_BATCH, number * PROCEDURAL_BATCH + len(images))), images
+
+    def image(self, index: int) -> np.ndarray:
+        images = self._batch(index // PROCEDURAL_BATCH).images
+        return (images[index % PROCEDURAL_BATCH].permute(1, 2, 0) * 255).round().to(torch.uint8).numpy()
+
+    def label(self, index: int) -> str:
+        from .default_model.procedural import ATTRIBUTES
+
+        labels = self._batch(index // PROCEDURAL_BATCH).labels
+        words = [ATTRIBUTES[a][int(labels[a][index % PROCEDURAL_BATCH])] for a in ("hue", "shape", "orientation")]
+        return f"procedural image {index}: {words[0]} {words[1]} on a {words[2]} grating"
+
+
+def image_source(config: AtlasConfig) -> FolderImages | ProceduralImages | None:
+    """The images the config names, or None (with the reason logged) when there are none."""
+    source, inp = config.dataset.source, config.input
+    if source is None:
+        return None
+    if source == "procedural":
+        if inp.channels != 3:
+            log.info("skipped dataset examples: procedural images are RGB and the model reads %d channels",
+                     inp.channels)
+            return None
+        return ProceduralImages(config.dataset.images, config.dataset.seed, inp.size)
+    root = Path(source).expanduser()
+    if not root.is_dir():
+        log.info("skipped dataset examples: the image folder %s does not exist", root)
+        return None
+    images = FolderImages(root, config.dataset.images, inp.size, inp.channels)
+    if not len(images):
+        log.info("skipped dataset examples: no .jpg or .png images under %s", root)
+        return None
+    return images
+
+
+# -- the strongest activations ---------------------------------------------------------------
+@dataclass
+class Strongest:
+    """Per unit of one layer, its ``top`` strongest images: activation, image, position."""
+
+    values: torch.Tensor  # [units, top], strongest first
+    images: torch.Tensor  # [units, top] image indices
+    rows: torch.Tensor  # [units, top] position of the maximum (0 for a layer with no positions)
+    columns: torch.Tensor
+
+    def merged(self, values, images, rows, columns, top: int) -> Strongest:
+        """These and a batch's ``[units, B]`` maxima, the strongest ``top`` kept (earlier first on ties)."""
+        joined = [torch.cat(pair, dim=1) for pair in
+                  zip((self.values, self.images, self.rows, self.columns), (values, images, rows, columns))]
+        order = torch.sort(joined[0], dim=1, descending=True, stable=True).indices[:, :top]
+        return Strongest(*(t.gather(1, order) for t in joined))
+
+
+def strongest(model: torch.nn.Module, names: list[str], source, normalise: Normalise, top: int,
+              device: torch.device) -> dict[str, Strongest]:
+    """Every unit's strongest images; ``model`` maps images to the values of ``names``."""
+    found: dict[str, Strongest] = {}
+    with torch.no_grad(), tqdm(total=len(source), desc="dataset examples", unit="image", leave=False,
+                               disable=None) as progress:
+        for indices, images in source.batches(BATCH):
+            values = model(normalise(images.to(device)))
+            index = torch.tensor(indices)
+            for name, value in zip(names, values):
+                flat = value.float().reshape(len(value), value.shape[1], -1).cpu()
+                peak, where = flat.max(dim=2)  # [B, units]; the first position on ties
+                width = value.shape[3] if value.dim() == 4 else 1
+                batch = (peak.T, index.expand(peak.shape[1], -1), (where // width).T, (where % width).T)
+                if name not in found:
+                    empty = torch.empty(peak.shape[1], 0)
+                    found[name] = Strongest(empty, empty.long(), empty.long(), empty.long())
+                found[name] = found[name].merged(*batch, top=top)
+            progress.update(len(indices))
+    return found
+
+
+def windows(model: torch.nn.Module, names: list[str], inp, normalise: Normalise,
+            device: torch.device) -> dict[str, tuple[int, int, int, int] | None]:
+    """Per spatial layer, the image window its centre position sees, ``(top, left, bottom, right)``,
+    from the gradient of that position's channels with respect to a few noise images."""
+    generator = torch.Generator().manual_seed(0)
+    images = torch.rand(4, inp.channels, inp.size, inp.size, generator=generator).to(device).requires_grad_(True)
+    found = {}
+    for name, value in zip(names, model(normalise(images))):
+        if value.dim() != 4:
+            found[name] = None
+            continue
+        centre = value[:, :, value.shape[2] // 2, value.shape[3] // 2]
+        (gradient,) = torch.autograd.grad(centre.abs().sum(), images, retain_graph=True)
+        seen = gradient.abs().sum(dim=(0, 1)).cpu() > 0
+        rows, columns = torch.nonzero(seen.any(dim=1)), torch.nonzero(seen.any(dim=0))
+        if not len(rows):
+            found[name] = (0, 0, inp.size, inp.size)
+            continue
+        found[name] = (int(rows[0]), int(columns[0]), int(rows[-1]) + 1, int(columns[-1]) + 1)
+    return found
+
+
+def crop_box(window: tuple[int, int, int, int] | None, layer_size: tuple[int, int], row: int, column: int,
+             image_size: int) -> tuple[int, int, int, int]:
+    """The crop of the image around position ``(row, column)`` of a layer: the window of the
+    layer's centre moved there, at least a quarter of the image, kept inside it."""
+    if window is None:
+        return (0, 0, image_size, image_size)
+    top, left, bottom, right = window
+    step_y, step_x = image_size / layer_size[0], image_size / layer_size[1]
+    dy, dx = round((row - layer_size[0] // 2) * step_y), round((column - layer_size[1] // 2) * step_x)
+    side = min(image_size, max(bottom - top, right - left, image_size // 4, 1))
+    centre_y, centre_x = (top + bottom) / 2 + dy, (left + right) / 2 + dx
+    y0 = int(min(max(round(centre_y - side / 2), 0), image_size - side))
+    x0 = int(min(max(round(centre_x - side / 2), 0), image_size - side))
+    return (y0, x0, y0 + side, x0 + side)
+
+
+# -- the stage ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Example:
+    image: int
+    label: str
+    value: float
+    box: tuple[int, int, int, int]  # (top, left, bottom, right) in the image at the model's input size
+
+
+class Examples:
+    """The stage's output: per unit its examples and the picture of them, in the cache."""
+
+    def __init__(self, folder: Path, description: str):
+        self.folder, self.description = folder, description
+
+    def _layer(self, layer: str) -> Path:
+        return self.folder / hashlib.sha256(layer.encode()).hexdigest()[:16]
+
+    def of(self, layer: str, unit: int) -> list[Example]:
+        data = json.loads((self._layer(layer) / "examples.json").read_text(encoding="utf-8"))
+        return [Example(e["image"], e["label"], e["value"], tuple(e["box"])) for e in data[unit]]
+
+    def picture(self, layer: str, unit: int) -> Path:
+        return self._layer(layer) / f"{unit}.jpg"
+
+
+def find_examples(config: AtlasConfig, model: torch.nn.Module, graph: LayerGraph, weights: str) -> Examples | None:
+    """Dataset examples of every unit (from the cache when nothing changed), or None without images."""
+    source = image_source(config)
+    if source is None:
+        return None
+    key = {"algorithm": ALGORITHM, "weights": weights, "model": config.model.source, "source": source.key,
+           "input": dataclasses.asdict(config.input), "top": config.dataset.top}
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
+    examples = Examples(Path(config.cache) / "examples" / weights[:16] / digest[:16],
+                        f"{len(source):,} {'procedural images' if isinstance(source, ProceduralImages) else 'images from ' + str(config.dataset.source)}")
+    layers = [layer for layer in graph.layers if not (examples._layer(layer.name) / "examples.json").is_file()]
+    if not layers:
+        log.info("dataset examples: all layers from the cache %s", examples.folder)
+        return examples
+    device = next(model.parameters()).device
+    names = [layer.name for layer in layers]
+    truncated = graph.truncated(names).eval().requires_grad_(False)
+    normalise = Normalise(config.input, device)
+    found = strongest(truncated, names, source, normalise, config.dataset.top, device)
+    seen = windows(truncated, names, config.input, normalise, device)
+    for reason in getattr(source, "unreadable", []):
+        log.info("skipped an unreadable image: %s", reason)
+    for layer in layers:
+        _write_layer(examples._layer(layer.name), found[layer.name], seen[layer.name], layer.shape, source,
+                     config.input.size)
+    return examples
+
+
+def _write_layer(folder: Path, best: Strongest, window, shape, source, size: int) -> None:
+    records = []
+    for unit in range(len(best.values)):
+        chosen = []
+        for value, image, row, column in zip(*(t[unit].tolist() for t in
+                                               (best.values, best.images, best.rows, best.columns))):
+            box = crop_box(window, tuple(shape[1:3]) if len(shape) == 3 else (1, 1), row, column, size)
+            chosen.append({"image": image, "label": source.label(image), "value": round(value, 6), "box": box})
+        records.append(chosen)
+        atomic_write(folder / f"{unit}.jpg", _strip([as_rgb(source.image(e["image"])) for e in chosen],
+                                                     [e["box"] for e in chosen]))
+    atomic_write(folder / "examples.json", json.dumps(records).encode())  # last: the layer is complete
+
+
+def _strip(images: list[np.ndarray], boxes: list[tuple[int, int, int, int]]) -> bytes:
+    """One JPEG: the crops in the top row, the whole images with the crop outlined below."""
+    n = max(len(images), 1)
+    canvas = Image.new("RGB", (n * (PICTURE + GAP) - GAP, 2 * PICTURE + GAP), "white")
+    for i, (pixels, (top, left, bottom, right)) in enumerate(zip(images, boxes)):
+        whole = Image.fromarray(pixels)
+        crop = whole.crop((left, top, right, bottom))
+        enlarge = crop.width < PICTURE
+        canvas.paste(crop.resize((PICTURE, PICTURE), Image.Resampling.NEAREST if enlarge else Image.Resampling.LANCZOS),
+                     (i * (PICTURE + GAP), 0))
+        scale = PICTURE / whole.width
+        small = whole.resize((PICTURE, PICTURE), Image.Resampling.LANCZOS)
+        ImageDraw.Draw(small).rectangle((left * scale, top * scale, right * scale - 1, bottom * scale - 1),
+                                        outline=(255, 0, 64))
+        canvas.paste(small, (i * (PICTURE + GAP), PICTURE + GAP))
+    buffer = io.BytesIO()
+    canvas.save(buffer, format="JPEG", quality=90, subsampling=0)
+    return buffer.getvalue()

@@ -1,0 +1,160 @@
+"""The feature visualisation stage: plan the missing pictures as jobs, run them, cache them.
+
+A job (one layer, up to ``batch`` units) needs nothing but the model, so jobs run in any
+order and in any process: here in a pool of worker processes that each load the model
+from the atlas config, or in the build's own process when there is one job or a GPU.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from ..config import AtlasConfig
+from ..errors import AtlasError
+from ..graph import LayerGraph, trace_layers
+from .cache import PictureCache
+from .optimise import Job, Picture, model_for, render
+
+log = logging.getLogger("weight_atlas")
+
+
+@dataclass
+class Pictures:
+    """Where every unit's pictures are, and what this build had to make."""
+
+    cache: PictureCache
+    directions: tuple[int, ...]  # (1,) or (1, -1)
+    made: int = 0  # pictures optimised by this build
+    reused: int = 0  # pictures found in the cache
+    seconds: float = 0.0
+    jobs: int = 0
+    processes: int = 0
+    device: str = "cpu"
+    units: set[tuple[str, int]] = field(default_factory=set)
+
+    def image(self, layer: str, unit: int, direction: int = 1) -> Path:
+        return self.cache.image(layer, unit, direction)
+
+    def provenance(self, layer: str, unit: int, direction: int = 1) -> dict[str, Any]:
+        return self.cache.provenance(layer, unit, direction)
+
+
+def resolve_device(setting: str) -> torch.device:
+    """``auto``: the GPU when PyTorch sees one, else the CPU."""
+    if setting == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if setting.startswith("cuda") and not torch.cuda.is_available():
+        raise AtlasError(f"`featurevis.device` is {setting}, but PyTorch sees no CUDA GPU here. "
+                         f"Set `featurevis.device: auto` (or cpu) to run on the CPU.")
+    return torch.device(setting)
+
+
+def plan(graph: LayerGraph, cache: PictureCache, directions: tuple[int, ...], batch: int) -> list[Job]:
+    """Jobs for every picture not in the cache, up to ``batch`` pictures each, layer by layer."""
+    jobs = []
+    for layer in graph.layers:
+        missing = [(u, d) for u in range(layer.channels) for d in directions if not cache.has(layer.name, u, d)]
+        for start in range(0, len(missing), batch):
+            chunk = missing[start : start + batch]
+            jobs.append(Job(layer.name, tuple(u for u, _ in chunk), tuple(d for _, d in chunk)))
+    return jobs
+
+
+def visualise_units(config: AtlasConfig, model: nn.Module, graph: LayerGraph, weights: str) -> Pictures:
+    """Make (or find in the cache) the pictures of every unit of ``graph``; ``weights`` is the
+    model's :func:`generator.loading.weights_hash`."""
+    start = time.perf_counter()
+    settings = config.featurevis
+    device = resolve_device(settings.device)
+    cache = PictureCache(config.cache, weights, config)
+    directions = (1, -1) if settings.negative else (1,)
+    pictures = Pictures(cache, directions, device=device.type,
+                        units={(layer.name, u) for layer in graph.layers for u in range(layer.channels)})
+    jobs = plan(graph, cache, directions, settings.batch)
+    total = len(pictures.units) * len(directions)
+    pictures.reused, pictures.jobs = total - sum(len(j.units) for j in jobs), len(jobs)
+    if not jobs:
+        log.info("feature visualisation: all %d pictures from the cache %s", total, cache.folder)
+        return pictures
+    if settings.jobs == "auto":
+        processes = 1 if device.type == "cuda" else min(os.cpu_count() or 1, len(jobs))
+    else:
+        processes = min(int(settings.jobs), len(jobs))
+    pictures.processes = processes
+    log.info("feature visualisation: %d of %d pictures to make (%d steps each), %d jobs on %s in %d process%s",
+             total - pictures.reused, total, settings.steps, len(jobs), device, processes,
+             "" if processes == 1 else "es")
+    with tqdm(total=total - pictures.reused, desc="feature visualisation", unit="picture", leave=False,
+              disable=None) as progress:
+        for result in _run(jobs, config, model, graph, device, processes):
+            for picture in result:
+                cache.put(picture, device.type)
+            pictures.made += len(result)
+            progress.update(len(result))
+    pictures.seconds = time.perf_counter() - start
+    return pictures
+
+
+def _run(jobs: list[Job], config: AtlasConfig, model: nn.Module, graph: LayerGraph, device: torch.device,
+         processes: int):
+    """Each job's pictures, as jobs finish."""
+    if processes == 1:
+        worker = _Worker(config, model, graph, device)
+        for job in jobs:
+            yield worker(job)
+        return
+    threads = max(1, torch.get_num_threads() // processes)
+    context = multiprocessing.get_context("spawn")  # forking a process that holds torch threads can hang
+    with ProcessPoolExecutor(processes, mp_context=context, initializer=_start_worker,
+                             initargs=(config, device.type, threads)) as pool:
+        futures = [pool.submit(_work, job) for job in jobs]
+        try:
+            for future in as_completed(futures):
+                yield future.result()
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            raise
+
+
+class _Worker:
+    """Renders jobs with one model, keeping each layer's truncated model."""
+
+    def __init__(self, config: AtlasConfig, model: nn.Module, graph: LayerGraph, device: torch.device):
+        self.config, self.graph, self.device = config, graph, device
+        model.eval().requires_grad_(False).to(device)
+        self.models: dict[str, nn.Module] = {}
+
+    def __call__(self, job: Job) -> list[Picture]:
+        if job.layer not in self.models:
+            self.models[job.layer] = model_for(self.graph, job.layer)
+        return render(self.models[job.layer], job, self.config.featurevis, self.config.input, self.device)
+
+
+_WORKER: _Worker | None = None
+
+
+def _start_worker(config: AtlasConfig, device: str, threads: int) -> None:
+    from ..loading import load_model  # the worker's own copy of the model
+
+    global _WORKER
+    torch.set_num_threads(threads)
+    model = load_model(config)
+    graph = trace_layers(model, (config.input.channels, config.input.size, config.input.size))
+    _WORKER = _Worker(config, model, graph, torch.device(device))
+
+
+def _work(job: Job) -> list[Picture]:
+    assert _WORKER is not None, "worker not started"
+    return _WORKER(job)

@@ -1,0 +1,132 @@
+"""The loop: many units' images optimised at once through the model cut after their layer.
+
+One job is one layer and a list of (unit, direction) pairs; image ``b`` of the batch
+serves pair ``b`` alone (the model is in eval mode, so images never interact), and draws
+its initial spectrum and its transforms from its own random generator, seeded by the
+atlas seed, the layer, the unit and the direction. A unit's picture therefore does not
+depend on which other units share its batch.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.fx
+from torch import nn
+
+from ..config import FeatureVisConfig, InputConfig
+from ..graph import LayerGraph
+from ..images import Normalise
+from .objectives import channel_mean, channels
+from .param import FourierImage, initial_spectra
+from .transforms import RandomViews, resized
+
+NOISE_IMAGES = 8  # uniform-noise images each job measures its units on, for comparison
+
+
+@dataclass(frozen=True)
+class Job:
+    """Independent work: the pictures of some units of one layer."""
+
+    layer: str
+    units: tuple[int, ...]
+    directions: tuple[int, ...]  # +1: maximise the unit; -1: minimise it (the negative picture)
+
+
+@dataclass(frozen=True)
+class Picture:
+    """One unit's feature visualisation and what it achieves."""
+
+    layer: str
+    unit: int
+    direction: int
+    image: np.ndarray  # uint8 [size, size, channels]
+    objective: float  # the unit's mean activation on the picture, without transforms
+    noise: float  # its mean activation on uniform-noise images
+
+
+class _RedirectedReLU(torch.autograd.Function):
+    """ReLU whose gradient is not lost on units that are off for the whole image.
+
+    Where a unit's ordinary gradient through this ReLU is zero for an entire image (every
+    position negative), the gradient is passed on where it would raise a negative input,
+    so an image that starts with the unit off can still find how to turn it on (Lucid's
+    "redirected ReLU"). Forward, it is ReLU.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(x)
+        return x.clamp_min(0)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        (x,) = ctx.saved_tensors
+        off = x <= 0
+        ordinary = grad.masked_fill(off, 0)
+        alive = ordinary.reshape(len(x), -1).ne(0).any(dim=1)
+        if bool(alive.all()):
+            return ordinary
+        # Gradient descent moves x along -grad: grad > 0 on a negative input only lowers it further.
+        redirected = grad.masked_fill(off & (grad > 0), 0)
+        return torch.where(alive.reshape(-1, *[1] * (x.dim() - 1)), ordinary, redirected)
+
+
+def redirected_relu(x: torch.Tensor, inplace: bool = False) -> torch.Tensor:
+    return _RedirectedReLU.apply(x)
+
+
+RELU_FUNCTIONS = {torch.relu, torch.relu_, torch.nn.functional.relu}
+
+
+def model_for(graph: LayerGraph, layer: str) -> nn.Module:
+    """The model cut after ``layer``, frozen, its ReLUs redirected; returns the layer's value."""
+    truncated = graph.truncated([layer])
+    modules = dict(truncated.named_modules())
+    for node in truncated.graph.nodes:
+        relu = (node.op == "call_function" and node.target in RELU_FUNCTIONS) or \
+            (node.op == "call_method" and node.target in ("relu", "relu_")) or \
+            (node.op == "call_module" and isinstance(modules.get(node.target), nn.ReLU))
+        if relu:
+            node.op, node.target, node.args, node.kwargs = "call_function", redirected_relu, node.args[:1], {}
+    truncated.recompile()
+    truncated.eval().requires_grad_(False)
+    return truncated
+
+
+def generator_for(seed: int, layer: str, unit: int, direction: int) -> np.random.Generator:
+    """The random generator of one picture: the same numbers on every machine and run."""
+    return np.random.default_rng([seed, zlib.crc32(layer.encode("utf-8")), unit, 1 if direction > 0 else 0])
+
+
+def render(model: nn.Module, job: Job, settings: FeatureVisConfig, inp: InputConfig,
+           device: torch.device) -> list[Picture]:
+    """Optimise the pictures of ``job`` with the model cut after its layer (:func:`model_for`)."""
+    size = settings.size or inp.size
+    generators = [generator_for(settings.seed, job.layer, u, d) for u, d in zip(job.units, job.directions)]
+    image = FourierImage(initial_spectra(generators, inp.channels, size).to(device), settings.decorrelate)
+    views = RandomViews(settings.transforms, size, inp.size, generators)
+    normalise = Normalise(inp, device)
+    objective = channels(list(job.units), list(job.directions))
+    optimiser = torch.optim.Adam(image.parameters(), lr=settings.learning_rate)
+    for _ in range(settings.steps):
+        optimiser.zero_grad(set_to_none=True)
+        (activations,) = model(normalise(views(image())))
+        loss = -objective(activations).sum()
+        loss.backward()
+        optimiser.step()
+    with torch.no_grad():
+        final = image()
+        (activations,) = model(normalise(resized(final, inp.size)))
+        achieved = channel_mean(activations, torch.tensor(job.units, device=device)).cpu().tolist()
+        noise_images = torch.from_numpy(
+            np.random.default_rng([settings.seed, zlib.crc32(job.layer.encode("utf-8"))])
+            .random((NOISE_IMAGES, inp.channels, inp.size, inp.size), dtype=np.float32)).to(device)
+        (on_noise,) = model(normalise(noise_images))
+        noise = on_noise.reshape(NOISE_IMAGES, on_noise.shape[1], -1).mean(dim=(0, 2)).cpu()
+        pixels = (final.permute(0, 2, 3, 1) * 255).round().clamp(0, 255).to(torch.uint8).cpu().numpy()
+    return [Picture(job.layer, u, d, pixels[b], float(achieved[b]), float(noise[u]))
+            for b, (u, d) in enumerate(zip(job.units, job.directions))]

@@ -1,0 +1,47 @@
+"""Images as the model reads them: normalised, at its input size, from files or arrays."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+from torch import nn
+
+from .config import InputConfig
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+
+
+class Normalise(nn.Module):
+    """Images in [0, 1] to what the model reads: ``(image - mean) / std`` per channel."""
+
+    def __init__(self, inp: InputConfig, device: torch.device | str = "cpu"):
+        super().__init__()
+        self.mean = torch.tensor(inp.mean, device=device).reshape(1, -1, 1, 1)
+        self.std = torch.tensor(inp.std, device=device).reshape(1, -1, 1, 1)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        # Channels-last tensors make most models' convolutions faster on CPU.
+        return ((images - self.mean) / self.std).contiguous(memory_format=torch.channels_last)
+
+
+def load_image(path: Path, size: int, channels: int) -> np.ndarray:
+    """An image file as ``[size, size, channels]`` uint8: the shorter side scaled to ``size``,
+    then the centre cut out. Raises OSError (or ValueError) for a file that is not an image."""
+    with Image.open(path) as image:
+        image = ImageOps.exif_transpose(image).convert("L" if channels == 1 else "RGB")
+        image = ImageOps.fit(image, (size, size), method=Image.Resampling.BICUBIC)
+        pixels = np.asarray(image, dtype=np.uint8)
+    return pixels[..., None] if pixels.ndim == 2 else pixels
+
+
+def as_rgb(image: np.ndarray) -> np.ndarray:
+    """An ``[h, w, channels]`` image as RGB: grey repeated, extra channels dropped, missing ones black."""
+    channels = image.shape[2]
+    if channels == 1:
+        return image.repeat(3, axis=2)
+    if channels < 3:
+        return np.concatenate([image, np.zeros((*image.shape[:2], 3 - channels), image.dtype)], axis=2)
+    return np.ascontiguousarray(image[..., :3])
