@@ -35,9 +35,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         print("The existing site, if any, was left untouched.", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("Interrupted. The existing site, if any, was left untouched; finished feature visualisations "
+              "are cached, and the next build goes on from there.", file=sys.stderr)
+        return 130
     stages = ", ".join(f"{name} {seconds:.1f}s" for name, seconds in report.stages.items())
     print(f"Built {report.output}: {report.layers} layers, {report.units} units, {report.pages} pages "
-          f"in {report.seconds:.1f}s ({stages}). Open {report.output}/index.html")
+          f"in {report.seconds:.1f}s ({stages}). Feature visualisations: {report.pictures_made} made, "
+          f"{report.pictures_reused} from the cache. Open {report.output}/index.html")
     return 0
 
 

@@ -1,4 +1,4 @@
-"""The build: config -> model -> layer graph -> weights -> ranking -> pages -> site."""
+"""The build: config -> model -> layer graph -> weights -> ranking -> pictures -> pages -> site."""
 
 from __future__ import annotations
 
@@ -8,9 +8,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .config import AtlasConfig
+from .dataset_examples import find_examples
 from .expanded import layer_weights
+from .featurevis import visualise_units
 from .graph import trace_layers
-from .loading import load_model
+from .loading import load_model, weights_hash
 from .pages import ModelSummary, PageWriter
 from .ranking import rank
 from .site import PageShell, add_to_search, mkdocs_site, staged_output
@@ -26,6 +28,8 @@ class BuildReport:
     pages: int
     seconds: float
     stages: dict[str, float]  # seconds per stage, in build order
+    pictures_made: int = 0  # feature visualisations optimised by this build
+    pictures_reused: int = 0  # feature visualisations found in the cache
 
 
 def build_atlas(config: AtlasConfig, output: str | Path | None = None) -> BuildReport:
@@ -49,13 +53,20 @@ def build_atlas(config: AtlasConfig, output: str | Path | None = None) -> BuildR
     for reason in graph.skipped:  # the trace's skips and the pairs with no per-channel weights
         log.info("skipped %s", reason)
     t = done("weights and ranking", t)
-    summary = ModelSummary(config.title, sum(p.numel() for p in model.parameters()), len(units), input_shape)
+    weights = weights_hash(model)
+    pictures = visualise_units(config, model, graph, weights) if config.featurevis.enabled else None
+    t = done("feature visualisation", t)
+    examples = find_examples(config, model, graph, weights)
+    t = done("dataset examples", t)
+    summary = ModelSummary(config.title, sum(p.numel() for p in model.parameters()), len(units), input_shape,
+                           weights)
     with staged_output(output) as stage:
-        writer = PageWriter(graph, units, config, summary)
+        writer = PageWriter(graph, units, config, summary, pictures, examples)
         nav = writer.write_docs(stage / "docs")
         mkdocs_site(stage / "docs", stage / "site", config.title, nav)
         t = done("mkdocs", t)
         add_to_search(stage / "site", writer.unit_pages.write(stage / "site", PageShell.take(stage / "site")))
         pages = sum(1 for _ in (stage / "site").rglob("*.html"))
         t = done("unit pages", t)
-    return BuildReport(output, len(graph.layers), len(units), pages, time.perf_counter() - start, stages)
+    return BuildReport(output, len(graph.layers), len(units), pages, time.perf_counter() - start, stages,
+                       pictures.made if pictures else 0, pictures.reused if pictures else 0)

@@ -12,13 +12,11 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import io
 import json
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -29,6 +27,7 @@ from .config import AtlasConfig
 from .files import atomic_write
 from .graph import LayerGraph
 from .images import IMAGE_SUFFIXES, Normalise, as_rgb, load_image
+from .render import jpeg
 
 log = logging.getLogger("weight_atlas")
 
@@ -66,11 +65,10 @@ class FolderImages:
             if indices:
                 yield indices, torch.from_numpy(np.stack(pixels)).permute(0, 3, 1, 2).float() / 255
 
-    def image(self, index: int) -> np.ndarray:
-        return load_image(self.files[index], self.size, self.channels)
-
-    def label(self, index: int) -> str:
-        return str(self.files[index].relative_to(self.root))
+    def fetch(self, indices: set[int]) -> dict[int, tuple[np.ndarray, str]]:
+        """The images ``indices`` as ``[size, size, channels]`` uint8, with their labels (paths)."""
+        return {i: (load_image(self.files[i], self.size, self.channels), str(self.files[i].relative_to(self.root)))
+                for i in sorted(indices)}
 
 
 class ProceduralImages:
@@ -79,36 +77,35 @@ class ProceduralImages:
     def __init__(self, count: int, seed: int, size: int):
         self.count, self.seed, self.size = count, seed, size
         self.key = {"procedural": count, "seed": seed}
-        self._cached: tuple[int, Any] | None = None
 
     def __len__(self) -> int:
         return self.count
 
     def _batch(self, number: int):
-        if self._cached is None or self._cached[0] != number:
-            from .default_model.procedural import draw
+        from .default_model.procedural import draw
 
-            state = np.random.SeedSequence([self.seed, number]).generate_state(1, np.uint64)[0]
-            generator = torch.Generator().manual_seed(int(state >> np.uint64(1)))
-            n = min(PROCEDURAL_BATCH, self.count - number * PROCEDURAL_BATCH)
-            self._cached = (number, draw(n, self.size, generator))
-        return self._cached[1]
+        state = np.random.SeedSequence([self.seed, number]).generate_state(1, np.uint64)[0]
+        generator = torch.Generator().manual_seed(int(state >> np.uint64(1)))
+        return draw(min(PROCEDURAL_BATCH, self.count - number * PROCEDURAL_BATCH), self.size, generator)
 
     def batches(self, size: int) -> Iterator[tuple[list[int], torch.Tensor]]:
         for number in range((self.count + PROCEDURAL_BATCH - 1) // PROCEDURAL_BATCH):
             images = self._batch(number).images
             yield list(range(number * PROCEDURAL_BATCH, number * PROCEDURAL_BATCH + len(images))), images
 
-    def image(self, index: int) -> np.ndarray:
-        images = self._batch(index // PROCEDURAL_BATCH).images
-        return (images[index % PROCEDURAL_BATCH].permute(1, 2, 0) * 255).round().to(torch.uint8).numpy()
-
-    def label(self, index: int) -> str:
+    def fetch(self, indices: set[int]) -> dict[int, tuple[np.ndarray, str]]:
+        """The images ``indices`` as ``[size, size, 3]`` uint8, with labels naming what they show."""
         from .default_model.procedural import ATTRIBUTES
 
-        labels = self._batch(index // PROCEDURAL_BATCH).labels
-        words = [ATTRIBUTES[a][int(labels[a][index % PROCEDURAL_BATCH])] for a in ("hue", "shape", "orientation")]
-        return f"procedural image {index}: {words[0]} {words[1]} on a {words[2]} grating"
+        found = {}
+        for number in sorted({i // PROCEDURAL_BATCH for i in indices}):
+            batch = self._batch(number)
+            for i in sorted(i for i in indices if i // PROCEDURAL_BATCH == number):
+                j = i % PROCEDURAL_BATCH
+                pixels = (batch.images[j].permute(1, 2, 0) * 255).round().to(torch.uint8).numpy()
+                hue, shape, grating = (ATTRIBUTES[a][int(batch.labels[a][j])] for a in ("hue", "shape", "orientation"))
+                found[i] = (pixels, f"procedural image {i}: {hue} {shape} on a {grating} grating")
+        return found
 
 
 def image_source(config: AtlasConfig) -> FolderImages | ProceduralImages | None:
@@ -259,41 +256,45 @@ def find_examples(config: AtlasConfig, model: torch.nn.Module, graph: LayerGraph
     seen = windows(truncated, names, config.input, normalise, device)
     for reason in getattr(source, "unreadable", []):
         log.info("skipped an unreadable image: %s", reason)
+    images = source.fetch({int(i) for best in found.values() for i in best.images.flatten().tolist()})
     for layer in layers:
-        _write_layer(examples._layer(layer.name), found[layer.name], seen[layer.name], layer.shape, source,
+        _write_layer(examples._layer(layer.name), found[layer.name], seen[layer.name], layer.shape, images,
                      config.input.size)
     return examples
 
 
-def _write_layer(folder: Path, best: Strongest, window, shape, source, size: int) -> None:
+def _write_layer(folder: Path, best: Strongest, window, shape, images: dict[int, tuple[np.ndarray, str]],
+                 size: int) -> None:
     records = []
     for unit in range(len(best.values)):
         chosen = []
         for value, image, row, column in zip(*(t[unit].tolist() for t in
                                                (best.values, best.images, best.rows, best.columns))):
             box = crop_box(window, tuple(shape[1:3]) if len(shape) == 3 else (1, 1), row, column, size)
-            chosen.append({"image": image, "label": source.label(image), "value": round(value, 6), "box": box})
+            chosen.append({"image": image, "label": images[image][1], "value": round(value, 6), "box": box})
         records.append(chosen)
-        atomic_write(folder / f"{unit}.jpg", _strip([as_rgb(source.image(e["image"])) for e in chosen],
+        atomic_write(folder / f"{unit}.jpg", _strip([as_rgb(images[e["image"]][0]) for e in chosen],
                                                      [e["box"] for e in chosen]))
     atomic_write(folder / "examples.json", json.dumps(records).encode())  # last: the layer is complete
 
 
 def _strip(images: list[np.ndarray], boxes: list[tuple[int, int, int, int]]) -> bytes:
-    """One JPEG: the crops in the top row, the whole images with the crop outlined below."""
+    """One JPEG: the crops in the top row, the whole images with the crop outlined below
+    (one row only, when every crop is the whole image)."""
     n = max(len(images), 1)
-    canvas = Image.new("RGB", (n * (PICTURE + GAP) - GAP, 2 * PICTURE + GAP), "white")
+    whole_images = all(box == (0, 0, len(image), image.shape[1]) for image, box in zip(images, boxes))
+    canvas = Image.new("RGB", (n * (PICTURE + GAP) - GAP, PICTURE if whole_images else 2 * PICTURE + GAP), "white")
     for i, (pixels, (top, left, bottom, right)) in enumerate(zip(images, boxes)):
         whole = Image.fromarray(pixels)
         crop = whole.crop((left, top, right, bottom))
         enlarge = crop.width < PICTURE
         canvas.paste(crop.resize((PICTURE, PICTURE), Image.Resampling.NEAREST if enlarge else Image.Resampling.LANCZOS),
                      (i * (PICTURE + GAP), 0))
+        if whole_images:
+            continue
         scale = PICTURE / whole.width
         small = whole.resize((PICTURE, PICTURE), Image.Resampling.LANCZOS)
         ImageDraw.Draw(small).rectangle((left * scale, top * scale, right * scale - 1, bottom * scale - 1),
                                         outline=(255, 0, 64))
         canvas.paste(small, (i * (PICTURE + GAP), PICTURE + GAP))
-    buffer = io.BytesIO()
-    canvas.save(buffer, format="JPEG", quality=90, subsampling=0)
-    return buffer.getvalue()
+    return jpeg(canvas)

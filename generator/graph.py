@@ -124,22 +124,54 @@ class LayerGraph:
             [(s, d) for s, d in self.adjacent if d in keep and (s is None or s in keep)], self.traced, self.outputs,
         )
 
-    def truncated(self, names: list[str]) -> torch.fx.GraphModule:
+    def truncated(self, names: list[str], before_activation: bool = False) -> torch.fx.GraphModule:
         """The model cut after the layers ``names``: image in, a tuple of their values out.
 
         Only the operations those layers depend on are kept, so nothing after the deepest
-        of them runs. The module shares the model's parameters.
+        of them runs. With ``before_activation``, a layer's value is taken before its
+        activation functions (after batch-norm): for a mixed layer, the concatenation of its
+        branches before theirs. The module shares the model's parameters.
         """
         t = self.traced
         targets = [self.outputs[self.layer(name).name] for name in names]
-        needed = set(targets).union(*(_ancestors(n, lambda m: m.all_input_nodes) for n in targets))
+        if before_activation:
+            targets = [self._before_activation(n) for n in targets]
+        roots = [n for target in targets for n in (target[0] if isinstance(target, tuple) else (target,))]
+        needed = set(roots).union(*(_ancestors(n, lambda m: m.all_input_nodes) for n in roots))
         graph = torch.fx.Graph()
         copies: dict[torch.fx.Node, torch.fx.Node] = {}
+        owned: dict[str, object] = {}  # modules and tensors under plain names: model names may hold dots
+        attributes = {**dict(t.model.named_parameters()), **dict(t.model.named_buffers())}
         for node in t.graph.nodes:
             if node in needed:
-                copies[node] = graph.node_copy(node, lambda n: copies[n])
+                copy = copies[node] = graph.node_copy(node, lambda n: copies[n])
+                if node.op in ("call_module", "get_attr"):
+                    copy.target = f"part{len(owned)}"
+                    owned[copy.target] = t.modules[node.target] if node.op == "call_module" else \
+                        attributes.get(node.target, getattr(t.model, node.target, None))
+        for target in targets:
+            if target not in copies:  # a concatenation of values before their activations
+                parts, dim = target
+                copies[target] = graph.call_function(torch.cat, ([copies[p] for p in parts], dim))
         graph.output(tuple(copies[n] for n in targets))
-        return torch.fx.GraphModule(t.model, graph, class_name="Truncated")
+        return torch.fx.GraphModule(owned, graph, class_name="Truncated")
+
+    def _before_activation(self, node: torch.fx.Node):
+        """The node whose value is ``node``'s before its trailing activations; for a
+        concatenation, ``(parts, dim)`` with each part taken before its own."""
+        t = self.traced
+
+        def strip(n: torch.fx.Node) -> torch.fx.Node:
+            while t.pointwise(n) and not _is_batch_norm(t, n):
+                n = t.inputs(n)[0]
+            return n
+
+        node = strip(node)
+        if t.concat(node):
+            parts = [strip(p) for p in node.args[0]]
+            if parts != list(node.args[0]):
+                return (tuple(parts), node.kwargs.get("dim", node.args[1] if len(node.args) > 1 else 0))
+        return node
 
     def upstream(self, dst: str, hops: int) -> list[str]:
         """The browsed layers exactly ``hops`` steps above ``dst`` along ``adjacent``."""
@@ -247,6 +279,10 @@ class TracedModel:
             return isinstance(module, ACTIVATION_MODULES + ELEMENTWISE_MODULES + (nn.modules.batchnorm._BatchNorm,))
         return n.op in ("call_function", "call_method") and \
             _op_name(n) in ACTIVATION_FUNCTIONS | ELEMENTWISE_FUNCTIONS | {"batch_norm"}
+
+
+def _is_batch_norm(t: TracedModel, n: torch.fx.Node) -> bool:
+    return isinstance(t.module(n), nn.modules.batchnorm._BatchNorm) or _op_name(n) == "batch_norm"
 
 
 def _first_line(error: Exception) -> str:

@@ -33,7 +33,7 @@ def load_image(path: Path, size: int, channels: int) -> np.ndarray:
     with Image.open(path) as image:
         image = ImageOps.exif_transpose(image).convert("L" if channels == 1 else "RGB")
         image = ImageOps.fit(image, (size, size), method=Image.Resampling.BICUBIC)
-        pixels = np.asarray(image, dtype=np.uint8)
+        pixels = np.array(image, dtype=np.uint8)
     return pixels[..., None] if pixels.ndim == 2 else pixels
 
 

@@ -20,8 +20,11 @@ from .config import AtlasConfig
 from . import files
 from .graph import Layer, LayerGraph
 from .ranking import UnitWeights
+from .dataset_examples import Examples
+from .featurevis import Pictures
 from .unit_pages import UnitPages
 
+SAMPLER = 8  # units of each layer shown on the index
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 
 
@@ -54,6 +57,7 @@ class ModelSummary:
     parameters: int
     units: int
     input_shape: tuple[int, ...]
+    weights: str  # SHA-256 of the model's parameters and buffers
 
 
 class PageWriter:
@@ -64,14 +68,16 @@ class PageWriter:
     """
 
     def __init__(self, graph: LayerGraph, units: dict[tuple[str, int], UnitWeights],
-                 config: AtlasConfig, summary: ModelSummary):
+                 config: AtlasConfig, summary: ModelSummary, pictures: Pictures | None = None,
+                 examples: Examples | None = None):
         self.graph, self.units, self.config, self.summary = graph, units, config, summary
         self.slugs = layer_slugs(graph)
         self.env = jinja2.Environment(
             loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True, trim_blocks=True,
             lstrip_blocks=True, undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
         )
-        self.unit_pages = UnitPages(graph, units, config, self.slugs, self.env)
+        self.unit_pages = UnitPages(graph, units, config, self.slugs, self.env, pictures, examples)
+        self.pictures, self.examples = pictures, examples
 
     # -- mkdocs pages ----------------------------------------------------------------------
     def write_docs(self, docs: Path) -> list[dict]:
@@ -79,9 +85,11 @@ class PageWriter:
         self._render_to(docs, "index.md.j2", "index.md", title=self.config.title, root="",
                         layers=self._layer_rows(), summary=self.summary, skipped=self.graph.skipped,
                         config_yaml=yaml.safe_dump(self.config.as_dict(), sort_keys=False),
-                        config_path=self.config.path)
+                        config_path=self.config.path, samplers=self._samplers(),
+                        pictures=self._pictures_summary())
         self._render_to(docs, "how-to-read.md.j2", "how-to-read.md", title="How to read this atlas",
-                        root="", top_k=self.config.ranking.top_k)
+                        root="", top_k=self.config.ranking.top_k, featurevis=self.pictures is not None,
+                        examples=self.examples is not None)
         for layer in self.graph.layers:
             groups = [(b.name, b.start, b.stop) for b in layer.branches] or [(None, 0, layer.channels)]
             sections = [{"branch": name, "start": start, "stop": stop,
@@ -107,8 +115,25 @@ class PageWriter:
         return f"{root}units/{self.slugs[layer]}/{unit}{suffix}"
 
     def _cell(self, layer: str, unit: int) -> dict[str, Any]:
-        thumb = self.unit_pages.thumbnail(layer, unit)
-        return {"unit": unit, "href": self._href(layer, unit, "../"), "thumb": f"../{thumb}" if thumb else None}
+        return {"unit": unit, "href": self._href(layer, unit, "../"),
+                "picture": self.unit_pages.picture_tag(layer, unit, "../", 48)}
+
+    def _samplers(self) -> list[dict[str, Any]]:
+        """For the index: a few units of every layer, evenly spread over its channels."""
+        rows = []
+        for layer in self.graph.layers:
+            count = min(SAMPLER, layer.channels)
+            units = sorted({round(i * (layer.channels - 1) / max(count - 1, 1)) for i in range(count)})
+            rows.append({"layer": layer.name, "href": f"layers/{self.slugs[layer.name]}.html",
+                         "cells": [{"unit": u, "href": self._href(layer.name, u, ""),
+                                    "picture": self.unit_pages.picture_tag(layer.name, u, "", 48)} for u in units]})
+        return rows if any(cell["picture"] for row in rows for cell in row["cells"]) else []
+
+    def _pictures_summary(self) -> dict[str, Any]:
+        """How the pictures were made, for the index (the same on every rebuild)."""
+        fv = self.config.featurevis
+        return {"featurevis": fv if self.pictures is not None else None, "size": fv.size or self.config.input.size,
+                "examples": self.examples.description if self.examples else None, "top": self.config.dataset.top}
 
     def _sources(self, layer: Layer) -> list[dict[str, Any]]:
         """The single-convolution connections into ``layer``, described."""

@@ -28,6 +28,17 @@ def png(pixels: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
+def jpeg(image: Image.Image | np.ndarray, size: int | None = None) -> bytes:
+    """JPEG bytes of a picture (full colour resolution), shrunk to ``size`` pixels square if given."""
+    if isinstance(image, np.ndarray):
+        image = Image.fromarray(image)
+    if size is not None and image.width != size:
+        image = image.resize((size, size), Image.Resampling.LANCZOS)
+    buffer = io.BytesIO()
+    image.convert("RGB").save(buffer, format="JPEG", quality=90, subsampling=0)
+    return buffer.getvalue()
+
+
 def diverging_pixels(values: np.ndarray, scale: float) -> np.ndarray:
     """``values`` coloured on the RdBu scale with ``[-scale, +scale]`` mapped end to end."""
     unit = np.clip(values / scale, -1, 1) if scale > 0 else np.zeros_like(values)

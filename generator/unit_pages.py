@@ -1,4 +1,4 @@
-"""Unit pages: per unit one HTML page, one tile sprite and one JSON data file.
+"""Unit pages: per unit one HTML page, one tile sprite, its pictures and one JSON data file.
 
 There are thousands of units, so this stage is built for speed and size: a unit's tiles
 are one sprite PNG, its connection cards are short HTML strings made here (every name
@@ -17,22 +17,32 @@ import jinja2
 import numpy as np
 from tqdm import tqdm
 
-from .config import AtlasConfig
+from PIL import Image
+
 from . import files
+from .config import AtlasConfig
+from .dataset_examples import Examples
+from .featurevis import Pictures
 from .graph import Layer, LayerGraph
 from .ranking import Link, UnitWeights
-from .render import rgb_kernel, tile_sprite
+from .render import jpeg, rgb_kernel, tile_sprite
 
 if TYPE_CHECKING:
     from .site import PageShell
 
 SIGNS = {1: ("wa-exc", "+"), -1: ("wa-inh", "&minus;"), 0: ("", "")}
+THUMBNAIL = 96  # pixels of a feature visualisation's small copy (shown at 40 or 48 px, sharp on dense screens)
+CARD_PICTURE = 40  # screen pixels of a unit's picture on a connection card
+LARGE = 128  # at least this many screen pixels for a unit's own feature visualisation
 
 
 class UnitPages:
     def __init__(self, graph: LayerGraph, units: dict[tuple[str, int], UnitWeights], config: AtlasConfig,
-                 slugs: dict[str, str], env: jinja2.Environment):
+                 slugs: dict[str, str], env: jinja2.Environment, pictures: Pictures | None = None,
+                 examples: Examples | None = None):
         self.graph, self.units, self.config, self.slugs = graph, units, config, slugs
+        self.pictures, self.examples = pictures, examples
+        self.size = config.featurevis.size or config.input.size  # of a feature visualisation
         self.template = env.get_template("unit.html.j2")
         self.names = {layer.name: html.escape(layer.name) for layer in graph.layers}
         self.branch_labels = {  # per layer, the escaped branch label of every unit
@@ -45,6 +55,46 @@ class UnitPages:
     def thumbnail(self, layer: str, unit: int) -> str | None:
         """Path from the site root of a first-layer unit's colour kernel."""
         return f"units/{self.slugs[layer]}/{unit}.png" if (layer, unit) in self.thumbnails else None
+
+    def picture(self, layer: str, unit: int) -> str | None:
+        """Path from the site root of the small picture that stands for a unit wherever it appears:
+        its feature visualisation, or (without them) a first-layer unit's colour kernel."""
+        if self.pictures is not None:
+            small = "-small" if self.size > THUMBNAIL else ""
+            return f"units/{self.slugs[layer]}/{unit}.fv{small}.jpg"
+        return self.thumbnail(layer, unit)
+
+    def picture_tag(self, layer: str, unit: int, root: str, size: int) -> str:
+        """An ``<img>`` of :meth:`picture` (lazily loaded, its size fixed), or '' without one."""
+        path = self.picture(layer, unit)
+        if path is None:
+            return ""
+        style = "wa-fv" if self.pictures is not None else "wa-thumb"
+        return f'<img class="{style}" src="{root}{path}" alt="" width="{size}" height="{size}" loading="lazy">'
+
+    def _write_pictures(self, folder: Path, layer: str, unit: int) -> dict[str, Any]:
+        """Copy a unit's feature visualisations and dataset examples into the site; describe them."""
+        shown: dict[str, Any] = {}
+        if self.pictures is not None:
+            shown["featurevis"] = []
+            for direction in self.pictures.directions:
+                name = f"{unit}.fv.jpg" if direction > 0 else f"{unit}.fv-negative.jpg"
+                with Image.open(self.pictures.image(layer, unit, direction)) as image:
+                    files.write(folder / name, jpeg(image))
+                    if direction > 0 and self.size > THUMBNAIL:
+                        files.write(folder / f"{unit}.fv-small.jpg", jpeg(image, THUMBNAIL))
+                shown["featurevis"].append(dict(self.pictures.provenance(layer, unit, direction), image=name))
+        if self.examples is not None:
+            name = f"{unit}.examples.jpg"
+            source = self.examples.picture(layer, unit)
+            files.write(folder / name, source.read_bytes())
+            with Image.open(source) as strip:
+                width, height = strip.size
+            shown["examples"] = {"image": name, "width": width, "height": height,
+                                 "source": self.examples.description,
+                                 "examples": [dict(label=e.label, activation=e.value, image=e.image, box=list(e.box))
+                                              for e in self.examples.of(layer, unit)]}
+        return shown
 
     def write(self, site: Path, shell: PageShell) -> list[dict[str, str]]:
         """Write every unit's files into ``site``; return the units' search entries."""
@@ -63,6 +113,7 @@ class UnitPages:
         weights = self.units[(layer.name, unit)]
         branch = layer.branch_of(unit)
         title = f"{layer.name} {unit}"
+        shown = self._write_pictures(folder, layer.name, unit)
         channels = list(weights.rgb_kernel) if weights.rgb_kernel is not None else []
         links = weights.inputs + weights.outputs + [k for f in weights.further for k in f.links]
         tiles, css = [], ""
@@ -77,10 +128,12 @@ class UnitPages:
             names = ("red", "green", "blue") if len(channels) == 3 else [f"channel {i}" for i in range(len(channels))]
             first = {"image": f"{unit}.png" if (layer.name, unit) in self.thumbnails else None,
                      "channels": [(name, tiles.pop()) for name in names]}
-        inputs = self._cards(weights.inputs, tiles, "in")
-        outputs = self._cards(weights.outputs, tiles, "out")
+        own = self.picture_tag(layer.name, unit, "../../", CARD_PICTURE)
+        inputs = self._cards(weights.inputs, tiles, "in", own)
+        outputs = self._cards(weights.outputs, tiles, "out", own)
         further = [{"layer": f.layer, "hops": f.hops, "scale": f.scale, "count": len(f.links),
-                    "cards": self._cards(f.links, tiles, "in")} for f in weights.further]
+                    "cards": self._cards(f.links, tiles, "in", own)} for f in weights.further]
+        large = self.size * max(1, round(LARGE / self.size))
         body = self.template.render(
             root="../../", layer=layer, unit=unit, branch=branch, weights=weights, first=first, tile_css=css,
             inputs=inputs, outputs=outputs, further=further,
@@ -92,9 +145,12 @@ class UnitPages:
             previous=f"{unit - 1}.html" if unit > 0 else None,
             next=f"{unit + 1}.html" if unit + 1 < layer.channels else None,
             layer_href=f"../../layers/{self.slugs[layer.name]}.html",
+            featurevis=shown.get("featurevis"), examples=shown.get("examples"), fv_size=self.size, fv_shown=large,
         )
         files.write(folder / f"{unit}.html", shell.page(title, body).encode("utf-8"))
-        files.write(folder / f"{unit}.json", json.dumps(self._data(layer, unit, weights), separators=(",", ":")).encode())
+        data = dict(self._data(layer, unit, weights), feature_visualisation=shown.get("featurevis"),
+                    dataset_examples=shown.get("examples"))
+        files.write(folder / f"{unit}.json", json.dumps(data, separators=(",", ":")).encode())
         words = f"unit {unit} of layer {layer.name}" + (f", branch {branch.name}" if branch else "")
         return {"location": f"units/{self.slugs[layer.name]}/{unit}.html", "title": title, "text": words}
 
@@ -113,18 +169,21 @@ class UnitPages:
             for (w, h, f), name in shapes.items())
         return tiles, css
 
-    def _cards(self, links: list[Link], tiles: list[str], direction: str) -> str:
-        """Connection cards, small: thousands of pages carry a hundred each."""
+    def _cards(self, links: list[Link], tiles: list[str], direction: str, own: str) -> str:
+        """Connection cards, small: thousands of pages carry a hundred each.
+
+        Each card draws the connection the article's way: the input unit's picture, the
+        kernel, the output unit's picture (``own`` is this unit's picture tag).
+        """
         named = len({k.layer for k in links}) > 1  # name the layer only when the list mixes layers
         marked = len({k.direct for k in links}) > 1  # mark expanded cards only among direct ones
         cards = []
         for link in links:
             style, sign = SIGNS[link.sign]
-            thumb = self.thumbnail(link.layer, link.unit)
+            other = self.picture_tag(link.layer, link.unit, "../../", CARD_PICTURE)
             tile = tiles.pop()
-            if thumb:
-                picture = f'<img class="wa-thumb" src="../../{thumb}" alt="" width="32" height="32">'
-                tile = f'<span class="wa-flow">{picture + tile if direction == "in" else tile + picture}</span>'
+            if other or own:
+                tile = f'<span class="wa-flow">{other + tile + own if direction == "in" else own + tile + other}</span>'
             name = f"{self.names[link.layer]} " if named else ""
             mark = '<span class="wa-expanded">expanded</span>' if marked and not link.direct else ""
             cards.append(f'<a class="wa-card {style}" href="../{self.slugs[link.layer]}/{link.unit}.html">{tile}'

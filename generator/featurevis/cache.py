@@ -67,9 +67,10 @@ class PictureCache:
         record = {
             "layer": picture.layer, "unit": picture.unit,
             "direction": "positive" if picture.direction > 0 else "negative",
-            "objective": f"{'maximise' if picture.direction > 0 else 'minimise'} the unit's mean activation",
+            "objective": f"{'maximise' if picture.direction > 0 else 'minimise'} the unit's mean activation "
+                         f"before its activation function",
             "objective_value": round(picture.objective, 6), "noise_value": round(picture.noise, 6),
-            "noise": "the unit's mean activation on uniform-noise images",
+            "noise": "the same mean on uniform-noise images",
             "parameterisation": "Fourier spectrum scaled by 1/frequency" +
                                 (", decorrelated colour" if settings["decorrelate"] else "") + ", sigmoid",
             "optimiser": "Adam", **settings, "device": device, "weights_sha256": self.key["weights"],

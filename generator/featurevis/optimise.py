@@ -83,8 +83,10 @@ RELU_FUNCTIONS = {torch.relu, torch.relu_, torch.nn.functional.relu}
 
 
 def model_for(graph: LayerGraph, layer: str) -> nn.Module:
-    """The model cut after ``layer``, frozen, its ReLUs redirected; returns the layer's value."""
-    truncated = graph.truncated([layer])
+    """The model cut after ``layer``, frozen, its ReLUs redirected; returns the layer's value
+    before its activation function, so that a unit that is off still has a value to raise, and
+    the negative direction has one to lower (as in the Circuits articles: ``mixed4a_pre_relu``)."""
+    truncated = graph.truncated([layer], before_activation=True)
     modules = dict(truncated.named_modules())
     for node in truncated.graph.nodes:
         relu = (node.op == "call_function" and node.target in RELU_FUNCTIONS) or \

@@ -1,0 +1,237 @@
+"""Feature visualisation: pictures that excite their unit, cached, resumable, reproducible."""
+
+import dataclasses
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from generator import load_config
+from generator.config import AtlasConfig
+from generator.default_model.procedural import draw
+from generator.featurevis import visualise_units
+from generator.featurevis.cache import PictureCache
+from generator.featurevis.objectives import channels
+from generator.featurevis.optimise import Job, model_for, render
+from generator.featurevis.param import FourierImage, initial_spectra
+from generator.graph import trace_layers
+from generator.loading import load_model, weights_hash
+from tests.conftest import ROOT, write_config
+
+LAYERS = ("conv2d2", "mixed3a", "mixed3b")
+
+
+def layer_values(model, images: torch.Tensor, before_activation: bool = False) -> dict[str, torch.Tensor]:
+    """The default model's layer values, computed by its own modules (no tracing, no truncation);
+    ``before_activation``: before the final ReLUs (of every branch, for a mixed layer)."""
+    branches = ("conv_1x1", "conv_3x3", "conv_5x5", "conv_pool_reduce")
+    seen: dict[str, torch.Tensor] = {}
+    hooks = [getattr(getattr(model, block), name).register_forward_hook(
+        lambda module, args, out, key=f"{block}.{name}": seen.__setitem__(key, out))
+        for block in ("mixed3a", "mixed3b") for name in branches]
+    try:
+        x = (images - 0.5) / 0.25
+        x = model.maxpool0(F.relu(model.conv2d0(x)))
+        pre = model.conv2d2(F.relu(model.conv2d1(x)))
+        x = F.relu(pre)
+        values = {"conv2d2": pre if before_activation else x}
+        values["mixed3a"] = x = model.mixed3a(model.maxpool1(x))
+        values["mixed3b"] = model.mixed3b(x)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    if before_activation:
+        for block in ("mixed3a", "mixed3b"):
+            values[block] = torch.cat([seen[f"{block}.{name}"] for name in branches], dim=1)
+    return values
+
+
+def channel_means(model, images: torch.Tensor, layer: str, before_activation: bool = False) -> torch.Tensor:
+    with torch.no_grad():
+        return layer_values(model, images, before_activation)[layer].mean(dim=(2, 3))  # [images, units]
+
+
+@pytest.fixture(scope="module")
+def full_settings():
+    """Pictures of a few live units per layer, made by the loop at the default atlas's own settings."""
+    config = load_config(ROOT / "site_config" / "default.yml")
+    model = load_model(config)
+    graph = trace_layers(model, (3, 64, 64))
+    probe = draw(256, 64, torch.Generator().manual_seed(1)).images
+    pictures = {}
+    for layer in LAYERS:
+        alive = (channel_means(model, probe, layer).amax(dim=0) > 0).nonzero().flatten().tolist()
+        chosen = alive[:: max(1, len(alive) // 4)][:4]
+        job = Job(layer, tuple(u for u in chosen for _ in (1, -1)), (1, -1) * len(chosen))
+        for picture in render(model_for(graph, layer), job, config.featurevis, config.input, torch.device("cpu")):
+            pictures[(layer, picture.unit, picture.direction)] = picture
+    return config, model, pictures
+
+
+def as_tensor(picture) -> torch.Tensor:
+    """The picture as stored (8-bit), as the model would read it from the site."""
+    return torch.from_numpy(picture.image.astype(np.float32) / 255).permute(2, 0, 1)
+
+
+def load_picture(path) -> torch.Tensor:
+    return torch.from_numpy(np.asarray(Image.open(path).convert("RGB"), dtype=np.float32) / 255).permute(2, 0, 1)
+
+
+def test_each_picture_excites_its_own_unit_more_than_noise_and_other_units(full_settings):
+    _, model, pictures = full_settings
+    noise = torch.rand(64, 3, 64, 64, generator=torch.Generator().manual_seed(7))
+    for (layer, unit, direction), picture in pictures.items():
+        if direction < 0:
+            continue
+        on_noise = channel_means(model, noise, layer)[:, unit]
+        response = channel_means(model, as_tensor(picture)[None], layer)[0]
+        own = float(response[unit])
+        others = float(torch.cat([response[:unit], response[unit + 1:]]).mean())
+        assert own > 1.5 * float(on_noise.max()), (layer, unit, own, float(on_noise.max()))  # any of 64
+        assert own > others, (layer, unit, own, others)
+        pre = float(channel_means(model, as_tensor(picture)[None], layer, before_activation=True)[0, unit])
+        assert picture.objective == pytest.approx(pre, rel=0.05, abs=1e-3)  # what the page states is true
+
+
+def test_negative_pictures_drive_their_unit_down(full_settings):
+    _, model, pictures = full_settings
+    typical = draw(64, 64, torch.Generator().manual_seed(7)).images  # images like those it was trained on
+    for (layer, unit, direction), picture in pictures.items():
+        if direction > 0:
+            continue
+        images = torch.stack([as_tensor(pictures[(layer, unit, 1)]), as_tensor(picture)])
+        positive, negative = channel_means(model, images, layer, before_activation=True)[:, unit].tolist()
+        on_typical = channel_means(model, typical, layer, before_activation=True)[:, unit]
+        assert negative < float(on_typical.min()) and negative < positive, (layer, unit, positive, negative)
+        assert picture.objective == pytest.approx(negative, rel=0.05, abs=1e-3)
+
+
+def test_provenance_names_how_each_picture_was_made(full_settings, tmp_path):
+    config, model, pictures = full_settings
+    cache = PictureCache(tmp_path, weights_hash(model), config)
+    (key, picture), *_ = pictures.items()
+    cache.put(picture, "cpu")
+    record = cache.provenance(*key)
+    assert record["steps"] == 96 and record["size"] == 64 and record["seed"] == 0
+    assert record["transforms"] == {"pad": 4, "jitter": 4, "scale": [0.95, 1.05], "rotate": 5.0}
+    assert record["learning_rate"] == 0.2 and record["optimiser"] == "Adam"
+    assert "Fourier" in record["parameterisation"] and "decorrelated colour" in record["parameterisation"]
+    assert record["objective_value"] == pytest.approx(picture.objective, abs=1e-5)
+    assert record["weights_sha256"] == weights_hash(model)
+    assert np.array_equal(np.asarray(Image.open(cache.image(*key))), picture.image)
+
+
+def test_fourier_image_starts_grey_and_objectives_compose():
+    generators = [np.random.default_rng(i) for i in range(2)]
+    with torch.no_grad():
+        image = FourierImage(initial_spectra(generators, 3, 32))()
+    assert image.shape == (2, 3, 32, 32) and 0.45 < float(image.mean()) < 0.55 and float(image.std()) < 0.05
+    activations = torch.arange(2 * 3 * 4, dtype=torch.float32).reshape(2, 3, 2, 2)
+    both = channels([1, 2], [1, -1])
+    assert both(activations).tolist() == [5.5, -21.5]  # unit 1 of image 0 up, unit 2 of image 1 down
+    assert (both - 2 * both)(activations).tolist() == [-5.5, 21.5]
+
+
+def _small_config(tmp_path, **featurevis):
+    settings = {"steps": 6, "batch": 16, "jobs": 1, **featurevis}
+    return load_config(write_config(tmp_path, layers=["conv2d1"], featurevis=settings,
+                                    site={"output": str(tmp_path / "site")}))
+
+
+def _stage(config):
+    model = load_model(config)
+    graph = trace_layers(model, (3, 64, 64)).restricted(config.layers)
+    return visualise_units(config, model, graph, weights_hash(model))
+
+
+def _folder_bytes(folder) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture
+def counted_steps(monkeypatch):
+    """How many optimiser steps ran in this process."""
+    count = {"steps": 0}
+    original = torch.optim.Adam.step
+
+    def counting(self, *args, **kwargs):
+        count["steps"] += 1
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.Adam, "step", counting)
+    return count
+
+
+def test_rebuild_takes_every_picture_from_the_cache_byte_for_byte(tmp_path, counted_steps):
+    config = _small_config(tmp_path)
+    first = _stage(config)
+    assert first.made == 96 and counted_steps["steps"] == 6 * 6  # 48 units x 2 directions, 16 a job
+    stored = _folder_bytes(tmp_path / "cache")
+    counted_steps["steps"] = 0
+    again = _stage(config)
+    assert again.made == 0 and again.reused == 96 and counted_steps["steps"] == 0
+    assert _folder_bytes(tmp_path / "cache") == stored
+    # Same settings in an empty cache: the same pictures, byte for byte.
+    other = dataclasses.replace(config, cache=str(tmp_path / "other"))
+    _stage(other)
+    assert _folder_bytes(tmp_path / "other") == stored
+    # A setting that changes the pictures gets a cache of its own; speed-only settings do not.
+    assert _stage(dataclasses.replace(config, featurevis=dataclasses.replace(config.featurevis, batch=8))).made == 0
+    assert _stage(dataclasses.replace(config, featurevis=dataclasses.replace(config.featurevis, seed=1))).made == 96
+
+
+def test_parallel_jobs_make_the_same_kind_of_pictures(tmp_path):
+    config = _small_config(tmp_path, jobs=2)
+    result = _stage(config)
+    assert result.processes == 2 and result.made == 96
+    serial = _stage(dataclasses.replace(config, cache=str(tmp_path / "serial"),
+                                        featurevis=dataclasses.replace(config.featurevis, jobs="1")))
+    for unit in (0, 17, 47):
+        a = np.asarray(Image.open(result.image("conv2d1", unit, 1)), dtype=int)
+        b = np.asarray(Image.open(serial.image("conv2d1", unit, 1)), dtype=int)
+        assert np.abs(a - b).max() <= 2  # one or two threads per process: the same picture up to rounding
+
+
+def test_an_interrupted_build_resumes_where_it_stopped(tmp_path, counted_steps):
+    config_path = write_config(tmp_path, layers=["conv2d1", "conv2d2"],
+                               featurevis={"steps": 20, "batch": 8, "jobs": 1},
+                               site={"output": str(tmp_path / "site")})
+    build = subprocess.Popen([sys.executable, "-m", "generator", "build", str(config_path)], cwd=ROOT,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    done = lambda: len(list((tmp_path / "cache").rglob("*.json")))  # noqa: E731
+    deadline = time.monotonic() + 240
+    while done() < 16 and build.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    build.send_signal(signal.SIGKILL)
+    build.wait()
+    finished = done()
+    total = (48 + 96) * 2
+    assert 16 <= finished < total, finished  # stopped part way
+    assert not (tmp_path / "site").exists()
+    config = load_config(config_path)
+    resumed = _stage(config)
+    assert resumed.reused == finished and resumed.made == total - finished
+    jobs_left = sum(-(-n // 8) for n in _missing_per_layer(finished, config))
+    assert counted_steps["steps"] == 20 * jobs_left
+    assert len(list((tmp_path / "cache").rglob("*.json"))) == total
+
+
+def _missing_per_layer(finished, config):
+    """Pictures each layer still needed after the interruption (jobs never span layers)."""
+    # Jobs run layer by layer in order, so the finished ones are a prefix of conv2d1 then conv2d2.
+    conv2d1 = 48 * 2
+    return [max(0, conv2d1 - finished), (96 * 2) - max(0, finished - conv2d1)]
+
+
+def test_cache_key_follows_the_weights():
+    model = load_model(AtlasConfig())
+    before = weights_hash(model)
+    with torch.no_grad():
+        model.conv2d0.weight[0, 0, 0, 0] += 1e-6
+    assert len(before) == 64 and weights_hash(model) != before
