@@ -37,5 +37,5 @@ default-model: install
 	$(PY) -m generator.default_model.train
 
 clean:
-	rm -rf site bench.json .pytest_cache $(VENV)
+	rm -rf site bench.json .pytest_cache .atlas-cache $(VENV)
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -7,7 +7,12 @@ Measured in one run on this machine:
 - expanded weights of InceptionV1 (random weights) for every adjacent pair of browsed
   layers: ours (composed kernels, median of 3) against the gradient definition, one
   backward pass per output channel (generator.reference), with the largest difference;
-- the default atlas: build time per stage, pages, site size, peak memory (ru_maxrss);
+- feature visualisation: seconds per channel of our renderer (units batched, the model cut
+  after their layer, jobs in parallel processes) against a one-channel-at-a-time loop
+  through the full model with the same parameterisation, steps, size and transforms, on
+  the default model and on InceptionV1 (random weights, fewer steps);
+- the default atlas with feature visualisations: a cold build (empty cache) and warm
+  rebuilds (median), time per stage, pages, site size, peak memory (ru_maxrss);
 - the full InceptionV1 weights-only atlas (site_config/inceptionv1.yml, random weights in
   the conversion's format), built in a child process: time, pages, size, peak memory.
 """
@@ -15,7 +20,9 @@ Measured in one run on this machine:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import io
+import os
 import json
 import platform
 import re
@@ -37,7 +44,13 @@ import torch  # noqa: E402
 from .build import build_atlas  # noqa: E402
 from .config import load_config  # noqa: E402
 from .expanded import linear_map  # noqa: E402
+from .featurevis.jobs import run_jobs  # noqa: E402
+from .featurevis.optimise import Job, generator_for  # noqa: E402
+from .featurevis.param import FourierImage, initial_spectra  # noqa: E402
+from .featurevis.transforms import RandomViews  # noqa: E402
 from .graph import trace_layers  # noqa: E402
+from .images import Normalise  # noqa: E402
+from .loading import load_model  # noqa: E402
 from .inceptionv1 import InceptionV1, write_random_checkpoint  # noqa: E402
 from .reference import gradient_weights, window_of  # noqa: E402
 from .render import DIVERGING, tile_sprite  # noqa: E402
@@ -77,19 +90,77 @@ def bench_tiles(repeats: int = 50, per_sprite: int = 48) -> dict:
 
 
 def bench_default_atlas(runs: int = 3) -> dict:
-    config = load_config(ROOT / "site_config" / "default.yml")
+    """A cold build (empty picture cache), then ``runs - 1`` warm rebuilds with everything cached."""
     reports = []
     with tempfile.TemporaryDirectory() as folder:
+        config = dataclasses.replace(load_config(ROOT / "site_config" / "default.yml"), cache=f"{folder}/cache")
         for _ in range(runs):
             reports.append(build_atlas(config, Path(folder) / "site"))
         sizes = [p.stat().st_size for p in reports[-1].output.rglob("*") if p.is_file()]
-    seconds = [r.seconds for r in reports]
-    stages = {name: statistics.median(r.stages[name] for r in reports) for name in reports[0].stages}
+    cold, warm = reports[0], reports[1:]
     return {
-        "atlas_build_s_median": statistics.median(seconds), "atlas_build_s_runs": seconds,
-        "atlas_stages_s_median": stages, "atlas_pages": reports[-1].pages, "atlas_units": reports[-1].units,
+        "atlas_cold_build_s": cold.seconds, "atlas_cold_stages_s": cold.stages,
+        "atlas_cold_pictures_made": cold.pictures_made,
+        "atlas_warm_build_s_median": statistics.median(r.seconds for r in warm),
+        "atlas_warm_build_s_runs": [r.seconds for r in warm],
+        "atlas_warm_stages_s_median": {name: statistics.median(r.stages[name] for r in warm) for name in cold.stages},
+        "atlas_warm_pictures_made": sum(r.pictures_made for r in warm),
+        "atlas_pages": cold.pages, "atlas_units": cold.units,
         "atlas_files": len(sizes), "atlas_size_mb": sum(sizes) / 2**20, "atlas_largest_file_kb": max(sizes) / 1024,
     }
+
+
+def one_channel_loop(model: torch.nn.Module, unit: int, settings, inp) -> float:
+    """The reference: one unit at a time, the full model every step (Lucid's render_vis, in
+    PyTorch): same parameterisation, steps, image size and transforms. Returns the objective."""
+    size = settings.size or inp.size
+    generator = [generator_for(settings.seed, "reference", unit, 1)]
+    image = FourierImage(initial_spectra(generator, inp.channels, size), settings.decorrelate)
+    views = RandomViews(settings.transforms, size, inp.size, generator)
+    normalise = Normalise(inp)
+    optimiser = torch.optim.Adam(image.parameters(), lr=settings.learning_rate)
+    for _ in range(settings.steps):
+        optimiser.zero_grad()
+        target, _ = model(normalise(views(image())))  # the layer, and the rest of the network
+        loss = -target[0, unit].mean()
+        loss.backward()
+        optimiser.step()
+    return -loss.item()
+
+
+def bench_featurevis_model(config, layer: str, ours_units: int, reference_units: int) -> dict:
+    """Seconds per channel: our stage's job runner on ``ours_units`` units of ``layer`` against
+    the one-channel loop on ``reference_units`` of them, with the config's settings."""
+    model = load_model(config).eval().requires_grad_(False)
+    graph = trace_layers(model, (config.input.channels, config.input.size, config.input.size))
+    settings = config.featurevis
+    batch = -(-ours_units // (os.cpu_count() or 1))  # one job per core
+    jobs = [Job(layer, units, (1,) * len(units))
+            for units in (tuple(range(start, min(start + batch, ours_units))) for start in range(0, ours_units, batch))]
+    start = time.perf_counter()
+    made = [p for result in run_jobs(jobs, config, model, graph, torch.device("cpu"), len(jobs)) for p in result]
+    ours = (time.perf_counter() - start) / len(made)
+    deepest = graph.layers[-1].name
+    full = graph.truncated([layer, deepest], before_activation=True).eval().requires_grad_(False)
+    times = []
+    for unit in range(reference_units):
+        times.append(_median_seconds(lambda: one_channel_loop(full, unit, settings, config.input), 1))  # noqa: B023
+    reference = statistics.median(times)
+    return {"layer": layer, "steps": settings.steps, "size": settings.size or config.input.size,
+            "ours_s_per_channel": ours, "ours_channels": len(made), "ours_processes": len(jobs),
+            "reference_s_per_channel": reference, "reference_channels": reference_units, "speedup": reference / ours}
+
+
+def bench_featurevis(folder: Path) -> dict:
+    default = load_config(ROOT / "site_config" / "default.yml")
+    write_random_checkpoint(str(folder / "inception5h.pth"))
+    inception = load_config(ROOT / "site_config" / "inceptionv1.yml")
+    inception = dataclasses.replace(
+        inception, model=dataclasses.replace(inception.model, checkpoint=str(folder / "inception5h.pth"), url=None),
+        featurevis=dataclasses.replace(inception.featurevis, steps=16))  # 512 would take an hour here
+    # Ours on a whole layer, as a build runs it (worker start-up included); the reference on a few units.
+    return {"featurevis": [bench_featurevis_model(default, "mixed3a", 128, 4),
+                           bench_featurevis_model(inception, "mixed4a", 16, 2)]}
 
 
 def bench_expanded() -> dict:
@@ -127,6 +198,7 @@ def bench_inceptionv1_atlas() -> dict:
         config = (ROOT / "site_config" / "inceptionv1.yml").read_text()
         config = re.sub(r"checkpoint: .*", f"checkpoint: {folder / 'inception5h.pth'}", config)
         config = re.sub(r"output: .*", f"output: {folder / 'site'}", config)
+        config = re.sub(r"enabled: true", "enabled: false", config)  # weights only: pictures are GPU work
         (folder / "atlas.yml").write_text(config)
         start = time.perf_counter()
         subprocess.run([sys.executable, "-m", "generator", "build", str(folder / "atlas.yml"), "--quiet"],
@@ -153,13 +225,19 @@ def main(argv: list[str] | None = None) -> None:
         **bench_expanded(),
         **bench_inceptionv1_atlas(),
     }
+    with tempfile.TemporaryDirectory() as folder:
+        results.update(bench_featurevis(Path(folder)))
     args.out.write_text(json.dumps(results, indent=1) + "\n")
     rows = [
         ("kernel tile, ours (colormap + Pillow, 48 per sprite)", f"{results['tile_ours_ms']:.4f} ms"),
         ("kernel tile, matplotlib figure", f"{results['tile_matplotlib_figure_ms']:.2f} ms"),
         ("tile speed-up", f"{results['tile_speedup']:.0f}x"),
-        ("default atlas build, median", f"{results['atlas_build_s_median']:.1f} s"),
-        *[(f"  stage: {k}", f"{v:.2f} s") for k, v in results["atlas_stages_s_median"].items()],
+        ("default atlas, cold build (empty cache)", f"{results['atlas_cold_build_s']:.1f} s, "
+                                                    f"{results['atlas_cold_pictures_made']} pictures made"),
+        *[(f"  stage: {k}", f"{v:.2f} s") for k, v in results["atlas_cold_stages_s"].items()],
+        ("default atlas, warm rebuild, median", f"{results['atlas_warm_build_s_median']:.1f} s, "
+                                                f"{results['atlas_warm_pictures_made']} pictures made"),
+        *[(f"  stage: {k}", f"{v:.2f} s") for k, v in results["atlas_warm_stages_s_median"].items()],
         ("pages / files", f"{results['atlas_pages']} / {results['atlas_files']}"),
         ("site size", f"{results['atlas_size_mb']:.1f} MB (largest file {results['atlas_largest_file_kb']:.0f} KB)"),
         ("peak memory", f"{results['peak_rss_mb']:.0f} MB"),
@@ -174,6 +252,10 @@ def main(argv: list[str] | None = None) -> None:
         ("InceptionV1 site size", f"{results['inceptionv1_size_mb']:.0f} MB "
                                   f"(largest file {results['inceptionv1_largest_file_mb']:.1f} MB)"),
         ("InceptionV1 build peak memory", f"{results['inceptionv1_peak_rss_mb']:.0f} MB"),
+        *[(f"feature visualisation {r['layer']} ({r['steps']} steps, {r['size']} px)",
+           f"ours {r['ours_s_per_channel']:.2f} s/channel ({r['ours_channels']} channels, {r['ours_processes']} "
+           f"processes), one channel at a time {r['reference_s_per_channel']:.2f} s/channel, {r['speedup']:.1f}x")
+          for r in results["featurevis"]],
     ]
     width = max(len(r[0]) for r in rows)
     for name, value in rows:

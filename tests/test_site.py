@@ -7,8 +7,10 @@ import sys
 from html.parser import HTMLParser
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from generator import AtlasError, build_atlas, load_config
 from generator import build as build_module
@@ -217,3 +219,62 @@ def test_a_folder_that_is_not_an_atlas_is_never_replaced(tmp_path):
     with pytest.raises(AtlasError, match="is not an atlas built by Weight Atlas"):
         build_atlas(config)
     assert (work / "precious.py").read_text() == "print('years of work')"
+
+
+def test_every_unit_is_shown_by_its_feature_visualisation(default_site):
+    page = default_site / "units" / "mixed3b" / "60.html"
+    html = page.read_text(encoding="utf-8")
+    data = json.loads((page.parent / "60.json").read_text(encoding="utf-8"))
+    positive, negative = data["feature_visualisation"]
+    assert (positive["direction"], negative["direction"]) == ("positive", "negative")
+    for record in (positive, negative):
+        assert (page.parent / record["image"]).is_file()
+        assert {"steps", "size", "learning_rate", "transforms", "seed", "objective_value", "noise_value",
+                "parameterisation", "weights_sha256"} <= set(record)
+    assert f'src="{positive["image"]}"' in html and f'src="{negative["image"]}"' in html
+    assert "8 steps of Adam" in html and "seed 0" in html  # how it was made, on the page too
+    with Image.open(page.parent / positive["image"]) as picture:
+        assert picture.size == (64, 64)
+        assert np.asarray(picture).std() > 10  # a picture, not a blank
+    # Every connection card: input unit's picture -> kernel -> output unit's picture.
+    cards = re.findall(r'<a class="wa-card[^"]*"[^>]*>(.*?)</a>', html)
+    assert len(cards) == 48
+    for card in cards:
+        assert re.search(r'<span class="wa-flow"><img class="wa-fv" src="[^"]+\.fv\.jpg"[^>]*>'
+                         r'<i class="wa-tile[^>]*></i><img class="wa-fv" src="[^"]+\.fv\.jpg"', card), card
+    assert cards[0].count('src="../../units/mixed3b/60.fv.jpg"') == 1  # this unit on the right of its inputs
+    # Pictures are lazily loaded and sized, so a layer of many units stays light.
+    grid = (default_site / "layers" / "mixed3b.html").read_text(encoding="utf-8")
+    pictures = re.findall(r"<img [^>]*>", grid)
+    assert len([p for p in pictures if ".fv.jpg" in p]) == 208
+    assert all('loading="lazy"' in p and 'width="48"' in p for p in pictures if ".fv.jpg" in p)
+    index = (default_site / "index.html").read_text(encoding="utf-8")
+    assert "Units at a glance" in index and index.count(".fv.jpg") == 6 * 8
+
+
+def test_dataset_examples_on_unit_pages(default_site):
+    page = default_site / "units" / "conv2d2" / "3.html"
+    data = json.loads((page.parent / "3.json").read_text(encoding="utf-8"))
+    examples = data["dataset_examples"]
+    assert examples["source"] == "512 procedural images" and len(examples["examples"]) == 8
+    activations = [e["activation"] for e in examples["examples"]]
+    assert activations == sorted(activations, reverse=True)
+    html = page.read_text(encoding="utf-8")
+    assert "<h2>Dataset examples</h2>" in html and 'src="3.examples.jpg"' in html
+    assert examples["examples"][0]["label"] in html
+    with Image.open(page.parent / "3.examples.jpg") as strip:
+        assert strip.size == (examples["width"], examples["height"]) == (8 * 66 - 2, 2 * 64 + 2)
+
+
+def test_without_pictures_or_images_those_sections_are_left_out(tmp_path):
+    output = tmp_path / "site"
+    config = load_config(write_config(tmp_path, model={"source": "tests.toy_models:small_cnn"},
+                                      input={"channels": 3, "size": 12}, featurevis={"enabled": False},
+                                      dataset={"source": str(tmp_path / "no-such-folder")},
+                                      site={"output": str(output)}))
+    report = build_atlas(config)
+    assert report.pictures_made == 0 and not (tmp_path / "cache").exists()
+    unit = (output / "units" / "conv2" / "0.html").read_text(encoding="utf-8")
+    assert "Feature visualisation" not in unit and "Dataset examples" not in unit
+    data = json.loads((output / "units" / "conv2" / "0.json").read_text(encoding="utf-8"))
+    assert data["feature_visualisation"] is None and data["dataset_examples"] is None

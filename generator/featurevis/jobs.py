@@ -97,7 +97,7 @@ def visualise_units(config: AtlasConfig, model: nn.Module, graph: LayerGraph, we
              "" if processes == 1 else "es")
     with tqdm(total=total - pictures.reused, desc="feature visualisation", unit="picture", leave=False,
               disable=None) as progress:
-        for result in _run(jobs, config, model, graph, device, processes):
+        for result in run_jobs(jobs, config, model, graph, device, processes):
             for picture in result:
                 cache.put(picture, device.type)
             pictures.made += len(result)
@@ -106,9 +106,9 @@ def visualise_units(config: AtlasConfig, model: nn.Module, graph: LayerGraph, we
     return pictures
 
 
-def _run(jobs: list[Job], config: AtlasConfig, model: nn.Module, graph: LayerGraph, device: torch.device,
+def run_jobs(jobs: list[Job], config: AtlasConfig, model: nn.Module, graph: LayerGraph, device: torch.device,
          processes: int):
-    """Each job's pictures, as jobs finish."""
+    """Each job's pictures, as jobs finish: in this process, or in ``processes`` workers."""
     if processes == 1:
         worker = _Worker(config, model, graph, device)
         for job in jobs:
