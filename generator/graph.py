@@ -124,18 +124,18 @@ class LayerGraph:
             [(s, d) for s, d in self.adjacent if d in keep and (s is None or s in keep)], self.traced, self.outputs,
         )
 
-    def truncated(self, names: list[str], before_activation: bool = False) -> torch.fx.GraphModule:
+    def truncated(self, names: list[str], before_activation: bool | list[bool] = False) -> torch.fx.GraphModule:
         """The model cut after the layers ``names``: image in, a tuple of their values out.
 
         Only the operations those layers depend on are kept, so nothing after the deepest
-        of them runs. With ``before_activation``, a layer's value is taken before its
-        activation functions (after batch-norm): for a mixed layer, the concatenation of its
-        branches before theirs. The module shares the model's parameters.
+        of them runs. With ``before_activation`` (one flag, or one per name), a layer's value
+        is taken before its activation functions (after batch-norm): for a mixed layer, the
+        concatenation of its branches before theirs. The module shares the model's parameters.
         """
         t = self.traced
+        flags = before_activation if isinstance(before_activation, list) else [before_activation] * len(names)
         targets = [self.outputs[self.layer(name).name] for name in names]
-        if before_activation:
-            targets = [self._before_activation(n) for n in targets]
+        targets = [self._before_activation(n) if flag else n for n, flag in zip(targets, flags)]
         roots = [n for target in targets for n in (target[0] if isinstance(target, tuple) else (target,))]
         needed = set(roots).union(*(_ancestors(n, lambda m: m.all_input_nodes) for n in roots))
         graph = torch.fx.Graph()

@@ -67,8 +67,8 @@ class PictureCache:
         record = {
             "layer": picture.layer, "unit": picture.unit,
             "direction": "positive" if picture.direction > 0 else "negative",
-            "objective": f"{'maximise' if picture.direction > 0 else 'minimise'} the unit's mean activation "
-                         f"before its activation function",
+            "objective": "maximise the unit's mean activation" if picture.direction > 0 else
+                         "minimise the unit's mean pre-activation (before its activation function)",
             "objective_value": round(picture.objective, 6), "noise_value": round(picture.noise, 6),
             "noise": "the same mean on uniform-noise images",
             "parameterisation": "Fourier spectrum scaled by 1/frequency" +

@@ -44,8 +44,8 @@ class Picture:
     unit: int
     direction: int
     image: np.ndarray  # uint8 [size, size, channels]
-    objective: float  # the unit's mean activation on the picture, without transforms
-    noise: float  # its mean activation on uniform-noise images
+    objective: float  # the unit's mean activation (pre-activation, for a negative) on the picture
+    noise: float  # the same on uniform-noise images
 
 
 class _RedirectedReLU(torch.autograd.Function):
@@ -83,10 +83,10 @@ RELU_FUNCTIONS = {torch.relu, torch.relu_, torch.nn.functional.relu}
 
 
 def model_for(graph: LayerGraph, layer: str) -> nn.Module:
-    """The model cut after ``layer``, frozen, its ReLUs redirected; returns the layer's value
-    before its activation function, so that a unit that is off still has a value to raise, and
-    the negative direction has one to lower (as in the Circuits articles: ``mixed4a_pre_relu``)."""
-    truncated = graph.truncated([layer], before_activation=True)
+    """The model cut after ``layer``, frozen, its ReLUs redirected. It returns the layer's
+    value and its value before the activation function: a picture raises the first (what the
+    unit passes on), a negative picture lowers the second (a ReLU's output stops at zero)."""
+    truncated = graph.truncated([layer, layer], before_activation=[False, True])
     modules = dict(truncated.named_modules())
     for node in truncated.graph.nodes:
         relu = (node.op == "call_function" and node.target in RELU_FUNCTIONS) or \
@@ -113,22 +113,28 @@ def render(model: nn.Module, job: Job, settings: FeatureVisConfig, inp: InputCon
     views = RandomViews(settings.transforms, size, inp.size, generators)
     normalise = Normalise(inp, device)
     objective = channels(list(job.units), list(job.directions))
+    raising = torch.tensor(job.directions, device=device) > 0
+
+    def values(images: torch.Tensor) -> torch.Tensor:
+        """Per image, the layer's values its direction acts on."""
+        value, before = model(normalise(images))
+        return torch.where(raising.reshape(-1, *[1] * (value.dim() - 1)), value, before)
+
     optimiser = torch.optim.Adam(image.parameters(), lr=settings.learning_rate)
     for _ in range(settings.steps):
         optimiser.zero_grad(set_to_none=True)
-        (activations,) = model(normalise(views(image())))
-        loss = -objective(activations).sum()
+        loss = -objective(values(views(image()))).sum()
         loss.backward()
         optimiser.step()
     with torch.no_grad():
         final = image()
-        (activations,) = model(normalise(resized(final, inp.size)))
-        achieved = channel_mean(activations, torch.tensor(job.units, device=device)).cpu().tolist()
+        units = torch.tensor(job.units, device=device)
+        achieved = channel_mean(values(resized(final, inp.size)), units).cpu().tolist()
         noise_images = torch.from_numpy(
             np.random.default_rng([settings.seed, zlib.crc32(job.layer.encode("utf-8"))])
             .random((NOISE_IMAGES, inp.channels, inp.size, inp.size), dtype=np.float32)).to(device)
-        (on_noise,) = model(normalise(noise_images))
-        noise = on_noise.reshape(NOISE_IMAGES, on_noise.shape[1], -1).mean(dim=(0, 2)).cpu()
+        value, before = model(normalise(noise_images))
+        on_noise = [t.reshape(NOISE_IMAGES, t.shape[1], -1).mean(dim=(0, 2)).cpu() for t in (value, before)]
         pixels = (final.permute(0, 2, 3, 1) * 255).round().clamp(0, 255).to(torch.uint8).cpu().numpy()
-    return [Picture(job.layer, u, d, pixels[b], float(achieved[b]), float(noise[u]))
+    return [Picture(job.layer, u, d, pixels[b], float(achieved[b]), float(on_noise[0 if d > 0 else 1][u]))
             for b, (u, d) in enumerate(zip(job.units, job.directions))]
