@@ -45,7 +45,7 @@ from .build import build_atlas  # noqa: E402
 from .config import load_config  # noqa: E402
 from .expanded import linear_map  # noqa: E402
 from .featurevis.jobs import run_jobs  # noqa: E402
-from .featurevis.optimise import Job, generator_for  # noqa: E402
+from .featurevis.optimise import Job, generator_for, redirected  # noqa: E402
 from .featurevis.param import FourierImage, initial_spectra  # noqa: E402
 from .featurevis.transforms import RandomViews  # noqa: E402
 from .graph import trace_layers  # noqa: E402
@@ -112,7 +112,8 @@ def bench_default_atlas(runs: int = 3) -> dict:
 
 def one_channel_loop(model: torch.nn.Module, unit: int, settings, inp) -> float:
     """The reference: one unit at a time, the full model every step (Lucid's render_vis, in
-    PyTorch): same parameterisation, steps, image size and transforms. Returns the objective."""
+    PyTorch, with its redirected ReLU): same parameterisation, steps, image size and
+    transforms. Returns the objective."""
     size = settings.size or inp.size
     generator = [generator_for(settings.seed, "reference", unit, 1)]
     image = FourierImage(initial_spectra(generator, inp.channels, size), settings.decorrelate)
@@ -135,13 +136,13 @@ def bench_featurevis_model(config, layer: str, ours_units: int, reference_units:
     graph = trace_layers(model, (config.input.channels, config.input.size, config.input.size))
     settings = config.featurevis
     batch = -(-ours_units // (os.cpu_count() or 1))  # one job per core
-    jobs = [Job(layer, units, (1,) * len(units))
+    jobs = [Job(layer, units, 1)
             for units in (tuple(range(start, min(start + batch, ours_units))) for start in range(0, ours_units, batch))]
     start = time.perf_counter()
     made = [p for result in run_jobs(jobs, config, model, graph, torch.device("cpu"), len(jobs)) for p in result]
     ours = (time.perf_counter() - start) / len(made)
     deepest = graph.layers[-1].name
-    full = graph.truncated([layer, deepest], before_activation=True).eval().requires_grad_(False)
+    full = redirected(graph.truncated([layer, deepest]))  # the same ReLUs as ours, as in Lucid
     times = []
     for unit in range(reference_units):
         times.append(_median_seconds(lambda: one_channel_loop(full, unit, settings, config.input), 1))  # noqa: B023

@@ -64,10 +64,10 @@ def plan(graph: LayerGraph, cache: PictureCache, directions: tuple[int, ...], ba
     """Jobs for every picture not in the cache, up to ``batch`` pictures each, layer by layer."""
     jobs = []
     for layer in graph.layers:
-        missing = [(u, d) for u in range(layer.channels) for d in directions if not cache.has(layer.name, u, d)]
-        for start in range(0, len(missing), batch):
-            chunk = missing[start : start + batch]
-            jobs.append(Job(layer.name, tuple(u for u, _ in chunk), tuple(d for _, d in chunk)))
+        for direction in directions:
+            missing = [u for u in range(layer.channels) if not cache.has(layer.name, u, direction)]
+            jobs += [Job(layer.name, tuple(missing[start : start + batch]), direction)
+                     for start in range(0, len(missing), batch)]
     return jobs
 
 
@@ -134,12 +134,13 @@ class _Worker:
     def __init__(self, config: AtlasConfig, model: nn.Module, graph: LayerGraph, device: torch.device):
         self.config, self.graph, self.device = config, graph, device
         model.eval().requires_grad_(False).to(device)
-        self.models: dict[str, nn.Module] = {}
+        self.models: dict[tuple[str, int], nn.Module] = {}
 
     def __call__(self, job: Job) -> list[Picture]:
-        if job.layer not in self.models:
-            self.models[job.layer] = model_for(self.graph, job.layer)
-        return render(self.models[job.layer], job, self.config.featurevis, self.config.input, self.device)
+        key = (job.layer, job.direction)
+        if key not in self.models:
+            self.models[key] = model_for(self.graph, job.layer, job.direction)
+        return render(self.models[key], job, self.config.featurevis, self.config.input, self.device)
 
 
 _WORKER: _Worker | None = None

@@ -33,7 +33,7 @@ class Job:
 
     layer: str
     units: tuple[int, ...]
-    directions: tuple[int, ...]  # +1: maximise the unit; -1: minimise it (the negative picture)
+    direction: int  # +1: maximise the units; -1: minimise them (the negative pictures)
 
 
 @dataclass(frozen=True)
@@ -51,27 +51,27 @@ class Picture:
 class _RedirectedReLU(torch.autograd.Function):
     """ReLU whose gradient is not lost on units that are off for the whole image.
 
-    Where a unit's ordinary gradient through this ReLU is zero for an entire image (every
-    position negative), the gradient is passed on where it would raise a negative input,
-    so an image that starts with the unit off can still find how to turn it on (Lucid's
-    "redirected ReLU"). Forward, it is ReLU.
+    Where the ordinary gradient through this ReLU is zero for an entire image (for the
+    last ReLU before a unit: the unit is off at every position), the gradient is passed on
+    where it would raise a negative input, so an image that starts with the unit off can
+    still find how to turn it on (Lucid's "redirected ReLU"). Forward, it is ReLU.
     """
 
     @staticmethod
     def forward(ctx, x: torch.Tensor) -> torch.Tensor:
-        ctx.save_for_backward(x)
-        return x.clamp_min(0)
+        y = x.clamp_min(0)
+        ctx.save_for_backward(x, y)
+        return y
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
-        (x,) = ctx.saved_tensors
-        off = x <= 0
-        ordinary = grad.masked_fill(off, 0)
-        alive = ordinary.reshape(len(x), -1).ne(0).any(dim=1)
+        x, y = ctx.saved_tensors
+        ordinary = torch.ops.aten.threshold_backward(grad, y, 0)
+        alive = ordinary.abs().amax(dim=tuple(range(1, x.dim()))) > 0  # per image
         if bool(alive.all()):
             return ordinary
         # Gradient descent moves x along -grad: grad > 0 on a negative input only lowers it further.
-        redirected = grad.masked_fill(off & (grad > 0), 0)
+        redirected = grad.masked_fill((x <= 0) & (grad > 0), 0)
         return torch.where(alive.reshape(-1, *[1] * (x.dim() - 1)), ordinary, redirected)
 
 
@@ -82,11 +82,8 @@ def redirected_relu(x: torch.Tensor, inplace: bool = False) -> torch.Tensor:
 RELU_FUNCTIONS = {torch.relu, torch.relu_, torch.nn.functional.relu}
 
 
-def model_for(graph: LayerGraph, layer: str) -> nn.Module:
-    """The model cut after ``layer``, frozen, its ReLUs redirected. It returns the layer's
-    value and its value before the activation function: a picture raises the first (what the
-    unit passes on), a negative picture lowers the second (a ReLU's output stops at zero)."""
-    truncated = graph.truncated([layer, layer], before_activation=[False, True])
+def redirected(truncated: torch.fx.GraphModule) -> torch.fx.GraphModule:
+    """A truncated model (:meth:`LayerGraph.truncated`) with every ReLU redirected, frozen."""
     modules = dict(truncated.named_modules())
     for node in truncated.graph.nodes:
         relu = (node.op == "call_function" and node.target in RELU_FUNCTIONS) or \
@@ -99,6 +96,13 @@ def model_for(graph: LayerGraph, layer: str) -> nn.Module:
     return truncated
 
 
+def model_for(graph: LayerGraph, layer: str, direction: int) -> nn.Module:
+    """The model cut after ``layer``, ReLUs redirected. For a picture (direction +1) it returns
+    the layer's value, what the unit passes on; for a negative picture, its value before the
+    activation function, since a ReLU's output stops at zero."""
+    return redirected(graph.truncated([layer], before_activation=direction < 0))
+
+
 def generator_for(seed: int, layer: str, unit: int, direction: int) -> np.random.Generator:
     """The random generator of one picture: the same numbers on every machine and run."""
     return np.random.default_rng([seed, zlib.crc32(layer.encode("utf-8")), unit, 1 if direction > 0 else 0])
@@ -108,17 +112,15 @@ def render(model: nn.Module, job: Job, settings: FeatureVisConfig, inp: InputCon
            device: torch.device) -> list[Picture]:
     """Optimise the pictures of ``job`` with the model cut after its layer (:func:`model_for`)."""
     size = settings.size or inp.size
-    generators = [generator_for(settings.seed, job.layer, u, d) for u, d in zip(job.units, job.directions)]
+    generators = [generator_for(settings.seed, job.layer, u, job.direction) for u in job.units]
     image = FourierImage(initial_spectra(generators, inp.channels, size).to(device), settings.decorrelate)
     views = RandomViews(settings.transforms, size, inp.size, generators)
     normalise = Normalise(inp, device)
-    objective = channels(list(job.units), list(job.directions))
-    raising = torch.tensor(job.directions, device=device) > 0
+    objective = channels(list(job.units), [job.direction] * len(job.units))
 
     def values(images: torch.Tensor) -> torch.Tensor:
-        """Per image, the layer's values its direction acts on."""
-        value, before = model(normalise(images))
-        return torch.where(raising.reshape(-1, *[1] * (value.dim() - 1)), value, before)
+        (value,) = model(normalise(images))
+        return value
 
     optimiser = torch.optim.Adam(image.parameters(), lr=settings.learning_rate)
     for _ in range(settings.steps):
@@ -133,8 +135,8 @@ def render(model: nn.Module, job: Job, settings: FeatureVisConfig, inp: InputCon
         noise_images = torch.from_numpy(
             np.random.default_rng([settings.seed, zlib.crc32(job.layer.encode("utf-8"))])
             .random((NOISE_IMAGES, inp.channels, inp.size, inp.size), dtype=np.float32)).to(device)
-        value, before = model(normalise(noise_images))
-        on_noise = [t.reshape(NOISE_IMAGES, t.shape[1], -1).mean(dim=(0, 2)).cpu() for t in (value, before)]
+        on_noise = values(noise_images)
+        noise = on_noise.reshape(NOISE_IMAGES, on_noise.shape[1], -1).mean(dim=(0, 2)).cpu()
         pixels = (final.permute(0, 2, 3, 1) * 255).round().clamp(0, 255).to(torch.uint8).cpu().numpy()
-    return [Picture(job.layer, u, d, pixels[b], float(achieved[b]), float(on_noise[0 if d > 0 else 1][u]))
-            for b, (u, d) in enumerate(zip(job.units, job.directions))]
+    return [Picture(job.layer, u, job.direction, pixels[b], float(achieved[b]), float(noise[u]))
+            for b, u in enumerate(job.units)]
