@@ -24,7 +24,7 @@ from PIL import Image, ImageDraw
 from tqdm import tqdm
 
 from .config import AtlasConfig
-from .files import atomic_write
+from .files import atomic_write, folder_name
 from .graph import LayerGraph
 from .images import IMAGE_SUFFIXES, Normalise, as_rgb, load_image
 from .render import jpeg
@@ -224,7 +224,7 @@ class Examples:
         self.folder, self.description = folder, description
 
     def _layer(self, layer: str) -> Path:
-        return self.folder / hashlib.sha256(layer.encode()).hexdigest()[:16]
+        return self.folder / folder_name(layer)
 
     def of(self, layer: str, unit: int) -> list[Example]:
         data = json.loads((self._layer(layer) / "examples.json").read_text(encoding="utf-8"))

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import re
+import zlib
 from pathlib import Path
 
 
@@ -18,3 +20,8 @@ def atomic_write(target: Path, data: bytes) -> None:
     partial = target.with_name(target.name + ".partial")
     partial.write_bytes(data)
     os.replace(partial, target)
+
+
+def folder_name(name: str) -> str:
+    """A file-name-safe, collision-free folder name for a model name (such as a layer's)."""
+    return f"{re.sub(r'[^A-Za-z0-9_-]+', '-', name).strip('-')[:40]}-{zlib.crc32(name.encode()):08x}"

@@ -13,13 +13,11 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import re
-import zlib
 from pathlib import Path
 from typing import Any
 
 from ..config import AtlasConfig
-from ..files import atomic_write
+from ..files import atomic_write, folder_name
 from ..images import as_rgb
 from ..render import png
 from .optimise import Picture
@@ -37,11 +35,6 @@ def picture_settings(config: AtlasConfig) -> dict[str, Any]:
     return settings
 
 
-def _folder_name(layer: str) -> str:
-    """A file-name-safe, collision-free folder name for a layer name."""
-    return f"{re.sub(r'[^A-Za-z0-9_-]+', '-', layer).strip('-')[:40]}-{zlib.crc32(layer.encode()):08x}"
-
-
 class PictureCache:
     def __init__(self, root: str | Path, weights: str, config: AtlasConfig):
         self.key = {"algorithm": ALGORITHM, "weights": weights, "model": config.model.source,
@@ -50,7 +43,7 @@ class PictureCache:
         self.folder = Path(root) / "featurevis" / weights[:16] / digest[:16]
 
     def _path(self, layer: str, unit: int, direction: int, suffix: str) -> Path:
-        return self.folder / _folder_name(layer) / f"{unit}.{'positive' if direction > 0 else 'negative'}{suffix}"
+        return self.folder / folder_name(layer) / f"{unit}.{'positive' if direction > 0 else 'negative'}{suffix}"
 
     def image(self, layer: str, unit: int, direction: int) -> Path:
         return self._path(layer, unit, direction, ".png")

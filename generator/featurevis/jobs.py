@@ -10,9 +10,8 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
-import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,11 +36,7 @@ class Pictures:
     directions: tuple[int, ...]  # (1,) or (1, -1)
     made: int = 0  # pictures optimised by this build
     reused: int = 0  # pictures found in the cache
-    seconds: float = 0.0
-    jobs: int = 0
-    processes: int = 0
-    device: str = "cpu"
-    units: set[tuple[str, int]] = field(default_factory=set)
+    processes: int = 0  # worker processes this build started (0: none needed)
 
     def image(self, layer: str, unit: int, direction: int = 1) -> Path:
         return self.cache.image(layer, unit, direction)
@@ -74,16 +69,14 @@ def plan(graph: LayerGraph, cache: PictureCache, directions: tuple[int, ...], ba
 def visualise_units(config: AtlasConfig, model: nn.Module, graph: LayerGraph, weights: str) -> Pictures:
     """Make (or find in the cache) the pictures of every unit of ``graph``; ``weights`` is the
     model's :func:`generator.loading.weights_hash`."""
-    start = time.perf_counter()
     settings = config.featurevis
     device = resolve_device(settings.device)
     cache = PictureCache(config.cache, weights, config)
     directions = (1, -1) if settings.negative else (1,)
-    pictures = Pictures(cache, directions, device=device.type,
-                        units={(layer.name, u) for layer in graph.layers for u in range(layer.channels)})
+    pictures = Pictures(cache, directions)
     jobs = plan(graph, cache, directions, settings.batch)
-    total = len(pictures.units) * len(directions)
-    pictures.reused, pictures.jobs = total - sum(len(j.units) for j in jobs), len(jobs)
+    total = sum(layer.channels for layer in graph.layers) * len(directions)
+    pictures.reused = total - sum(len(j.units) for j in jobs)
     if not jobs:
         log.info("feature visualisation: all %d pictures from the cache %s", total, cache.folder)
         return pictures
@@ -102,7 +95,6 @@ def visualise_units(config: AtlasConfig, model: nn.Module, graph: LayerGraph, we
                 cache.put(picture, device.type)
             pictures.made += len(result)
             progress.update(len(result))
-    pictures.seconds = time.perf_counter() - start
     return pictures
 
 
