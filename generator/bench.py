@@ -114,9 +114,9 @@ def one_channel_loop(model: torch.nn.Module, unit: int, settings, inp) -> float:
     """The reference: one unit at a time, the full model every step (Lucid's render_vis, in
     PyTorch, with its redirected ReLU): same parameterisation, steps, image size and
     transforms. Returns the objective."""
-    size = settings.size or inp.size
+    size = settings.picture_shape(inp)  # (height, width)
     generator = [generator_for(settings.seed, "reference", unit, 1)]
-    image = FourierImage(initial_spectra(generator, inp.channels, size), settings.decorrelate)
+    image = FourierImage(initial_spectra(generator, inp.channels, size), settings.decorrelate, width=size[1])
     views = RandomViews(settings.transforms, size, inp.size, generator)
     normalise = Normalise(inp)
     optimiser = torch.optim.Adam(image.parameters(), lr=settings.learning_rate)
@@ -133,7 +133,7 @@ def bench_featurevis_model(config, layer: str, ours_units: int, reference_units:
     """Seconds per channel: our stage's job runner on ``ours_units`` units of ``layer`` against
     the one-channel loop on ``reference_units`` of them, with the config's settings."""
     model = load_model(config).eval().requires_grad_(False)
-    graph = trace_layers(model, (config.input.channels, config.input.size, config.input.size))
+    graph = trace_layers(model, config.input.shape)
     settings = config.featurevis
     batch = -(-ours_units // (os.cpu_count() or 1))  # one job per core
     jobs = [Job(layer, units, 1)
@@ -147,7 +147,7 @@ def bench_featurevis_model(config, layer: str, ours_units: int, reference_units:
     for unit in range(reference_units):
         times.append(_median_seconds(lambda: one_channel_loop(full, unit, settings, config.input), 1))  # noqa: B023
     reference = statistics.median(times)
-    return {"layer": layer, "steps": settings.steps, "size": settings.size or config.input.size,
+    return {"layer": layer, "steps": settings.steps, "size": max(config.picture_shape),
             "ours_s_per_channel": ours, "ours_channels": len(made), "ours_processes": len(jobs),
             "reference_s_per_channel": reference, "reference_channels": reference_units, "speedup": reference / ours}
 

@@ -7,12 +7,15 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 from .config import AtlasConfig
-from .dataset_examples import find_examples
-from .expanded import layer_weights
+from .dataset_examples import find_examples, image_source
+from .expanded import REFERENCE_IMAGES, Frozen, freeze, layer_weights, needs_reference
 from .featurevis import visualise_units
 from .graph import trace_layers
 from .loading import load_model, weights_hash
+from .images import Normalise
 from .pages import ModelSummary, PageWriter
 from .ranking import rank
 from .site import PageShell, add_to_search, mkdocs_site, staged_output
@@ -32,6 +35,22 @@ class BuildReport:
     pictures_reused: int = 0  # feature visualisations found in the cache
 
 
+def reference_statistics(config: AtlasConfig, graph) -> Frozen | None:
+    """Gates and layer norms measured on the dataset's first images, or on noise; None when
+    the model has neither."""
+    if not needs_reference(graph.traced):
+        return None
+    source = image_source(config)
+    if source is not None:
+        _, images = next(source.batches(REFERENCE_IMAGES))
+        images, description = images[:REFERENCE_IMAGES], f"the first {min(len(images), REFERENCE_IMAGES)} dataset images"
+    else:
+        generator = torch.Generator().manual_seed(0)
+        images = torch.rand(REFERENCE_IMAGES, *graph.input_shape, generator=generator)
+        description = f"{REFERENCE_IMAGES} uniform-noise images"
+    return freeze(graph.traced, Normalise(config.input)(images).contiguous(), description)
+
+
 def build_atlas(config: AtlasConfig, output: str | Path | None = None) -> BuildReport:
     """Build the atlas ``config`` describes into ``output`` (default: the config's)."""
     start = time.perf_counter()
@@ -45,12 +64,14 @@ def build_atlas(config: AtlasConfig, output: str | Path | None = None) -> BuildR
     output = Path(output or config.site.output)
     model = load_model(config)
     t = done("load", start)
-    input_shape = (config.input.channels, config.input.size, config.input.size)
+    input_shape = config.input.shape
     graph = trace_layers(model, input_shape).restricted(config.layers)
     log.info("traced %d layers, %d pairs of adjacent layers", len(graph.layers), len(graph.adjacent))
     t = done("trace", t)
-    units = rank(graph, layer_weights(graph, config.ranking.hops), config.ranking.top_k)
-    for reason in graph.skipped:  # the trace's skips and the pairs with no per-channel weights
+    composed = layer_weights(graph, config.ranking.hops, reference_statistics(config, graph),
+                             config.ranking.memory_mb)
+    units = rank(graph, composed.weights, config.ranking.top_k)
+    for reason in composed.skipped:
         log.info("skipped %s", reason)
     t = done("weights and ranking", t)
     weights = weights_hash(model)
@@ -61,7 +82,7 @@ def build_atlas(config: AtlasConfig, output: str | Path | None = None) -> BuildR
     summary = ModelSummary(config.title, sum(p.numel() for p in model.parameters()), len(units), input_shape,
                            weights)
     with staged_output(output) as stage:
-        writer = PageWriter(graph, units, config, summary, pictures, examples)
+        writer = PageWriter(graph, units, config, summary, pictures, examples, composed.skipped)
         nav = writer.write_docs(stage / "docs")
         mkdocs_site(stage / "docs", stage / "site", config.title, nav)
         t = done("mkdocs", t)

@@ -35,12 +35,41 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class InputConfig:
-    """The image the model expects: channels, size and per-channel normalisation."""
+    """The image the model expects: channels, size and per-channel normalisation.
+
+    In a config file ``size`` is a whole number (a square image, such as 224) or
+    ``[height, width]`` (such as [224, 320]); it is stored as ``(height, width)``, and
+    :attr:`shape` is ``(channels, height, width)``. ``mean`` and ``std`` left out are 0.5
+    and 0.25 for every channel, so ``channels: 1`` alone describes a grayscale model.
+    """
 
     channels: int = 3
-    size: int = 64
-    mean: tuple[float, ...] = (0.5, 0.5, 0.5)
-    std: tuple[float, ...] = (0.25, 0.25, 0.25)
+    size: tuple[int, int] = (64, 64)  # (height, width); an int given here means a square
+    mean: tuple[float, ...] | None = None  # None: 0.5 per channel
+    std: tuple[float, ...] | None = None  # None: 0.25 per channel
+
+    def __post_init__(self) -> None:
+        if isinstance(self.size, int):
+            object.__setattr__(self, "size", (self.size, self.size))
+        else:
+            object.__setattr__(self, "size", tuple(self.size))
+        if self.mean is None:
+            object.__setattr__(self, "mean", (0.5,) * self.channels)
+        if self.std is None:
+            object.__setattr__(self, "std", (0.25,) * self.channels)
+
+    @property
+    def height(self) -> int:
+        return self.size[0]
+
+    @property
+    def width(self) -> int:
+        return self.size[1]
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """``(channels, height, width)``: one image as the model reads it, without the batch."""
+        return (self.channels, self.height, self.width)
 
 
 @dataclass(frozen=True)
@@ -49,6 +78,7 @@ class RankingConfig:
 
     top_k: int = 24
     hops: int = 1  # 2 also lists inputs from two layers up (expanded weights), and so on
+    memory_mb: int = 2048  # the largest expanded-weight map composed; larger pairs are skipped
 
 
 @dataclass(frozen=True)
@@ -78,7 +108,11 @@ class TransformConfig:
 class FeatureVisConfig:
     """Feature visualisation: for every unit, an image optimised to excite it.
 
-    ``size`` 0 means the model's input size. ``jobs`` is how many processes share the work
+    ``size`` 0 means pictures of the model's input size, ``(height, width)``. A positive
+    ``size`` is the picture's longer side in pixels; the shorter side is scaled to keep the
+    input's aspect (rounded, at least 1 pixel), so a square input gives ``size`` x ``size``
+    pictures and a 40 x 56 input with ``size: 112`` gives 80 x 112 ones
+    (:meth:`picture_shape`). ``jobs`` is how many processes share the work
     (``auto``: one per CPU core, or one on a GPU); ``device`` is ``auto``, ``cpu`` or
     ``cuda`` (``cuda:N``). ``batch`` is how many units are optimised together in one job.
     """
@@ -94,6 +128,13 @@ class FeatureVisConfig:
     batch: int = 32
     jobs: str = "auto"
     device: str = "auto"
+
+    def picture_shape(self, inp: InputConfig) -> tuple[int, int]:
+        """``(height, width)`` of a picture for a model that reads ``inp``."""
+        if not self.size:
+            return inp.size
+        longer = max(inp.size)
+        return tuple(max(1, round(side * self.size / longer)) for side in inp.size)
 
 
 @dataclass(frozen=True)
@@ -123,6 +164,11 @@ class AtlasConfig:
     site: SiteConfig = field(default_factory=SiteConfig)
     cache: str = ".atlas-cache"  # feature visualisations and dataset examples, reused across builds
     path: str = "<built-in>"  # the file it came from, for messages and the site's index
+
+    @property
+    def picture_shape(self) -> tuple[int, int]:
+        """``(height, width)`` of a feature visualisation (see :class:`FeatureVisConfig`)."""
+        return self.featurevis.picture_shape(self.input)
 
     def as_dict(self) -> dict[str, Any]:
         """The settings as plain data, for the site's index and the units' data files."""
@@ -170,6 +216,8 @@ def _check(f: dataclasses.Field, kind: Any, value: Any, where: str, source: str)
         if value is None:
             return None
         kind = next(k for k in typing.get_args(kind) if k is not type(None))
+    if where == "input.size":
+        return _image_size(value, where, source)
     if kind is bool:
         if not isinstance(value, bool):
             raise AtlasError(f"{source}: `{where}` must be true or false, not {value!r}.")
@@ -186,13 +234,28 @@ def _check(f: dataclasses.Field, kind: Any, value: Any, where: str, source: str)
     elif typing.get_origin(kind) is tuple:
         if not isinstance(value, list) or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
                                                   for v in value):
-            raise AtlasError(f"{source}: `{where}` must be a list of numbers, such as {list(f.default)}.")
+            example = list(f.default) if f.default is not None else [0.5, 0.5, 0.5]
+            raise AtlasError(f"{source}: `{where}` must be a list of numbers, such as {example}.")
         return tuple(float(v) for v in value)
     elif not isinstance(value, str):
         raise AtlasError(f"{source}: `{where}` must be text, not {value!r}.")
     elif not value.strip():
         raise AtlasError(f"{source}: `{where}` is empty; give it a value or leave the key out.")
     return value
+
+
+def _whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def _image_size(value: Any, where: str, source: str) -> tuple[int, int]:
+    """``input.size``: a positive whole number (a square) or ``[height, width]``, as ``(height, width)``."""
+    if _whole(value):
+        return (value, value)
+    if isinstance(value, list) and len(value) == 2 and all(_whole(v) for v in value):
+        return (value[0], value[1])
+    raise AtlasError(f"{source}: `{where}` must be a positive whole number for a square image (such as 224) "
+                     f"or [height, width] in pixels (such as [224, 320]), not {value!r}.")
 
 
 def load_config(path: str | Path) -> AtlasConfig:

@@ -5,7 +5,9 @@ model's procedural generator. They stream through the model cut after the deepes
 browsed layer, once; per unit the ``top`` images with the largest activation at any
 position are kept, ties going to the earlier image. Each example is shown as the crop
 around its strongest position (the part of the image that position can see, at least
-a quarter of the image) and the whole image with that crop outlined.
+a quarter of the image's shorter side, square where the image allows) and the whole image
+with that crop outlined. Images are read at the model's input size, ``(height, width)``;
+procedural images are square and RGB, so a model that reads other images has none.
 """
 
 from __future__ import annotations
@@ -40,9 +42,9 @@ GAP = 2
 
 # -- image sources ---------------------------------------------------------------------------
 class FolderImages:
-    """Every .jpg/.png under a folder, sorted by path, at the model's input size."""
+    """Every .jpg/.png under a folder, sorted by path, at the model's input size ``(height, width)``."""
 
-    def __init__(self, root: Path, limit: int, size: int, channels: int):
+    def __init__(self, root: Path, limit: int, size: tuple[int, int], channels: int):
         self.root, self.size, self.channels = root, size, channels
         files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
         self.files = files[:limit]
@@ -66,13 +68,14 @@ class FolderImages:
                 yield indices, torch.from_numpy(np.stack(pixels)).permute(0, 3, 1, 2).float() / 255
 
     def fetch(self, indices: set[int]) -> dict[int, tuple[np.ndarray, str]]:
-        """The images ``indices`` as ``[size, size, channels]`` uint8, with their labels (paths)."""
+        """The images ``indices`` as ``[height, width, channels]`` uint8, with their labels (paths)."""
         return {i: (load_image(self.files[i], self.size, self.channels), str(self.files[i].relative_to(self.root)))
                 for i in sorted(indices)}
 
 
 class ProceduralImages:
-    """The default model's labelled procedural images, drawn in fixed batches from a seed."""
+    """The default model's labelled procedural images, drawn in fixed batches from a seed:
+    RGB, ``size`` pixels square."""
 
     def __init__(self, count: int, seed: int, size: int):
         self.count, self.seed, self.size = count, seed, size
@@ -118,7 +121,11 @@ def image_source(config: AtlasConfig) -> FolderImages | ProceduralImages | None:
             log.info("skipped dataset examples: procedural images are RGB and the model reads %d channels",
                      inp.channels)
             return None
-        return ProceduralImages(config.dataset.images, config.dataset.seed, inp.size)
+        if inp.height != inp.width:
+            log.info("skipped dataset examples: procedural images are square and the model reads %d x %d "
+                     "(height x width) images", inp.height, inp.width)
+            return None
+        return ProceduralImages(config.dataset.images, config.dataset.seed, inp.height)
     root = Path(source).expanduser()
     if not root.is_dir():
         log.info("skipped dataset examples: the image folder %s does not exist", root)
@@ -175,7 +182,7 @@ def windows(model: torch.nn.Module, names: list[str], inp, normalise: Normalise,
     """Per spatial layer, the image window its centre position sees, ``(top, left, bottom, right)``,
     from the gradient of that position's channels with respect to a few noise images."""
     generator = torch.Generator().manual_seed(0)
-    images = torch.rand(4, inp.channels, inp.size, inp.size, generator=generator).to(device).requires_grad_(True)
+    images = torch.rand(4, *inp.shape, generator=generator).to(device).requires_grad_(True)
     found = {}
     for name, value in zip(names, model(normalise(images))):
         if value.dim() != 4:
@@ -186,26 +193,30 @@ def windows(model: torch.nn.Module, names: list[str], inp, normalise: Normalise,
         seen = gradient.abs().sum(dim=(0, 1)).cpu() > 0
         rows, columns = torch.nonzero(seen.any(dim=1)), torch.nonzero(seen.any(dim=0))
         if not len(rows):
-            found[name] = (0, 0, inp.size, inp.size)
+            found[name] = (0, 0, inp.height, inp.width)
             continue
         found[name] = (int(rows[0]), int(columns[0]), int(rows[-1]) + 1, int(columns[-1]) + 1)
     return found
 
 
 def crop_box(window: tuple[int, int, int, int] | None, layer_size: tuple[int, int], row: int, column: int,
-             image_size: int) -> tuple[int, int, int, int]:
-    """The crop of the image around position ``(row, column)`` of a layer: the window of the
-    layer's centre moved there, at least a quarter of the image, kept inside it."""
+             image_size: tuple[int, int]) -> tuple[int, int, int, int]:
+    """The crop of an image of ``image_size = (height, width)`` around position ``(row, column)``
+    of a layer: the window of the layer's centre moved there, kept inside the image. It is a
+    square whose side is the window's longer side, at least a quarter of the image's shorter
+    side, and cut to the image along an axis where the image is shorter than that."""
+    height, width = image_size
     if window is None:
-        return (0, 0, image_size, image_size)
+        return (0, 0, height, width)
     top, left, bottom, right = window
-    step_y, step_x = image_size / layer_size[0], image_size / layer_size[1]
+    step_y, step_x = height / layer_size[0], width / layer_size[1]
     dy, dx = round((row - layer_size[0] // 2) * step_y), round((column - layer_size[1] // 2) * step_x)
-    side = min(image_size, max(bottom - top, right - left, image_size // 4, 1))
+    side = max(bottom - top, right - left, min(height, width) // 4, 1)
+    crop_height, crop_width = min(side, height), min(side, width)
     centre_y, centre_x = (top + bottom) / 2 + dy, (left + right) / 2 + dx
-    y0 = int(min(max(round(centre_y - side / 2), 0), image_size - side))
-    x0 = int(min(max(round(centre_x - side / 2), 0), image_size - side))
-    return (y0, x0, y0 + side, x0 + side)
+    y0 = int(min(max(round(centre_y - crop_height / 2), 0), height - crop_height))
+    x0 = int(min(max(round(centre_x - crop_width / 2), 0), width - crop_width))
+    return (y0, x0, y0 + crop_height, x0 + crop_width)
 
 
 # -- the stage ---------------------------------------------------------------------------------
@@ -214,7 +225,7 @@ class Example:
     image: int
     label: str
     value: float
-    box: tuple[int, int, int, int]  # (top, left, bottom, right) in the image at the model's input size
+    box: tuple[int, int, int, int]  # (top, left, bottom, right) in the image at the model's input (height, width)
 
 
 class Examples:
@@ -259,12 +270,12 @@ def find_examples(config: AtlasConfig, model: torch.nn.Module, graph: LayerGraph
     images = source.fetch({int(i) for best in found.values() for i in best.images.flatten().tolist()})
     for layer in layers:
         _write_layer(examples._layer(layer.name), found[layer.name], seen[layer.name], layer.shape, images,
-                     config.input.size)
+                     config.input.size)  # (height, width)
     return examples
 
 
 def _write_layer(folder: Path, best: Strongest, window, shape, images: dict[int, tuple[np.ndarray, str]],
-                 size: int) -> None:
+                 size: tuple[int, int]) -> None:
     records = []
     for unit in range(len(best.values)):
         chosen = []
@@ -278,23 +289,35 @@ def _write_layer(folder: Path, best: Strongest, window, shape, images: dict[int,
     atomic_write(folder / "examples.json", json.dumps(records).encode())  # last: the layer is complete
 
 
+def _fit(width: int, height: int) -> tuple[int, int]:
+    """``(width, height)`` scaled to fit a ``PICTURE``-pixel square, keeping the aspect."""
+    scale = PICTURE / max(width, height)
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
 def _strip(images: list[np.ndarray], boxes: list[tuple[int, int, int, int]]) -> bytes:
     """One JPEG: the crops in the top row, the whole images with the crop outlined below
-    (one row only, when every crop is the whole image)."""
+    (one row only, when every crop is the whole image). Each column is ``PICTURE`` pixels
+    wide; a picture that is not square is fitted into it (keeping its aspect) and centred,
+    and the row of whole images is as tall as they are."""
     n = max(len(images), 1)
     whole_images = all(box == (0, 0, len(image), image.shape[1]) for image, box in zip(images, boxes))
-    canvas = Image.new("RGB", (n * (PICTURE + GAP) - GAP, PICTURE if whole_images else 2 * PICTURE + GAP), "white")
+    height, width = images[0].shape[:2] if images else (PICTURE, PICTURE)
+    small_size = _fit(width, height)  # a whole image, in the strip
+    top_row = 0 if whole_images else PICTURE + GAP
+    canvas = Image.new("RGB", (n * (PICTURE + GAP) - GAP, top_row + small_size[1]), "white")
     for i, (pixels, (top, left, bottom, right)) in enumerate(zip(images, boxes)):
         whole = Image.fromarray(pixels)
+        x = i * (PICTURE + GAP)
         crop = whole.crop((left, top, right, bottom))
-        enlarge = crop.width < PICTURE
-        canvas.paste(crop.resize((PICTURE, PICTURE), Image.Resampling.NEAREST if enlarge else Image.Resampling.LANCZOS),
-                     (i * (PICTURE + GAP), 0))
+        shown = _fit(crop.width, crop.height)
+        enlarge = shown[0] > crop.width
+        crop = crop.resize(shown, Image.Resampling.NEAREST if enlarge else Image.Resampling.LANCZOS)
+        canvas.paste(crop, (x + (PICTURE - shown[0]) // 2, (PICTURE - shown[1]) // 2 if top_row else 0))
         if whole_images:
             continue
-        scale = PICTURE / whole.width
-        small = whole.resize((PICTURE, PICTURE), Image.Resampling.LANCZOS)
-        ImageDraw.Draw(small).rectangle((left * scale, top * scale, right * scale - 1, bottom * scale - 1),
-                                        outline=(255, 0, 64))
-        canvas.paste(small, (i * (PICTURE + GAP), PICTURE + GAP))
+        small = whole.resize(small_size, Image.Resampling.LANCZOS)
+        sx, sy = small_size[0] / whole.width, small_size[1] / whole.height
+        ImageDraw.Draw(small).rectangle((left * sx, top * sy, right * sx - 1, bottom * sy - 1), outline=(255, 0, 64))
+        canvas.paste(small, (x + (PICTURE - small_size[0]) // 2, top_row))
     return jpeg(canvas)

@@ -1,25 +1,21 @@
 """Expanded weights: the linear map between two layers of the linearised network.
 
-Every operation between the two layers is replaced by its nearest linear twin (METHOD.md):
-ReLU-like activations, dropout and local response norm become the identity, max-pooling
-becomes average pooling of the same window, eval-mode batch-norm keeps only its scale, and
-biases and other constants drop out. What remains is linear and translation-equivariant,
-so it is a convolution kernel, found by composing the kernels of the operations directly:
-no backward pass, no probing with inputs.
-
-A map from the source layer to a node is held as :class:`LinearMap`::
-
-    value[c, y, x] = sum over c', i, j of  kernel[c, c', i, j] * src[c', y*sy + oy + i, x*sx + ox + j]
-
-for units away from the border (stride ``(sy, sx)``, offset ``(oy, ox)``). After global
-pooling a map is no longer spatial: ``kernel[c, c', 0, 0]`` is then the response to a unit
-increase of source channel ``c'`` at every position.
+Every operation between the two layers is replaced by its nearest linear twin (METHOD.md;
+the twins are listed in :mod:`generator.operations`): ReLU-like activations, dropout and
+local response norm become the identity, squashing activations their slope at zero,
+max-pooling average pooling of the same window, eval-mode batch-norm keeps only its scale,
+and biases and other constants drop out. Reshapes, permutes, flattens and channel shuffles
+move weights without changing them. Two operations mix channels non-linearly and are
+linearised with a statistic frozen at its mean over reference images (the dataset when the
+atlas has one, otherwise noise): a squeeze-and-excitation gate (``x * sigmoid(f(x))``)
+becomes a per-channel scale, and layer norm over channels divides by a fixed deviation.
+The maps are composed directly (:mod:`generator.linear_maps`): no backward pass.
 """
 
 from __future__ import annotations
 
-import operator
-from dataclasses import dataclass, replace
+import math
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -28,159 +24,106 @@ import torch.fx
 import torch.nn.functional as F
 from torch import nn
 
+from . import linear_maps as lm
+from . import operations as ops
 from .errors import AtlasError
-from .graph import ACTIVATION_FUNCTIONS, ACTIVATION_MODULES, LayerGraph, TracedModel, _op_name, trace_layers
+from .graph import LayerGraph, TracedModel, trace_layers
+from .linear_maps import LinearMap, Rearranged
 
-RESHAPES = {"flatten", "view", "reshape", "squeeze", "unsqueeze"}
-SUMS = {operator.add, operator.iadd, torch.add, "add", "add_", operator.sub, operator.isub, torch.sub, "sub", "sub_"}
-
-
-@dataclass(frozen=True)
-class LinearMap:
-    """The linear map from the source layer to one node; see the module docstring."""
-
-    kernel: torch.Tensor  # [channels, source channels, h, w]
-    stride: tuple[int, int] = (1, 1)
-    offset: tuple[int, int] = (0, 0)
-    spatial: bool = True
-    # Average pools not yet applied: ((kh, kw), (step_y, step_x)) box filters in source pixels.
-    # A box acts on every channel alike, so it commutes with everything up to the next
-    # concatenation or sum; applying it there, after the channel-mixing convolutions have
-    # shrunk the kernel, saves most of the work.
-    boxes: tuple[tuple[tuple[int, int], tuple[int, int]], ...] = ()
+REFERENCE_IMAGES = 16  # images the frozen gates and norms are averaged over
+MEMORY_MB = 2048  # default budget for one composed map
 
 
-def _with_boxes(m: LinearMap) -> LinearMap:
-    """``m`` with its pending average pools applied to the kernel (a box is separable)."""
-    kernel = m.kernel
-    for (kh, kw), (sy, sx) in m.boxes:
-        h, w = kernel.shape[2:]
-        rows = kernel.new_zeros(*kernel.shape[:2], h + (kh - 1) * sy, w)
-        for a in range(kh):
-            rows[:, :, a * sy : a * sy + h] += kernel
-        kernel = kernel.new_zeros(*kernel.shape[:2], rows.shape[2], w + (kw - 1) * sx)
-        for b in range(kw):
-            kernel[:, :, :, b * sx : b * sx + w] += rows
-        kernel /= kh * kw
-    return replace(m, kernel=kernel, boxes=())
+class NoLinearTwin(AtlasError):
+    """An operation between two layers that has no sound linear twin: the pair is skipped."""
 
 
-def _pair(value) -> tuple[int, int]:
-    return (value, value) if isinstance(value, int) else tuple(value)
+@dataclass
+class Frozen:
+    """Per gate its mean value, per layer norm its mean deviation, over reference images."""
+
+    description: str  # such as "16 noise images"
+    values: dict[torch.fx.Node, torch.Tensor]
 
 
-def _conv(m: LinearMap, weight: torch.Tensor, stride, padding, dilation, groups: int) -> LinearMap:
-    """Compose ``m`` with a convolution: its taps land ``dilation * m.stride`` source pixels apart."""
-    if not m.spatial:
-        if weight.shape[2:] != (1, 1) or groups != 1:
-            raise ValueError("a spatial convolution after global pooling")
-        return replace(m, kernel=torch.einsum("oi,is->os", weight[:, :, 0, 0].to(m.kernel.dtype),
-                                              m.kernel[:, :, 0, 0])[:, :, None, None])
-    stride, padding, dilation = _pair(stride), _pair(padding), _pair(dilation)
-    step = (dilation[0] * m.stride[0], dilation[1] * m.stride[1])
-    # kernel'[o, c'] = sum_i,a W[o, i, a] K[i, c', u - a*step]: a transposed convolution of K by W,
-    # with the source channel c' as the batch.
-    out_channels, in_per_group = weight.shape[:2]
-    if m.kernel.shape[2:] == (1, 1) and groups == 1:  # the common case, a plain matrix product
-        kernel = torch.einsum("oiyx,is->osyx", weight.to(m.kernel.dtype), m.kernel[:, :, 0, 0])
-        spread = kernel.new_zeros(*kernel.shape[:2], (kernel.shape[2] - 1) * step[0] + 1,
-                                  (kernel.shape[3] - 1) * step[1] + 1)
-        spread[:, :, :: step[0], :: step[1]] = kernel
-        return LinearMap(
-            spread.contiguous(),
-            (stride[0] * m.stride[0], stride[1] * m.stride[1]),
-            (m.offset[0] - padding[0] * m.stride[0], m.offset[1] - padding[1] * m.stride[1]),
-            boxes=m.boxes,
-        )
-    transposed = (weight.reshape(groups, out_channels // groups, in_per_group, *weight.shape[2:])
-                  .transpose(1, 2).reshape(groups * in_per_group, out_channels // groups, *weight.shape[2:]))
-    kernel = F.conv_transpose2d(m.kernel.transpose(0, 1), transposed, groups=groups, dilation=step).transpose(0, 1)
-    return LinearMap(
-        kernel,
-        (stride[0] * m.stride[0], stride[1] * m.stride[1]),
-        (m.offset[0] - padding[0] * m.stride[0], m.offset[1] - padding[1] * m.stride[1]),
-        boxes=m.boxes,
-    )
+def _gates(t: TracedModel) -> list[torch.fx.Node]:
+    """Squashed, spatially constant factors of a product of two tensors (SE gates)."""
+    return [a for node in t.graph.nodes if ops.name_of(node) in ops.PRODUCTS and len(t.inputs(node)) == 2
+            for a in t.inputs(node) if _is_gate(t, a)]
 
 
-def _pool(m: LinearMap, kernel_size, stride, padding, dilation=1) -> LinearMap:
-    """Average pooling (the linear twin of max-pooling): a box filter, applied later."""
-    if not m.spatial:
-        raise ValueError("pooling after global pooling")
-    size, dilation, padding = _pair(kernel_size), _pair(dilation), _pair(padding)
-    stride = _pair(stride) if stride not in (None, ()) else size
-    step = (dilation[0] * m.stride[0], dilation[1] * m.stride[1])
-    return LinearMap(
-        m.kernel,
-        (stride[0] * m.stride[0], stride[1] * m.stride[1]),
-        (m.offset[0] - padding[0] * m.stride[0], m.offset[1] - padding[1] * m.stride[1]),
-        boxes=m.boxes + ((size, step),),
-    )
+def _layer_norms(t: TracedModel) -> list[torch.fx.Node]:
+    return [n for n in t.graph.nodes if isinstance(t.module(n), nn.LayerNorm) or
+            (n.op == "call_function" and ops.name_of(n) == "layer_norm")]
 
 
-def _scale(m: LinearMap, factors: torch.Tensor | float) -> LinearMap:
-    if isinstance(factors, torch.Tensor):
-        factors = factors.reshape(-1, 1, 1, 1).to(m.kernel.dtype)
-    return replace(m, kernel=m.kernel * factors)
+def _norm_parameters(t: TracedModel, node: torch.fx.Node) -> tuple[tuple[int, ...], Any, float]:
+    """normalized_shape, weight and eps of a layer norm node."""
+    module = t.module(node)
+    if module is not None:
+        return tuple(module.normalized_shape), module.weight, module.eps
+    args = torch.fx.node.map_arg(node.args, lambda n: t.values[n])
+    kwargs = torch.fx.node.map_arg(node.kwargs, lambda n: t.values[n])
+    shape = args[1] if len(args) > 1 else kwargs["normalized_shape"]
+    weight = args[2] if len(args) > 2 else kwargs.get("weight")
+    eps = args[4] if len(args) > 4 else kwargs.get("eps", 1e-5)
+    return tuple(shape), weight, eps
 
 
-def _global(m: LinearMap) -> LinearMap:
-    """After global average pooling: a box sums to one, so pending boxes drop out."""
-    return m if not m.spatial else LinearMap(m.kernel.sum(dim=(2, 3), keepdim=True), spatial=False)
+def needs_reference(t: TracedModel) -> bool:
+    """Whether ``t`` has gates or layer norms, whose statistics are frozen on reference images."""
+    return bool(_gates(t) or _layer_norms(t))
 
 
-def _combined(maps: list[LinearMap | None], channels: list[int], stack: bool) -> LinearMap:
-    """Parts on one window of source positions: stacked along channels (a concatenation) or
-    added (a sum). A part that does not reach a position is zero there; None is a part
-    that does not depend on the source (zero, ``channels`` wide when stacked)."""
-    present = [_with_boxes(m) for m in maps if m is not None]
-    if all(not m.spatial for m in present):
-        window, spatial, stride, top, left = (1, 1), False, (1, 1), 0, 0
-    elif any(not m.spatial for m in present) or len({m.stride for m in present}) > 1:
-        raise ValueError("parts at different resolutions")
-    else:
-        spatial, stride = True, present[0].stride
-        top, left = min(m.offset[0] for m in present), min(m.offset[1] for m in present)
-        window = (max(m.offset[0] + m.kernel.shape[2] for m in present) - top,
-                  max(m.offset[1] + m.kernel.shape[3] for m in present) - left)
-    sources = present[0].kernel.shape[1]
-    rows = sum(channels) if stack else present[0].kernel.shape[0]
-    kernel = present[0].kernel.new_zeros(rows, sources, *window)
-    start, parts = 0, iter(present)
-    for m, width in zip(maps, channels):
-        if m is not None:
-            m = next(parts)
-            y, x = (m.offset[0] - top, m.offset[1] - left) if spatial else (0, 0)
-            h, w = m.kernel.shape[2:]
-            kernel[start : start + width if stack else rows, :, y : y + h, x : x + w] += m.kernel
-        start += width if stack else 0
-    return LinearMap(kernel, stride, (top, left), spatial)
+def freeze(t: TracedModel, images: torch.Tensor, description: str) -> Frozen:
+    """Measure every gate and layer norm of ``t`` on ``images`` (as the model reads them)."""
+    gates, norms = _gates(t), _layer_norms(t)
+    inputs = {n: t.inputs(n)[0] for n in norms}
+    values = t.evaluate(images, keep=set(gates) | set(inputs.values()))
+    frozen = {g: values[g].mean(dim=0).reshape(-1) for g in gates}
+    for n in norms:
+        shape, _, eps = _norm_parameters(t, n)
+        x = values[inputs[n]]
+        dims = tuple(range(x.dim() - len(shape), x.dim()))
+        frozen[n] = torch.sqrt(x.var(dim=dims, unbiased=False) + eps).mean()
+    return Frozen(description, frozen)
+
+
+def noise_images(shape: tuple[int, ...], count: int = REFERENCE_IMAGES) -> torch.Tensor:
+    """Fixed reference images when there is no dataset: normal noise, as a normalised input."""
+    return torch.randn(count, *shape, generator=torch.Generator().manual_seed(0))
 
 
 class _Linearised:
-    """Propagates :class:`LinearMap` from one node of a traced model to the nodes after it."""
+    """Propagates linear maps from one node of a traced model to the nodes after it."""
 
-    def __init__(self, traced: TracedModel, where: str):
-        self.t, self.where = traced, where
+    def __init__(self, traced: TracedModel, where: str, frozen: Frozen | None = None,
+                 source: tuple[int, ...] = ()):
+        self.t, self.where, self.frozen, self.source = traced, where, frozen, source
+        self.used: set[str] = set()  # descriptions of the statistics frozen on the way
+        self.largest = 0  # elements of the largest map made
 
-    def unsupported(self, node: torch.fx.Node, why: str = "") -> AtlasError:
+    def unsupported(self, node: torch.fx.Node, why: str = "") -> NoLinearTwin:
         module = f" (module `{node.target}`, {type(self.t.module(node)).__name__})" if node.op == "call_module" else ""
-        return AtlasError(
-            f"Expanded weights {self.where} pass through `{_op_name(node)}`{module}, node `{node.name}`, "
-            f"which has no linear twin{': ' + why if why else ''}. Only linear operations, ReLU-like "
-            f"activations, pooling, batch-norm, dropout and local response norm can be linearised; choose "
-            f"layers with no such operation between them."
+        return NoLinearTwin(
+            f"Expanded weights {self.where} pass through `{ops.name_of(node)}`{module}, node `{node.name}`, "
+            f"which has no linear twin{': ' + why if why else ''}. Linear operations, activations, pooling, "
+            f"batch-norm, reshapes, gates and layer norm can be linearised; choose layers with no such "
+            f"operation between them."
         )
 
-    def propagate(self, src: torch.fx.Node | None, dst: torch.fx.Node) -> LinearMap | None:
+    def propagate(self, src: torch.fx.Node | None, dsts: list[torch.fx.Node],
+                  columns: slice | None = None) -> dict[torch.fx.Node, LinearMap | None]:
+        """The maps from ``src`` (None: the image) to each of ``dsts``, for the source
+        channels ``columns`` (all when None)."""
         t = self.t
         start = src if src is not None else next(n for n in t.graph.nodes if n.op == "placeholder")
-        needed = {dst} | _ancestors(dst, t)
-        if start not in needed:
-            raise AtlasError(f"Expanded weights {self.where}: the second layer does not read the first one.")
-        channels = t.values[start].shape[1]
-        maps: dict[torch.fx.Node, Any] = {start: LinearMap(torch.eye(channels)[:, :, None, None])}
+        needed = set(dsts).union(*(_ancestors(d, t) for d in dsts))
+        maps: dict[torch.fx.Node, Any] = {start: lm.identity(t.values[start].shape[1], columns)}
+        remaining = set(dsts) - {start}
         for node in t.graph.nodes:
+            if not remaining:
+                break
             if node in maps or node not in needed or not t.is_data(node):
                 continue
             if all(maps.get(p) is None for p in t.inputs(node)):
@@ -190,44 +133,62 @@ class _Linearised:
                     maps[node] = self.twin(node, lambda a: maps.get(a) if isinstance(a, torch.fx.Node) else None)
                 except (ValueError, StopIteration, TypeError, KeyError, IndexError, RuntimeError) as error:
                     raise self.unsupported(node, str(error).splitlines()[0] if str(error) else "") from None
-            if node is dst:
-                break
-        return maps[dst]
+                kernel = getattr(maps[node], "kernel", None)
+                if kernel is not None:
+                    self.largest = max(self.largest, kernel.numel())
+            remaining.discard(node)
+        result = {}
+        for d in dsts:
+            m = maps.get(d)
+            if isinstance(m, Rearranged):
+                raise self.unsupported(d, "its value is rearranged positions, not channels")
+            result[d] = lm.with_boxes(m) if m is not None else None
+        return result
+
+    def frozen_value(self, node: torch.fx.Node, what: str) -> torch.Tensor:
+        if self.frozen is None:
+            self.frozen = freeze(self.t, noise_images(self.t.values[_placeholder(self.t)].shape[1:]),
+                                 f"{REFERENCE_IMAGES} noise images")
+        self.used.add(f"{what} `{ops.name_of(node)}` frozen at its mean over {self.frozen.description}")
+        return self.frozen.values[node]
 
     def twin(self, node: torch.fx.Node, operand) -> Any:
         """The map at ``node`` from the maps of its operands (``operand(arg)``; None: a constant)."""
         t = self.t
         if node.op == "call_module":
             return self._module(node, t.module(node), operand(node.args[0]))
-        name = _op_name(node)
+        name = ops.name_of(node)
         args = torch.fx.node.map_arg(node.args, lambda n: t.values[n])
         kwargs = torch.fx.node.map_arg(node.kwargs, lambda n: t.values[n])
         if t.concat(node):
             parts = node.args[0]
-            return _combined([operand(p) for p in parts], [t.values[p].shape[1] for p in parts], stack=True)
-        if node.target in SUMS:
+            return lm.combined([operand(p) for p in parts], [t.values[p].shape[1] for p in parts], stack=True)
+        if node.target in ops.SUMS or node.target in ops.DIFFERENCES:
             if "alpha" in node.kwargs:
                 raise ValueError("a sum with alpha")
             first, second = operand(node.args[0]), operand(node.args[1])
-            if "sub" in str(getattr(node.target, "__name__", node.target)) and second is not None:
-                second = _scale(second, -1.0)
-            return _combined([first, second], [t.values[node].shape[1]] * 2, stack=False)
-        if name in ("mul", "mul_", "truediv", "div", "div_"):
-            dependent = [i for i, a in enumerate(node.args[:2]) if operand(a) is not None]
-            if len(dependent) != 1 or ("div" in name and dependent == [1]):
-                raise ValueError("a product or quotient of tensors that depend on the first layer")
-            constant = args[1 - dependent[0]]
-            if isinstance(constant, torch.Tensor) and constant.numel() != 1:
-                raise ValueError("a product with a tensor")
-            constant = float(constant)
-            return _scale(operand(node.args[dependent[0]]), 1 / constant if "div" in name else constant)
+            if node.target in ops.DIFFERENCES and second is not None:
+                second = lm.scale(second, -1.0)
+            return lm.combined([first, second], [t.values[node].shape[1]] * 2, stack=False)
+        if name in ops.PRODUCTS | ops.QUOTIENTS:
+            return self._product(node, name, args, operand)
         x = operand(node.args[0])
         if x is None or any(operand(a) is not None for a in node.all_input_nodes if a is not node.args[0]):
             raise ValueError("it combines several tensors that depend on the first layer")
-        if name in ACTIVATION_FUNCTIONS:
+        if name in ops.SHAPE_FUNCTIONS:
+            return self._rearrange(node, x)
+        if ops.identity_twin(None, name):
             return x
+        if ops.slope(None, name) is not None:
+            return _scaled(x, ops.slope(None, name))
         if name == "neg":
-            return _scale(x, -1.0)
+            return _scaled(x, -1.0)
+        if name == "layer_norm":
+            return self._layer_norm(node, x)
+        if name == "linear":
+            return self._linear(x, args[1])
+        if isinstance(x, Rearranged):
+            raise ValueError(f"`{name}` on rearranged positions")
         if name in ("chunk", "split", "tensor_split"):
             dim = kwargs.get("dim", args[2] if len(args) > 2 else 0)
             if dim % t.values[node.args[0]].dim() != 1:
@@ -242,19 +203,16 @@ class _Linearised:
             params = _arguments(args[1:], kwargs, ("kernel_size", "stride", "padding", "dilation"), (None, None, 0, 1))
             if name == "avg_pool2d":
                 params["dilation"] = 1
-            return _pool(x, params["kernel_size"], params["stride"], params["padding"], params["dilation"])
-        if name in ("adaptive_avg_pool2d", "adaptive_max_pool2d"):
-            return self._adaptive(node, x, args[1] if len(args) > 1 else kwargs["output_size"])
-        if name == "mean":
+            return lm.pool(x, params["kernel_size"], params["stride"], params["padding"], params["dilation"])
+        if name in ("adaptive_avg_pool2d", "adaptive_max_pool2d", "interpolate", "upsample"):
+            return self._resample(node, x)
+        if name in ("mean", "sum"):
             dims = args[1] if len(args) > 1 else kwargs.get("dim")
             dims = {d % t.values[node.args[0]].dim() for d in ((dims,) if isinstance(dims, int) else dims)}
             if dims != {2, 3}:
-                raise ValueError("a mean over other than the two spatial axes")
-            return _global(x)
-        if name in RESHAPES:
-            if not x.spatial or t.values[node].shape == t.values[node.args[0]].shape:
-                return x
-            raise PositionsError(self.unsupported(node, "it reshapes positions into features, so per-channel weights are undefined"))
+                raise ValueError(f"a {name} over other than the two spatial axes")
+            positions = math.prod(t.values[node.args[0]].shape[2:])
+            return _scaled(lm.pooled_globally(x), positions if name == "sum" else 1.0)
         if name == "pad":
             pad = args[1] if len(args) > 1 else kwargs["pad"]
             if len(pad) != 4:
@@ -263,53 +221,124 @@ class _Linearised:
         if name == "batch_norm":
             var, weight = args[2], (args[3] if len(args) > 3 else kwargs.get("weight"))
             eps = kwargs.get("eps", args[7] if len(args) > 7 else 1e-5)
-            return _scale(x, (weight if weight is not None else 1.0) / torch.sqrt(var + eps))
+            return lm.scale(x, (weight if weight is not None else 1.0) / torch.sqrt(var + eps))
         if name == "conv2d":
             params = _arguments(args[2:], kwargs, ("bias", "stride", "padding", "dilation", "groups"), (None, 1, 0, 1, 1))
-            return _conv(x, args[1], params["stride"], _padding(params["padding"], args[1], params["dilation"]),
-                         params["dilation"], params["groups"])
-        if name == "linear":
-            return self._linear(node, x, args[1])
+            return lm.conv(x, args[1], params["stride"], _padding(params["padding"], args[1], params["dilation"]),
+                           params["dilation"], params["groups"])
         raise self.unsupported(node)
 
-    def _module(self, node: torch.fx.Node, module: nn.Module, x: LinearMap) -> LinearMap:
-        if isinstance(module, nn.Conv2d):
-            return _conv(x, module.weight.detach(), module.stride,
-                         _padding(module.padding, module.weight, module.dilation), module.dilation, module.groups)
+    def _module(self, node: torch.fx.Node, module: nn.Module, x) -> Any:
+        if isinstance(module, ops.SHAPE_MODULES):
+            return self._rearrange(node, x)
         if isinstance(module, nn.Linear):
-            return self._linear(node, x, module.weight.detach())
+            return self._linear(x, module.weight.detach())
+        if isinstance(module, nn.LayerNorm):
+            return self._layer_norm(node, x)
+        if ops.identity_twin(module, ""):
+            return x
+        if ops.slope(module, "") is not None:
+            return _scaled(x, ops.slope(module, ""))
+        if isinstance(x, Rearranged):
+            raise ValueError(f"{type(module).__name__} on rearranged positions")
+        if isinstance(module, nn.Conv2d):
+            return lm.conv(x, module.weight.detach(), module.stride,
+                           _padding(module.padding, module.weight, module.dilation), module.dilation, module.groups)
         if isinstance(module, nn.modules.batchnorm._BatchNorm):
             if module.training or module.running_var is None:
                 raise ValueError("batch-norm in training mode has no fixed scale; call model.eval()")
             weight = module.weight.detach() if module.weight is not None else 1.0
-            return _scale(x, weight / torch.sqrt(module.running_var + module.eps))
-        if isinstance(module, (nn.MaxPool2d, nn.AvgPool2d)):
-            return _pool(x, module.kernel_size, module.stride, module.padding, getattr(module, "dilation", 1))
-        if isinstance(module, (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)):
-            return self._adaptive(node, x, module.output_size)
-        if isinstance(module, ACTIVATION_MODULES):
-            return x
-        if isinstance(module, (nn.Flatten, nn.Unflatten)):
-            if not x.spatial:
-                return x
-            raise PositionsError(self.unsupported(node, "it flattens positions into features"))
+            return lm.scale(x, weight / torch.sqrt(module.running_var + module.eps))
+        if isinstance(module, ops.POOL_MODULES):
+            return lm.pool(x, module.kernel_size, module.stride, module.padding, getattr(module, "dilation", 1))
+        if isinstance(module, ops.ADAPTIVE_MODULES + (nn.Upsample,)):
+            return self._resample(node, x)
         raise self.unsupported(node)
 
-    def _adaptive(self, node: torch.fx.Node, x: LinearMap, size) -> LinearMap:
-        if _pair(size) == (1, 1):
-            return _global(x)
-        if tuple(self.t.values[node].shape[2:]) == tuple(self.t.values[self.t.inputs(node)[0]].shape[2:]):
-            return x  # pools to the size it already has
-        raise ValueError(f"adaptive pooling to {size} depends on the input size")
+    def _product(self, node: torch.fx.Node, name: str, args, operand) -> Any:
+        """A product or quotient: by a constant, or (a gate) by a tensor frozen at its mean."""
+        dependent = [i for i, a in enumerate(node.args[:2]) if operand(a) is not None]
+        if len(dependent) == 2 and name in ops.PRODUCTS:
+            gates = [i for i in (0, 1) if _is_gate(self.t, node.args[i])]
+            if not gates:
+                raise ValueError("a product of two tensors that depend on the first layer")
+            gate = node.args[gates[0]]
+            return lm.scale(operand(node.args[1 - gates[0]]), self.frozen_value(gate, "gate"))
+        if len(dependent) != 1 or (name in ops.QUOTIENTS and dependent == [1]):
+            raise ValueError("a quotient by a tensor that depends on the first layer")
+        x, constant = operand(node.args[dependent[0]]), args[1 - dependent[0]]
+        if isinstance(constant, torch.Tensor) and constant.numel() != 1:
+            channels = self.t.values[node].shape[1]
+            if isinstance(x, Rearranged) or constant.numel() != channels or \
+                    constant.shape[-2:] != (1, 1) and constant.dim() >= 2:
+                raise ValueError("a product with a tensor that is not one factor per channel")
+            factors = constant.reshape(-1).detach()
+            return lm.scale(x, 1 / factors if name in ops.QUOTIENTS else factors)
+        constant = float(constant)
+        return _scaled(x, 1 / constant if name in ops.QUOTIENTS else constant)
 
-    def _linear(self, node: torch.fx.Node, x: LinearMap, weight: torch.Tensor) -> LinearMap:
-        if (x.spatial and x.kernel.shape[2:] != (1, 1)) or weight.shape[1] != x.kernel.shape[0]:
-            raise PositionsError(self.unsupported(
-                node, "a linear layer reading flattened positions, so per-channel weights are undefined"))
-        return LinearMap(torch.einsum("oi,icxy->ocxy", weight.to(x.kernel.dtype), x.kernel), spatial=False)
+    def _rearrange(self, node: torch.fx.Node, x) -> Any:
+        """A reshape, permute or flatten: the same rearrangement of the map's elements."""
+        t = self.t
+        value = t.values[node.args[0]]
+        if isinstance(x, Rearranged):
+            grid, current = x.grid, x.elements
+        else:
+            grid = tuple(value.shape[1:]) if value.dim() == 4 else (value[0].numel(), 1, 1)
+            current = lm.canonical(grid).reshape(value.shape[1:])
+        moved = _apply(t, node, current[None])
+        if not isinstance(moved, torch.Tensor) or moved.shape[0] != 1:
+            raise ValueError("a rearrangement across images")
+        return lm.rearranged(x, grid, moved[0])
 
-    def _concat(self, node: torch.fx.Node, parts: list[LinearMap | None]) -> LinearMap:
-        return _combined(parts, [self.t.values[p].shape[1] for p in self.t.inputs(node)], stack=True)
+    def _linear(self, x, weight: torch.Tensor) -> LinearMap | Rearranged:
+        weight = weight.detach()
+        if isinstance(x, Rearranged):
+            if x.elements.dim() == 1:
+                return lm.placed(x, weight, self.source)
+            if x.axes is not None and x.axes[-1] == 0:
+                return lm.channels_last_mix(x, weight)
+            raise ValueError("a linear layer over other than channels or flattened positions")
+        if x.spatial and x.kernel.shape[2:] != (1, 1):
+            raise ValueError("a linear layer reading positions that were not flattened")
+        if weight.shape[1] != x.kernel.shape[0]:
+            raise ValueError("a linear layer whose inputs are not the channels")
+        return lm.mixed(LinearMap(x.kernel, spatial=False, placed=x.placed), weight)
+
+    def _layer_norm(self, node: torch.fx.Node, x) -> Any:
+        """Layer norm over channels, its deviation frozen: ``weight * (x - mean over channels) / deviation``."""
+        shape, weight, _ = _norm_parameters(self.t, node)
+        if not (isinstance(x, Rearranged) and x.axes is not None and x.axes[-1] == 0 and shape == (x.grid[0],)):
+            raise ValueError("layer norm over other than the channels of each position")
+        channels = x.grid[0]
+        centre = torch.eye(channels) - 1 / channels
+        factors = (weight.detach() if weight is not None else torch.ones(channels)) / self.frozen_value(node, "layer norm deviation")
+        return lm.channels_last_mix(x, factors[:, None] * centre)
+
+    def _resample(self, node: torch.fx.Node, x) -> Any:
+        """Adaptive pooling and interpolation: a pool or global pool where they are one, else a
+        per-channel resampling of positions measured on unit images."""
+        t = self.t
+        before, after = t.values[node.args[0]], t.values[node]
+        if isinstance(x, LinearMap) and not x.spatial:
+            if after.shape[2:] == (1, 1):
+                return x
+            raise ValueError("a resampling after global pooling")
+        (h, w), (oh, ow) = before.shape[2:], after.shape[2:]
+        name = ops.name_of(node) if node.op != "call_module" else type(t.module(node)).__name__
+        if (oh, ow) == (1, 1) and "adaptive" in name.lower():
+            return lm.pooled_globally(x)
+        if (oh, ow) == (h, w):
+            return x
+        if "adaptive" in name.lower() and h % oh == 0 and w % ow == 0:
+            return lm.pool(x, (h // oh, w // ow), (h // oh, w // ow), 0)
+        impulses = torch.eye(h * w).reshape(h * w, 1, h, w)
+        with torch.no_grad():
+            linear = _apply(t, node, impulses, linearised=True)
+        positions = linear.reshape(h * w, oh * ow).T.contiguous()
+        if isinstance(x, Rearranged):
+            raise ValueError("a resampling of rearranged positions")
+        return lm.resampled(x, tuple(before.shape[1:]), positions, (oh, ow))
 
     def _getitem(self, x: LinearMap, index) -> LinearMap:
         if isinstance(index, tuple) and len(index) >= 2 and index[0] == slice(None) and \
@@ -318,8 +347,38 @@ class _Linearised:
         raise ValueError("indexing other than a slice of channels")
 
 
-class PositionsError(AtlasError):
-    """The second layer reads positions as features (flatten, then linear): no per-channel map."""
+def _is_gate(t: TracedModel, node: torch.fx.Node) -> bool:
+    """A squashed factor with one value per channel: the gate of a squeeze-and-excitation."""
+    value = t.values[node]
+    return ops.slope(t.module(node), ops.name_of(node)) is not None and value.dim() == 4 and value.shape[2:] == (1, 1)
+
+
+def _scaled(x, factor: float):
+    if isinstance(x, Rearranged):
+        return replace(x, base=lm.scale(x.base, factor))
+    return lm.scale(x, factor)
+
+
+def _apply(t: TracedModel, node: torch.fx.Node, data: torch.Tensor, linearised: bool = False) -> Any:
+    """``node``'s operation on ``data`` in place of its first argument (other arguments as traced).
+    ``linearised``: max-pooling as average pooling."""
+    args = torch.fx.node.map_arg(node.args, lambda n: t.values[n])
+    kwargs = torch.fx.node.map_arg(node.kwargs, lambda n: t.values[n])
+    if node.op == "call_module":
+        module = t.module(node)
+        if linearised and isinstance(module, nn.AdaptiveMaxPool2d):
+            return F.adaptive_avg_pool2d(data, module.output_size)
+        return module(data)
+    if node.op == "call_method":
+        return getattr(data, node.target)(*args[1:], **kwargs)
+    target = node.target
+    if linearised and ops.name_of(node) == "adaptive_max_pool2d":
+        target = F.adaptive_avg_pool2d
+    return target(data, *args[1:], **kwargs)
+
+
+def _placeholder(t: TracedModel) -> torch.fx.Node:
+    return next(n for n in t.graph.nodes if n.op == "placeholder")
 
 
 def _arguments(args, kwargs, names, defaults) -> dict:
@@ -334,9 +393,9 @@ def _padding(padding, weight: torch.Tensor, dilation) -> tuple[int, int]:
     if padding == "valid":
         return (0, 0)
     if padding == "same":
-        d = _pair(dilation)
+        d = lm.pair(dilation)
         return tuple(d[i] * (weight.shape[2 + i] - 1) // 2 for i in range(2))
-    return _pair(padding)
+    return lm.pair(padding)
 
 
 def _ancestors(node: torch.fx.Node, t: TracedModel) -> set:
@@ -364,34 +423,45 @@ def _resolve(graph: LayerGraph, name: str | None) -> torch.fx.Node | None:
     raise AssertionError("unreachable")
 
 
-def linear_map(graph: LayerGraph, src: str | None, dst: str) -> LinearMap:
+def _source_size(graph: LayerGraph, src: torch.fx.Node | None) -> tuple[int, ...]:
+    value = graph.traced.values[src if src is not None else _placeholder(graph.traced)]
+    return tuple(value.shape[2:])
+
+
+def linear_map(graph: LayerGraph, src: str | None, dst: str, frozen: Frozen | None = None) -> LinearMap:
     """The expanded map from ``src`` (a layer or module name; None: the image) to ``dst``."""
     where = f"from `{src or 'the input image'}` to `{dst}`"
-    result = _Linearised(graph.traced, where).propagate(_resolve(graph, src), _resolve(graph, dst))
+    source, target = _resolve(graph, src), _resolve(graph, dst)
+    result = _Linearised(graph.traced, where, frozen, _source_size(graph, source)).propagate(source, [target])[target]
     if result is None:
         raise AtlasError(f"Expanded weights {where}: the second layer does not read the first one.")
-    return _with_boxes(result)
+    return result
 
 
-def expanded_weights(model: nn.Module, src: str, dst: str, input_shape: tuple[int, int, int]) -> torch.Tensor:
+def expanded_weights(model: nn.Module, src: str, dst: str, input_shape: tuple[int, int, int],
+                     reference: torch.Tensor | None = None) -> torch.Tensor:
     """The expanded weights from layer ``src`` to layer ``dst`` of ``model``.
 
     ``src`` and ``dst`` are browsed layer names (see :func:`generator.trace_layers`) or
     module names from ``model.named_modules()``; ``input_shape`` is the model input's
-    ``(channels, height, width)``.
+    ``(channels, height, width)``. Gates and layer norms on the way are frozen at their
+    mean over ``reference`` images (as the model reads them; default: 16 normal-noise images).
 
-    Returns ``[C_dst, C_src, kh, kw]``, or ``[C_dst, C_src]`` when ``dst`` is not spatial
-    (after global pooling, such as a classifier). Centring convention: for a ``dst`` unit
-    at ``(y, x)`` far from the image border, ``kernel[:, :, i, j]`` weighs the ``src``
-    position ``(y * sy + oy + i, x * sx + ox + j)``, where ``(sy, sx)`` is the total
-    stride between the layers and ``(oy, ox)`` the offset their paddings add up to. The
-    window is exactly the set of ``src`` positions that can reach the unit, so for
-    symmetric padding it is centred on the unit; zeros fill the window where one branch
-    reaches less far than another. Use :func:`linear_map` for the stride and offset.
+    Returns ``[C_dst, C_src, kh, kw]``; ``[C_dst, C_src]`` when ``dst`` is not spatial
+    (after global pooling, such as a classifier); ``[C_dst, C_src, H_src, W_src]`` when
+    ``dst`` reads ``src``'s positions through a flatten (a dense layer). Centring
+    convention for spatial ``dst``: for a unit at ``(y, x)`` far from the image border,
+    ``kernel[:, :, i, j]`` weighs the ``src`` position ``(y * sy + oy + i, x * sx + ox + j)``,
+    where ``(sy, sx)`` is the total stride between the layers and ``(oy, ox)`` the offset
+    their paddings add up to. The window is exactly the set of ``src`` positions that can
+    reach the unit; zeros fill it where one branch reaches less far than another. Use
+    :func:`linear_map` for the stride and offset.
     """
     model.eval()
-    result = linear_map(trace_layers(model, input_shape), src, dst)
-    return result.kernel if result.spatial else result.kernel[:, :, 0, 0]
+    graph = trace_layers(model, input_shape)
+    frozen = freeze(graph.traced, reference, f"{len(reference)} images") if reference is not None else None
+    result = linear_map(graph, src, dst, frozen)
+    return result.kernel[:, :, 0, 0] if not result.spatial and not result.placed else result.kernel
 
 
 @dataclass(frozen=True)
@@ -401,7 +471,9 @@ class LayerWeights:
     ``kernel[o, i]`` joins unit ``o`` of ``dst`` to unit ``i`` of ``src`` (None: the
     image's channels). ``direct[o]`` says that unit ``o`` reads ``src`` through one
     weight layer and per-channel operations only, so its kernel is the stored kernel
-    itself, not an expansion through pooling, bottlenecks or branches.
+    itself, not an expansion through pooling, bottlenecks or branches. ``placed``: the
+    kernels are maps over ``src``'s positions (a dense layer reading a flattened map).
+    ``frozen`` names the gates and norms frozen on the way, and over what.
     """
 
     src: str | None
@@ -409,38 +481,79 @@ class LayerWeights:
     hops: int
     kernel: np.ndarray  # float32 [dst units, src units, kh, kw]
     direct: np.ndarray  # bool [dst units]
+    placed: bool = False
+    frozen: tuple[str, ...] = ()
 
 
-def layer_weights(graph: LayerGraph, hops: int = 1) -> list[LayerWeights]:
-    """Weights between adjacent layers, and between layers up to ``hops`` apart."""
-    result = []
+@dataclass
+class ComposedWeights:
+    """What :func:`layer_weights` composed, and the pairs it skipped with the reason."""
+
+    weights: list[LayerWeights] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+
+
+def layer_weights(graph: LayerGraph, hops: int = 1, frozen: Frozen | None = None,
+                  memory_mb: int = MEMORY_MB) -> ComposedWeights:
+    """Weights between adjacent layers, and between layers up to ``hops`` apart.
+
+    A pair with an operation that has no linear twin, or whose map would need more than
+    ``memory_mb``, is skipped with its reason. Each map is composed for as many source
+    channels at a time as fit in ``memory_mb``; its size is known from one channel first.
+    """
+    result = ComposedWeights()
+    budget = memory_mb * 2**20
+    pairs: dict[str | None, list[tuple[str, int]]] = {}
+    for distance in range(1, hops + 1):
+        found = graph.adjacent if distance == 1 else [
+            (src, layer.name) for layer in graph.layers for src in graph.upstream(layer.name, distance)]
+        for src, dst in found:
+            pairs.setdefault(src, []).append((dst, distance))
     with torch.no_grad():
-        for distance in range(1, hops + 1):
-            pairs = graph.adjacent if distance == 1 else [
-                (src, layer.name) for layer in graph.layers for src in graph.upstream(layer.name, distance)]
-            for src, dst in pairs:
+        for src, targets in pairs.items():
+            source = _resolve(graph, src)
+            where = f"from `{src or 'the input image'}`"
+            linearised = _Linearised(graph.traced, where, frozen, _source_size(graph, source))
+            channels = graph.traced.values[source if source is not None else _placeholder(graph.traced)].shape[1]
+            for dst, distance in targets:
+                linearised.where, linearised.used = f"from `{src or 'the input image'}` to `{dst}`", set()
+                target = _resolve(graph, dst)
                 try:
-                    m = linear_map(graph, src, dst)
-                except PositionsError as error:
-                    graph.skipped.append(f"{src} -> {dst}: {error}")
+                    linearised.largest = 0
+                    one = linearised.propagate(source, [target], slice(0, 1))[target]
+                    if one is None:
+                        continue
+                    size = 4 * channels * one.kernel[:, 0].numel()
+                    if size > budget:
+                        result.skipped.append(
+                            f"{src} -> {dst}: the expanded weights would take {size / 2**20:,.0f} MB, more than "
+                            f"`ranking.memory_mb` ({memory_mb:,} MB); raise it, or leave one of the layers out")
+                        continue
+                    step = max(1, budget // (16 * max(linearised.largest, 1)))
+                    kernel = np.empty((one.kernel.shape[0], channels, *one.kernel.shape[2:]), dtype=np.float32)
+                    for start in range(0, channels, step):
+                        part = linearised.propagate(source, [target], slice(start, start + step))[target]
+                        kernel[:, start : start + step] = part.kernel.float().numpy()
+                except NoLinearTwin as error:
+                    result.skipped.append(f"{src} -> {dst}: {error}")
                     continue
-                direct = np.zeros(m.kernel.shape[0], dtype=bool)
-                if distance == 1:
-                    for c in graph.connections:
-                        if c.src == src and c.dst == dst and all(_per_channel(graph, op) for op in c.before):
-                            direct[c.start : c.stop] = True
-                kernel = m.kernel.float().numpy()
                 if not np.isfinite(kernel).all():
                     raise AtlasError(
                         f"The weights between `{src or 'the input image'}` and `{dst}` are not finite (NaN or "
                         f"infinity): the checkpoint comes from a diverged or damaged run. Use another checkpoint.")
-                result.append(LayerWeights(src, dst, distance, kernel, direct))
+                direct = np.zeros(len(kernel), dtype=bool)
+                if distance == 1:
+                    for c in graph.connections:
+                        if c.src == src and c.dst == dst and all(_keeps_kernel(graph, op) for op in c.before):
+                            direct[c.start : c.stop] = True
+                result.weights.append(LayerWeights(src, dst, distance, kernel, direct, one.placed,
+                                                   tuple(sorted(linearised.used))))
     return result
 
 
-def _per_channel(graph: LayerGraph, op: str) -> bool:
+def _keeps_kernel(graph: LayerGraph, op: str) -> bool:
     """An operation that leaves kernels as they are: not a pooling or padding."""
     module = graph.traced.modules.get(op)
     if module is not None:
-        return isinstance(module, ACTIVATION_MODULES + (nn.modules.batchnorm._BatchNorm,))
-    return op in ACTIVATION_FUNCTIONS
+        return ops.per_channel(module, op) or isinstance(module, ops.SHAPE_MODULES)
+    return ops.per_channel(None, op) or op in ops.SHAPE_FUNCTIONS

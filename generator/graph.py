@@ -28,24 +28,9 @@ import torch.fx
 from torch import nn
 
 from .errors import AtlasError
-
-WEIGHTED = (nn.Conv2d, nn.Linear)
-CONCATENATIONS = {torch.cat, torch.concat}
-SUMS = {operator.add, operator.iadd, torch.add}
-# Per-channel operations whose linear twin is the identity (or, for batch-norm, a scale):
-# the only ones counted as part of a layer's value after its convolution.
-ACTIVATION_MODULES = (
-    nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.GELU, nn.SiLU, nn.ELU, nn.CELU, nn.SELU, nn.Hardswish,
-    nn.Mish, nn.Dropout, nn.Dropout2d, nn.AlphaDropout, nn.Identity, nn.LocalResponseNorm,
+from .operations import (
+    CONCATENATIONS, SUMS, WEIGHTED_MODULES, is_batch_norm, name_of, per_channel,
 )
-# Element-wise activations with no linear twin: a layer's own output, never a path between layers.
-ELEMENTWISE_MODULES = (nn.Sigmoid, nn.Tanh, nn.Hardsigmoid, nn.Softplus, nn.Hardtanh)
-ELEMENTWISE_FUNCTIONS = {"sigmoid", "tanh", "hardsigmoid", "softplus", "hardtanh"}
-ACTIVATION_FUNCTIONS = {
-    "relu", "relu_", "relu6", "leaky_relu", "leaky_relu_", "gelu", "silu", "elu", "celu", "selu", "hardswish",
-    "mish", "prelu", "dropout", "dropout2d", "alpha_dropout", "local_response_norm", "contiguous", "clone",
-}
-
 
 @dataclass(frozen=True)
 class Branch:
@@ -98,7 +83,6 @@ class LayerGraph:
     input_shape: tuple[int, ...]
     layers: list[Layer]
     connections: list[Connection]
-    skipped: list[str] = field(default_factory=list)  # what was not connected, and why
     # (src, dst): dst reads src with no other browsed layer between; src None is the image
     adjacent: list[tuple[str | None, str]] = field(default_factory=list)
     traced: TracedModel | None = field(default=None, repr=False, compare=False)
@@ -120,7 +104,7 @@ class LayerGraph:
         keep = set(names)
         return LayerGraph(
             self.input_shape, [layer for layer in self.layers if layer.name in keep],
-            [c for c in self.connections if c.dst in keep and (c.src is None or c.src in keep)], self.skipped,
+            [c for c in self.connections if c.dst in keep and (c.src is None or c.src in keep)],
             [(s, d) for s, d in self.adjacent if d in keep and (s is None or s in keep)], self.traced, self.outputs,
         )
 
@@ -162,7 +146,7 @@ class LayerGraph:
         t = self.traced
 
         def strip(n: torch.fx.Node) -> torch.fx.Node:
-            while t.pointwise(n) and not _is_batch_norm(t, n):
+            while t.pointwise(n) and not is_batch_norm(t.module(n), name_of(n)):
                 n = t.inputs(n)[0]
             return n
 
@@ -180,12 +164,6 @@ class LayerGraph:
             frontier = {s for s, d in self.adjacent if d in frontier and s is not None}
         order = [layer.name for layer in self.layers]
         return sorted(frontier, key=order.index)
-
-
-def _op_name(node: torch.fx.Node) -> str:
-    if node.op == "call_module":
-        return node.target
-    return str(getattr(node.target, "__name__", node.target))
 
 
 def _trace(model: nn.Module) -> torch.fx.Graph:
@@ -217,14 +195,19 @@ class TracedModel:
             ) from None
 
     def _run(self, example: torch.Tensor) -> dict[torch.fx.Node, object]:
-        """Every node's value. Module names are looked up whole, never split at dots."""
+        return self.evaluate(example)
+
+    def evaluate(self, images: torch.Tensor, keep: set | None = None) -> dict[torch.fx.Node, object]:
+        """Every node's value on ``images`` (only those of ``keep``, when given, holding no
+        other value longer than needed). Module names are looked up whole, never split at dots."""
         attributes = {**dict(self.model.named_parameters()), **dict(self.model.named_buffers())}
         values: dict[torch.fx.Node, object] = {}
+        last_use = {p: n for n in self.graph.nodes for p in n.all_input_nodes}
         with torch.no_grad():
             for node in self.graph.nodes:
                 args, kwargs = torch.fx.node.map_arg((node.args, node.kwargs), lambda n: values[n])
                 if node.op == "placeholder":
-                    values[node] = example
+                    values[node] = images
                 elif node.op == "get_attr":
                     values[node] = attributes[node.target]
                 elif node.op == "call_module":
@@ -235,7 +218,11 @@ class TracedModel:
                     values[node] = getattr(args[0], node.target)(*args[1:], **kwargs)
                 elif node.op == "output":
                     values[node] = args[0]
-        return values
+                if keep is not None:
+                    for p in node.all_input_nodes:
+                        if last_use[p] is node and p not in keep:
+                            del values[p]
+        return values if keep is None else {n: values[n] for n in keep}
 
     def is_tensor(self, n: torch.fx.Node) -> bool:
         return isinstance(self.values.get(n), torch.Tensor)
@@ -257,7 +244,7 @@ class TracedModel:
         return self.modules[n.target] if n.op == "call_module" else None
 
     def weighted(self, n: torch.fx.Node) -> bool:
-        return isinstance(self.module(n), WEIGHTED)
+        return isinstance(self.module(n), WEIGHTED_MODULES)
 
     def concat(self, n: torch.fx.Node) -> bool:
         """A concatenation along channels."""
@@ -267,22 +254,15 @@ class TracedModel:
 
     def total(self, n: torch.fx.Node) -> bool:
         """A sum of two tensors (a residual connection)."""
-        adds = SUMS | {"add", "add_"}
-        return n.op in ("call_function", "call_method") and n.target in adds and len(self.inputs(n)) == 2
+        return n.op in ("call_function", "call_method") and n.target in SUMS and len(self.inputs(n)) == 2
 
     def pointwise(self, n: torch.fx.Node) -> bool:
         """Batch-norm or an element-wise activation: part of the value of the layer before it."""
         if len(self.inputs(n)) != 1 or not self.is_tensor(n):
             return False
-        module = self.module(n)
-        if module is not None:
-            return isinstance(module, ACTIVATION_MODULES + ELEMENTWISE_MODULES + (nn.modules.batchnorm._BatchNorm,))
-        return n.op in ("call_function", "call_method") and \
-            _op_name(n) in ACTIVATION_FUNCTIONS | ELEMENTWISE_FUNCTIONS | {"batch_norm"}
-
-
-def _is_batch_norm(t: TracedModel, n: torch.fx.Node) -> bool:
-    return isinstance(t.module(n), nn.modules.batchnorm._BatchNorm) or _op_name(n) == "batch_norm"
+        if n.op not in ("call_module", "call_function", "call_method"):
+            return False
+        return per_channel(self.module(n), name_of(n))
 
 
 def _first_line(error: Exception) -> str:
@@ -334,16 +314,73 @@ def _common_prefix(names: list[str]) -> str:
     return ".".join(prefix)
 
 
+def _scope(n: torch.fx.Node) -> list[str]:
+    """The modules whose forward pass made ``n``, outermost first (the model itself left out)."""
+    return list(n.meta.get("nn_module_stack", {}))
+
+
+def _module_blocks(t: TracedModel, data: list[torch.fx.Node]) -> dict[str, set]:
+    """Blocks found by module: path -> the nodes its forward pass makes.
+
+    A *block class* is a module class one of whose instances joins branches in its own
+    forward pass: a concatenation along channels, or one residual sum. Every instance of a
+    block class is a block, so the blocks of a network without a shortcut (the first
+    MobileNet block, a strided EfficientNet block) are layers like their residual siblings.
+    A module whose forward adds more than one residual is a body of blocks, not a block.
+    """
+    sums: dict[str, int] = {}
+    owners = set()
+    for n in data:
+        scope = _scope(n)
+        if scope and (t.concat(n) or t.total(n)):
+            owners.add(scope[-1])
+            sums[scope[-1]] = sums.get(scope[-1], 0) + t.total(n)
+    classes = {type(t.modules[p]) for p in owners if sums[p] <= 1 and p in t.modules}
+    members: dict[str, set] = {}
+    for n in data:
+        for path in _scope(n):
+            if type(t.modules.get(path)) in classes:
+                members.setdefault(path, set()).add(n)
+    return members
+
+
+def _block_value(t: TracedModel, members: set, order: dict) -> torch.fx.Node:
+    """The node a block returns: its last node read from outside it."""
+    leaving = [n for n in members if any(u not in members for u in n.users)]
+    return max(leaving, key=order.__getitem__)
+
+
+def _strip_tail(t: TracedModel, n: torch.fx.Node) -> torch.fx.Node:
+    while t.pointwise(n):
+        n = t.inputs(n)[0]
+    return n
+
+
 def trace_layers(model: nn.Module, input_shape: tuple[int, int, int]) -> LayerGraph:
     """Trace ``model`` on an input of ``input_shape`` (channels, height, width)."""
     t = TracedModel(model, input_shape)
     values = t.values
     data = [n for n in t.graph.nodes if n.op == "placeholder" or (t.is_data(n) and t.inputs(n))]
-    idom = _immediate_dominators(data, t.inputs)
+    order = {n: i for i, n in enumerate(t.graph.nodes)}
+
+    # Blocks by module; a block holding other blocks and returning a concatenation (a dense
+    # block) only gathers units already browsed, so it is not a layer of its own.
+    by_module = _module_blocks(t, data)
     block_members: dict[torch.fx.Node, set] = {}
-    for block in (n for n in data if t.concat(n) or t.total(n)):
-        block_members[block] = _ancestors(block, t.inputs) - _ancestors(idom[block], t.inputs) - {idom[block]}
-    inside = set().union(*block_members.values())
+    block_names: dict[torch.fx.Node, str] = {}
+    for path, members in by_module.items():
+        holds_blocks = any(p.startswith(path + ".") for p in by_module)
+        value = _block_value(t, members, order)
+        if holds_blocks and t.concat(_strip_tail(t, value)):
+            continue
+        block_members[value], block_names[value] = members, path
+    # Blocks the model's own forward pass makes: found by immediate dominators.
+    claimed = set().union(*block_members.values()) if block_members else set()
+    idom = _immediate_dominators(data, t.inputs)
+    for block in (n for n in data if (t.concat(n) or t.total(n)) and n not in claimed):
+        members = _ancestors(block, t.inputs) - _ancestors(idom[block], t.inputs) - {idom[block]}
+        block_members[block] = members - claimed
+    inside = set().union(*block_members.values()) if block_members else set()
 
     layer_of: dict[torch.fx.Node, Layer] = {}
     taken: set[str] = set()
@@ -356,29 +393,29 @@ def trace_layers(model: nn.Module, input_shape: tuple[int, int, int]) -> LayerGr
         return candidate
 
     for n in data:
-        if n in inside:
-            continue
-        if t.weighted(n):
-            kind = "conv" if isinstance(t.module(n), nn.Conv2d) else "linear"
-            layer_of[n] = Layer(unique(n.target), kind, tuple(values[n].shape[1:]), (n.target,))
-        elif n in block_members:
+        if n in block_members:
             members = block_members[n]
             names = sorted(m.target for m in members if t.weighted(m))
-            prefix = _common_prefix(names) if names else ""
+            prefix = block_names.get(n) or (_common_prefix(names) if names else "")
+            core = _strip_tail(t, n) if n in block_names else n
             branches = []
-            if t.concat(n):
+            if t.concat(core):
                 start = 0
-                for part in n.args[0]:
+                for part in core.args[0]:
                     origin = part
                     while not t.weighted(origin) and len(t.inputs(origin)) == 1 and origin in members:
                         origin = t.inputs(origin)[0]
                     mod = origin.target if t.weighted(origin) and origin in members else None
-                    label = mod[len(prefix) + 1 :] if mod and prefix else (mod or part.name)
+                    label = mod[len(prefix) + 1 :].split(".")[0] if mod and prefix else (mod or part.name)
                     stop = start + values[part].shape[1]
                     branches.append(Branch(label, mod, start, stop))
                     start = stop
-            kind = "mixed" if t.concat(n) else "sum"
-            layer_of[n] = Layer(unique(prefix or n.name), kind, tuple(values[n].shape[1:]), tuple(names), tuple(branches))
+            kind = "mixed" if t.concat(core) else "sum" if t.total(core) else "block"
+            layer_of[n] = Layer(unique(prefix or n.name), kind, tuple(values[n].shape[1:]), tuple(names),
+                                tuple(branches))
+        elif n not in inside and t.weighted(n):
+            kind = "conv" if isinstance(t.module(n), nn.Conv2d) else "linear"
+            layer_of[n] = Layer(unique(n.target), kind, tuple(values[n].shape[1:]), (n.target,))
     if not layer_of:
         raise AtlasError(f"No convolution or linear layer was found in {type(model).__name__}'s traced graph.")
 
@@ -391,13 +428,13 @@ def trace_layers(model: nn.Module, input_shape: tuple[int, int, int]) -> LayerGr
         tails[n] = chain
     layer_at = {chain[-1]: layer_of[n] for n, chain in tails.items()}
 
-    connections, skipped = _direct_connections(t, data, layer_of, layer_at, tails)
+    connections = _direct_connections(t, data, layer_of, layer_at, tails)
     adjacent = []
     for n, layer in layer_of.items():
         for source in _nearest_layers(t, n, layer_at):
             adjacent.append((source.name if source else None, layer.name))
     outputs = {layer_of[n].name: chain[-1] for n, chain in tails.items()}
-    return LayerGraph(tuple(input_shape), list(layer_of.values()), connections, skipped, adjacent, t, outputs)
+    return LayerGraph(tuple(input_shape), list(layer_of.values()), connections, adjacent, t, outputs)
 
 
 def _nearest_layers(t: TracedModel, node: torch.fx.Node, layer_at: dict) -> list[Layer | None]:
@@ -417,15 +454,15 @@ def _nearest_layers(t: TracedModel, node: torch.fx.Node, layer_at: dict) -> list
     return sorted(found, key=lambda layer: -1 if layer is None else list(layer_at.values()).index(layer))
 
 
-def _direct_connections(t: TracedModel, data, layer_of, layer_at, tails) -> tuple[list[Connection], list[str]]:
+def _direct_connections(t: TracedModel, data, layer_of, layer_at, tails) -> list[Connection]:
     """One weighted module between two browsed layers, with only per-channel ops or pooling around it."""
-    connections, skipped = [], []
+    connections = []
     for n in data:
         if not t.weighted(n):
             continue
         before, src = [], t.inputs(n)[0]
         while src not in layer_at and src.op != "placeholder" and not t.weighted(src) and len(t.inputs(src)) == 1:
-            before.append(_op_name(src))
+            before.append(name_of(src))
             src = t.inputs(src)[0]
         if src not in layer_at and src.op != "placeholder":
             continue  # fed by a bottleneck or a sum inside a block: expanded weights only
@@ -440,21 +477,14 @@ def _direct_connections(t: TracedModel, data, layer_of, layer_at, tails) -> tupl
                 start = sum(t.values[p].shape[1] for p in parts[: parts.index(dst)])
                 dst = users[0]
                 break
-            after.append(_op_name(users[0]))
+            after.append(name_of(users[0]))
             dst = users[0]
         if dst is None or dst not in layer_of:  # ends in a concatenation inside another block
             continue
-        after += [_op_name(node) for node in tails[dst][1:]]
+        after += [name_of(node) for node in tails[dst][1:]]
         target, source = layer_of[dst], layer_at.get(src)
-        module = t.module(n)
-        if isinstance(module, nn.Linear) and source is not None and module.in_features != source.channels:
-            skipped.append(
-                f"{n.target}: reads {module.in_features} features flattened from {source.name}'s "
-                f"{source.channels} channels and their positions; no per-channel weights"
-            )
-            continue
         connections.append(Connection(
             source.name if source else None, target.name, start, start + t.values[n].shape[1],
             n.target, tuple(reversed(before)), tuple(after),
         ))
-    return connections, skipped
+    return connections

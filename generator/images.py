@@ -27,12 +27,14 @@ class Normalise(nn.Module):
         return ((images - self.mean) / self.std).contiguous(memory_format=torch.channels_last)
 
 
-def load_image(path: Path, size: int, channels: int) -> np.ndarray:
-    """An image file as ``[size, size, channels]`` uint8: the shorter side scaled to ``size``,
-    then the centre cut out. Raises OSError (or ValueError) for a file that is not an image."""
+def load_image(path: Path, size: tuple[int, int], channels: int) -> np.ndarray:
+    """An image file as ``[height, width, channels]`` uint8 for ``size = (height, width)``:
+    scaled (keeping its aspect) until it covers that size, then the centre cut out. One
+    channel is grey, more are RGB. Raises OSError (or ValueError) for a file that is not an image."""
+    height, width = size
     with Image.open(path) as image:
         image = ImageOps.exif_transpose(image).convert("L" if channels == 1 else "RGB")
-        image = ImageOps.fit(image, (size, size), method=Image.Resampling.BICUBIC)
+        image = ImageOps.fit(image, (width, height), method=Image.Resampling.BICUBIC)
         pixels = np.array(image, dtype=np.uint8)
     return pixels[..., None] if pixels.ndim == 2 else pixels
 

@@ -30,6 +30,7 @@ from torch import nn
 from . import default_model, inceptionv1
 from .config import AtlasConfig
 from .errors import AtlasError
+from .torchvision_models import ensure_importable, import_torchvision
 
 
 def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
@@ -107,6 +108,7 @@ def build_factory(source: str) -> nn.Module:
             f"naming an importable function that returns an nn.Module."
         )
     try:
+        ensure_importable()  # many model packages import torchvision
         module = importlib.import_module(module_name)
     except Exception as error:  # ImportError, or any error raised while the module runs
         raise AtlasError(
@@ -150,13 +152,7 @@ def fetch(path: str | Path, url: str | None) -> Path:
 
 
 def torchvision_model(name: str, pretrained: bool) -> nn.Module:
-    try:
-        import torchvision
-    except ImportError:
-        raise AtlasError(
-            f"`model.source: torchvision:{name}` needs torchvision, an optional extra: pip install "
-            f"'torch==2.14.1' 'torchvision==0.29.1' (or any pair that works together)."
-        ) from None
+    torchvision = import_torchvision()
     try:
         return torchvision.models.get_model(name, weights="DEFAULT" if pretrained else None)
     except (ValueError, KeyError) as error:
@@ -201,5 +197,6 @@ def weights_hash(model: nn.Module) -> str:
     for name, tensor in sorted(model.state_dict().items()):
         value = tensor.detach().cpu().contiguous()
         digest.update(f"{name}|{value.dtype}|{tuple(value.shape)}|".encode())
-        digest.update(value.view(torch.uint8).numpy().tobytes() if value.numel() else b"")
+        # reshape(-1): a 0-dim buffer (batch-norm's num_batches_tracked) cannot be viewed as bytes
+        digest.update(value.reshape(-1).view(torch.uint8).numpy().tobytes() if value.numel() else b"")
     return digest.hexdigest()

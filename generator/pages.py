@@ -69,8 +69,9 @@ class PageWriter:
 
     def __init__(self, graph: LayerGraph, units: dict[tuple[str, int], UnitWeights],
                  config: AtlasConfig, summary: ModelSummary, pictures: Pictures | None = None,
-                 examples: Examples | None = None):
+                 examples: Examples | None = None, skipped: list[str] | None = None):
         self.graph, self.units, self.config, self.summary = graph, units, config, summary
+        self.skipped = skipped or []  # pairs of layers shown without weights, and why
         self.slugs = layer_slugs(graph)
         self.env = jinja2.Environment(
             loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True, trim_blocks=True,
@@ -83,7 +84,7 @@ class PageWriter:
     def write_docs(self, docs: Path) -> list[dict]:
         """Write the Markdown pages into ``docs``; return the mkdocs nav (no unit pages)."""
         self._render_to(docs, "index.md.j2", "index.md", title=self.config.title, root="",
-                        layers=self._layer_rows(), summary=self.summary, skipped=self.graph.skipped,
+                        layers=self._layer_rows(), summary=self.summary, skipped=self.skipped,
                         config_yaml=yaml.safe_dump(self.config.as_dict(), sort_keys=False),
                         config_path=self.config.path, samplers=self._samplers(),
                         pictures=self._pictures_summary())

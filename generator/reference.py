@@ -3,10 +3,13 @@
 METHOD.md: run the linearised network, take one output unit near the centre of the map,
 and take the gradient of that unit with respect to the whole source layer; the non-zero
 window is the expanded kernel. Here the linearisation is done by swapping PyTorch's own
-functions while the model's ordinary forward pass runs (ReLU-like activations, dropout
-and local response norm become the identity, max-pooling becomes average pooling), and
-the gradient is taken by autograd, one backward pass per output channel. Nothing is
-shared with :mod:`generator.expanded`, which composes kernels instead.
+functions while the model's ordinary forward pass runs (the twins named in
+:mod:`generator.operations`: ReLU-like activations, dropout and local response norm become
+the identity, squashing activations their slope at zero, max-pooling average pooling), and
+the gradient is taken by autograd, one backward pass per output channel. Gates (a squashing
+module with one value per channel) and layer norms are frozen at their mean over reference
+images, measured here with forward hooks. Nothing is shared with :mod:`generator.expanded`,
+which composes kernels instead.
 """
 
 from __future__ import annotations
@@ -18,8 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-IDENTITIES = ("relu", "relu6", "leaky_relu", "gelu", "silu", "elu", "hardswish", "mish", "dropout",
-              "local_response_norm")
+from .operations import IDENTITY_FUNCTIONS, SLOPE_AT_ZERO, SQUASHING_MODULES
 
 
 def _identity(x, *args, **kwargs):
@@ -39,11 +41,16 @@ def _zero_pad(x, pad, mode="constant", value=None):
 _ORIGINAL_PAD = F.pad
 
 
+def _slope(factor: float):
+    return lambda x, *args, **kwargs: x * factor
+
+
+def _adaptive_average_pool(x, output_size, return_indices=False):
+    return F.adaptive_avg_pool2d(x, output_size)
+
+
 @contextlib.contextmanager
-def linearised() -> Iterator[None]:
-    """Within the block, PyTorch's non-linear functions are their linear twins."""
-    swaps = [(F, name, _identity) for name in IDENTITIES]
-    swaps += [(torch, "relu", _identity), (F, "max_pool2d", _average_pool), (F, "pad", _zero_pad)]
+def swapped(swaps) -> Iterator[None]:
     originals = [(owner, name, getattr(owner, name)) for owner, name, _ in swaps]
     try:
         for owner, name, replacement in swaps:
@@ -54,17 +61,74 @@ def linearised() -> Iterator[None]:
             setattr(owner, name, original)
 
 
+@contextlib.contextmanager
+def linearised(deviations: dict[int, torch.Tensor] | None = None) -> Iterator[None]:
+    """Within the block, PyTorch's non-linear functions are their linear twins. Layer norms
+    divide by the frozen ``deviations`` (keyed by the id of the norm's weight)."""
+
+    def frozen_layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5):
+        dims = tuple(range(x.dim() - len(normalized_shape), x.dim()))
+        y = (x - x.mean(dim=dims, keepdim=True)) / deviations[id(weight)]
+        return y * weight if weight is not None else y
+
+    swaps = [(F, name, _identity) for name in IDENTITY_FUNCTIONS if hasattr(F, name)]
+    swaps += [(owner, name, _slope(factor)) for name, factor in SLOPE_AT_ZERO.items()
+              for owner in (F, torch) if hasattr(owner, name)]
+    swaps += [(torch, "relu", _identity), (F, "max_pool2d", _average_pool), (F, "pad", _zero_pad),
+              (F, "adaptive_max_pool2d", _adaptive_average_pool)]
+    if deviations:
+        swaps.append((F, "layer_norm", frozen_layer_norm))
+    with swapped(swaps):
+        yield
+
+
+def reference_statistics(model: nn.Module, images: torch.Tensor) -> tuple[dict[str, torch.Tensor], dict[int, torch.Tensor]]:
+    """Gates (outputs of squashing modules with one value per channel) and layer-norm
+    deviations, averaged over ``images``: ``(gate per module name, deviation per norm weight id)``."""
+    gates: dict[str, torch.Tensor] = {}
+    deviations: dict[int, torch.Tensor] = {}
+    original_layer_norm = F.layer_norm
+
+    def measuring_layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5):
+        dims = tuple(range(x.dim() - len(normalized_shape), x.dim()))
+        deviations[id(weight)] = torch.sqrt(x.var(dim=dims, unbiased=False) + eps).mean()
+        return original_layer_norm(x, normalized_shape, weight, bias, eps)
+
+    def take_gate(name):
+        def hook(module, args, output):
+            if output.dim() == 4 and output.shape[2:] == (1, 1):
+                gates[name] = output.mean(dim=0, keepdim=True)
+        return hook
+
+    hooks = [m.register_forward_hook(take_gate(name)) for name, m in model.named_modules()
+             if isinstance(m, tuple(SQUASHING_MODULES))]
+    try:
+        with torch.no_grad(), swapped([(F, "layer_norm", measuring_layer_norm)]):
+            model(images)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return gates, deviations
+
+
 def gradient_weights(model: nn.Module, src: str, dst: str, input_shape: tuple[int, int, int],
-                     channels: list[int] | None = None) -> torch.Tensor:
+                     channels: list[int] | None = None, reference: torch.Tensor | None = None) -> torch.Tensor:
     """d dst[o, centre] / d src, for each dst channel ``o``: ``[len(channels), C_src, H_src, W_src]``.
 
     ``src`` and ``dst`` are module names; the gradient is taken with respect to ``src``'s
     output and from ``dst``'s output at the centre of its map (its only position when
-    ``dst`` is not spatial).
+    ``dst`` is not spatial). Gates and layer norms are frozen at their mean over the
+    ``reference`` images (default: 16 normal-noise images).
     """
     model.eval()
     modules = dict(model.named_modules())
     captured: dict[str, torch.Tensor] = {}
+    if reference is None:
+        reference = torch.randn(16, *input_shape, generator=torch.Generator().manual_seed(0))
+    gates, deviations = reference_statistics(model, reference)
+
+    def frozen_gate(name):
+        return lambda module, args, output: gates[name].expand_as(output).detach()
 
     def take_source(module, args, output):
         leaf = output.detach().clone().requires_grad_(True)
@@ -74,9 +138,10 @@ def gradient_weights(model: nn.Module, src: str, dst: str, input_shape: tuple[in
     def take_destination(module, args, output):
         captured["dst"] = output
 
-    hooks = [modules[src].register_forward_hook(take_source), modules[dst].register_forward_hook(take_destination)]
+    hooks = [modules[name].register_forward_hook(frozen_gate(name)) for name in gates]
+    hooks += [modules[src].register_forward_hook(take_source), modules[dst].register_forward_hook(take_destination)]
     try:
-        with linearised(), torch.enable_grad():
+        with linearised(deviations), torch.enable_grad():
             model(torch.zeros(1, *input_shape))
             out, leaf = captured["dst"], captured["src"]
             picked = out[0, :, out.shape[2] // 2, out.shape[3] // 2] if out.dim() == 4 else out[0]

@@ -29,11 +29,13 @@ def png(pixels: np.ndarray) -> bytes:
 
 
 def jpeg(image: Image.Image | np.ndarray, size: int | None = None) -> bytes:
-    """JPEG bytes of a picture (full colour resolution), shrunk to ``size`` pixels square if given."""
+    """JPEG bytes of a picture (full colour resolution), resized if given a ``size`` so that its
+    longer side is ``size`` pixels (the other scaled to keep its aspect: a square stays square)."""
     if isinstance(image, np.ndarray):
         image = Image.fromarray(image)
-    if size is not None and image.width != size:
-        image = image.resize((size, size), Image.Resampling.LANCZOS)
+    if size is not None and max(image.size) != size:
+        scale = size / max(image.size)
+        image = image.resize(tuple(max(1, round(side * scale)) for side in image.size), Image.Resampling.LANCZOS)
     buffer = io.BytesIO()
     image.convert("RGB").save(buffer, format="JPEG", quality=90, subsampling=0)
     return buffer.getvalue()

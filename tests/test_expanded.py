@@ -9,19 +9,25 @@ import pytest
 import torch
 
 from generator import AtlasError, trace_layers
-from generator.expanded import expanded_weights, layer_weights, linear_map
+from generator.expanded import expanded_weights, freeze, layer_weights, linear_map, noise_images
 from generator.inceptionv1 import InceptionV1
 from generator.reference import gradient_weights, window_of
-from tests.toy_models import DilatedGrouped, Gated, ResidualNet, Separable, SmallCNN, randomise_batch_norm
+from tests.toy_models import Absolute, DilatedGrouped, Gated, ResidualNet, Separable, SmallCNN, randomise_batch_norm
 
 
 def check_against_gradient(model, src, dst, input_shape, src_module=None, dst_module=None, every=1):
+    """Our composed map against the gradient reference; gates and norms frozen on the same
+    noise images, measured independently by each side."""
     graph = trace_layers(model, input_shape)
+    images = noise_images(input_shape)
     with torch.no_grad():
-        m = linear_map(graph, src, dst)
+        m = linear_map(graph, src, dst, freeze(graph.traced, images, "noise"))
     channels = list(range(0, m.kernel.shape[0], every))
-    reference = gradient_weights(model, src_module or src, dst_module or dst, input_shape, channels)
+    reference = gradient_weights(model, src_module or src, dst_module or dst, input_shape, channels, images)
     ours = m.kernel[channels]
+    if m.placed:  # a dense layer: its map over every source position
+        assert float((reference - ours).abs().max() / ours.abs().max()) < 1e-4
+        return m
     if not m.spatial:  # after global pooling: the response to a unit increase at every position
         torch.testing.assert_close(ours[:, :, 0, 0], reference.sum(dim=(2, 3)), rtol=1e-4, atol=1e-4 * ours.abs().max())
         return m
@@ -97,7 +103,7 @@ def test_dilated_and_grouped_convolutions():
 def test_first_layer_and_direct_marks():
     model = SmallCNN()
     graph = trace_layers(model, (3, 16, 16))
-    weights = {(w.src, w.dst): w for w in layer_weights(graph)}
+    weights = {(w.src, w.dst): w for w in layer_weights(graph).weights}
     torch.testing.assert_close(torch.from_numpy(weights[(None, "conv1")].kernel), model.conv1.weight.detach())
     assert weights[(None, "conv1")].direct.all() and weights[("conv2", "conv3")].direct.all()
     assert not weights[("conv1", "conv2")].direct.any()  # through a max-pool: expanded
@@ -105,14 +111,27 @@ def test_first_layer_and_direct_marks():
 
 def test_further_hops_are_listed():
     graph = trace_layers(SmallCNN(), (3, 16, 16))
-    pairs = {(w.src, w.dst, w.hops) for w in layer_weights(graph, hops=2)}
+    pairs = {(w.src, w.dst, w.hops) for w in layer_weights(graph, hops=2).weights}
     assert ("conv1", "conv3", 2) in pairs and ("conv2", "fc", 2) in pairs
     assert not any(src is None for src, _, hops in pairs if hops == 2)
 
 
-def test_operations_without_a_linear_twin_are_named():
-    with pytest.raises(AtlasError, match=r"`sigmoid`.*no linear twin"):
-        expanded_weights(Gated(), "conv1", "conv2", (3, 12, 12))
+def test_operations_without_a_linear_twin_are_named_and_their_pairs_skipped():
+    with pytest.raises(AtlasError, match=r"`abs`.*no linear twin"):
+        expanded_weights(Absolute(), "conv1", "conv2", (3, 12, 12))
+    composed = layer_weights(trace_layers(Absolute(), (3, 12, 12)))
+    assert [(w.src, w.dst) for w in composed.weights] == [(None, "conv1")]
+    assert len(composed.skipped) == 1 and composed.skipped[0].startswith("conv1 -> conv2: ") and "`abs`" in composed.skipped[0]
+
+
+def test_a_gate_is_frozen_at_its_mean_and_marked():
+    model = Gated().eval()
+    m = check_against_gradient(model, "conv1", "conv2", (3, 12, 12))
+    images = noise_images((3, 12, 12))
+    gate = torch.sigmoid(model.squeeze(model.conv1(images).mean(dim=(2, 3), keepdim=True))).mean(dim=0).reshape(-1)
+    torch.testing.assert_close(m.kernel, model.conv2.weight.detach() * gate[None, :, None, None])
+    (pair,) = [w for w in layer_weights(trace_layers(model, (3, 12, 12))).weights if w.dst == "conv2"]
+    assert pair.frozen == ("gate `gate` frozen at its mean over 16 noise images",)
 
 
 def test_unknown_layers_and_wrong_direction():
@@ -200,11 +219,14 @@ def test_a_divisor_that_depends_on_the_layer_is_refused():
         expanded_weights(Divide(), "a", "b", (3, 8, 8))
 
 
-def test_flattened_positions_are_skipped_not_fatal():
-    graph = trace_layers(Flattened(), (3, 8, 8))
-    pairs = {(w.src, w.dst) for w in layer_weights(graph)}
-    assert pairs == {(None, "conv")}
-    assert any("conv -> fc" in reason for reason in graph.skipped)
+def test_a_dense_layer_reading_flattened_positions_gets_a_map_per_input_channel():
+    model = Flattened()
+    graph = trace_layers(model, (3, 8, 8))
+    weights = {(w.src, w.dst): w for w in layer_weights(graph).weights}
+    dense = weights[("conv", "fc")]
+    assert dense.placed and dense.kernel.shape == (3, 4, 8, 8)  # per output, per channel, an 8 x 8 map
+    torch.testing.assert_close(torch.from_numpy(dense.kernel), model.fc.weight.detach().reshape(3, 4, 8, 8))
+    check_against_gradient(model, "conv", "fc", (3, 8, 8))
 
 
 def test_output_activations_belong_to_their_layer_and_heads_after_pooling_are_matrices():

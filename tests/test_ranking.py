@@ -11,8 +11,8 @@ from tests.toy_models import SmallCNN
 def ranked():
     model = SmallCNN()
     graph = trace_layers(model, (3, 16, 16))
-    weights = {w.dst: w.kernel for w in layer_weights(graph)}
-    return rank(graph, layer_weights(graph), top_k=5), weights
+    composed = layer_weights(graph).weights
+    return rank(graph, composed, top_k=5), {w.dst: w.kernel for w in composed}
 
 
 def test_inputs_are_the_strongest_by_l2_brute_force(ranked):

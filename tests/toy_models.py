@@ -83,15 +83,27 @@ class DilatedGrouped(nn.Module):
 
 
 class Gated(nn.Module):
-    """Squeeze-and-excitation style gating between two layers: no linear twin."""
+    """Squeeze-and-excitation between two layers: a gate, one sigmoid per channel."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1, self.conv2 = nn.Conv2d(3, 4, 3), nn.Conv2d(4, 4, 3)
+        self.squeeze, self.gate = nn.Conv2d(4, 4, 1), nn.Sigmoid()
+
+    def forward(self, x):
+        y = self.conv1(x)
+        return self.conv2(y * self.gate(self.squeeze(y.mean(dim=(2, 3), keepdim=True))))
+
+
+class Absolute(nn.Module):
+    """An absolute value between two layers: no linear twin."""
 
     def __init__(self):
         super().__init__()
         self.conv1, self.conv2 = nn.Conv2d(3, 4, 3), nn.Conv2d(4, 4, 3)
 
     def forward(self, x):
-        y = self.conv1(x)
-        return self.conv2(y * torch.sigmoid(y.mean(dim=(2, 3), keepdim=True)))
+        return self.conv2(torch.abs(self.conv1(x)))
 
 
 def randomise_batch_norm(model: nn.Module, seed: int = 0) -> nn.Module:

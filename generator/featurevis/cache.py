@@ -27,11 +27,14 @@ SPEED_ONLY = ("batch", "jobs", "device")
 
 
 def picture_settings(config: AtlasConfig) -> dict[str, Any]:
-    """The settings that decide what a picture is."""
+    """The settings that decide what a picture is: ``height`` and ``width`` are the picture's,
+    ``size`` its longer side; ``decorrelate`` is false where it does not apply (not RGB)."""
     settings = dataclasses.asdict(config.featurevis)
     for key in SPEED_ONLY + ("enabled",):
         settings.pop(key)
-    settings["size"] = settings["size"] or config.input.size
+    settings["height"], settings["width"] = config.picture_shape
+    settings["size"] = max(config.picture_shape)
+    settings["decorrelate"] = settings["decorrelate"] and config.input.channels == 3
     return settings
 
 

@@ -144,7 +144,7 @@ def _start_worker(config: AtlasConfig, device: str, threads: int) -> None:
     global _WORKER
     torch.set_num_threads(threads)
     model = load_model(config)
-    graph = trace_layers(model, (config.input.channels, config.input.size, config.input.size))
+    graph = trace_layers(model, config.input.shape)
     _WORKER = _Worker(config, model, graph, torch.device(device))
 
 

@@ -43,7 +43,7 @@ class Picture:
     layer: str
     unit: int
     direction: int
-    image: np.ndarray  # uint8 [size, size, channels]
+    image: np.ndarray  # uint8 [height, width, channels] (FeatureVisConfig.picture_shape)
     objective: float  # the unit's mean activation (pre-activation, for a negative) on the picture
     noise: float  # the same on uniform-noise images
 
@@ -111,9 +111,10 @@ def generator_for(seed: int, layer: str, unit: int, direction: int) -> np.random
 def render(model: nn.Module, job: Job, settings: FeatureVisConfig, inp: InputConfig,
            device: torch.device) -> list[Picture]:
     """Optimise the pictures of ``job`` with the model cut after its layer (:func:`model_for`)."""
-    size = settings.size or inp.size
+    size = settings.picture_shape(inp)  # (height, width)
     generators = [generator_for(settings.seed, job.layer, u, job.direction) for u in job.units]
-    image = FourierImage(initial_spectra(generators, inp.channels, size).to(device), settings.decorrelate)
+    image = FourierImage(initial_spectra(generators, inp.channels, size).to(device), settings.decorrelate,
+                         width=size[1])
     views = RandomViews(settings.transforms, size, inp.size, generators)
     normalise = Normalise(inp, device)
     objective = channels(list(job.units), [job.direction] * len(job.units))
@@ -134,7 +135,7 @@ def render(model: nn.Module, job: Job, settings: FeatureVisConfig, inp: InputCon
         achieved = channel_mean(values(resized(final, inp.size)), units).cpu().tolist()
         noise_images = torch.from_numpy(
             np.random.default_rng([settings.seed, zlib.crc32(job.layer.encode("utf-8"))])
-            .random((NOISE_IMAGES, inp.channels, inp.size, inp.size), dtype=np.float32)).to(device)
+            .random((NOISE_IMAGES, *inp.shape), dtype=np.float32)).to(device)
         on_noise = values(noise_images)
         noise = on_noise.reshape(NOISE_IMAGES, on_noise.shape[1], -1).mean(dim=(0, 2)).cpu()
         pixels = (final.permute(0, 2, 3, 1) * 255).round().clamp(0, 255).to(torch.uint8).cpu().numpy()

@@ -4,7 +4,9 @@ A visualisation that still excites its unit under small random changes of positi
 scale and angle is one the unit responds to, not an adversarial pattern that works at a
 single alignment. Lucid applies pad, jitter, scale, rotate and jitter again one after
 the other; here the same family is one affine resampling per image (one bilinear blur,
-not four), with each image's changes drawn from its own random generator.
+not four), with each image's changes drawn from its own random generator. Images need
+not be square: the view is drawn in pixels, one scale for both axes, so a rotation turns
+the picture without stretching it.
 """
 
 from __future__ import annotations
@@ -21,16 +23,23 @@ GREY = 0.5  # the colour of the padding
 
 
 class RandomViews:
-    """Draws, per step, one random view of every image of a batch, at the model's input size."""
+    """Draws, per step, one random view of every image of a batch, at the model's input size.
 
-    def __init__(self, settings: TransformConfig, image_size: int, output_size: int,
+    ``image_size`` and ``output_size`` are ``(height, width)``: of the pictures, and of the
+    model's input. A view is the padded picture less the jitter (Lucid's crop) along the
+    shorter axis, at one scale in picture pixels per input pixel for both axes; along a
+    longer axis that takes in a little more of the grey around the picture.
+    """
+
+    def __init__(self, settings: TransformConfig, image_size: tuple[int, int], output_size: tuple[int, int],
                  generators: list[np.random.Generator]):
         self.settings, self.generators = settings, generators
-        self.image_size, self.output_size = image_size, output_size
-        padded = image_size + 2 * settings.pad
+        self.image_size, self.output_size = tuple(image_size), tuple(output_size)
         # Lucid's two jitters (the second is half the first) shrink the window they leave.
         self.second_jitter = settings.jitter // 2
-        self.window = (padded - settings.jitter - self.second_jitter) / image_size  # in image widths
+        # Image pixels per output pixel: the larger of the two axes' (equal for a square).
+        self.pixel = max((side + 2 * settings.pad - settings.jitter - self.second_jitter) / out
+                         for side, out in zip(self.image_size, self.output_size))
 
     def _theta(self, g: np.random.Generator) -> list[list[float]]:
         """The affine map from output to image coordinates (both in [-1, 1]) for one view."""
@@ -39,20 +48,24 @@ class RandomViews:
             g.integers(-(self.second_jitter // 2), self.second_jitter // 2, size=2, endpoint=True)
         factor = g.uniform(s.scale[0], s.scale[1])
         angle = math.radians(g.uniform(-s.rotate, s.rotate))
-        zoom = self.window / factor
-        tx, ty = 2 * shift / self.image_size
-        return [[zoom * math.cos(angle), -zoom * math.sin(angle), tx],
-                [zoom * math.sin(angle), zoom * math.cos(angle), ty]]
+        (height, width), (out_height, out_width) = self.image_size, self.output_size
+        # In pixels about the centres: image = zoom * rotation @ output + shift; then each
+        # axis scaled from pixels to [-1, 1] (by half the output's side in, the image's out).
+        zoom = self.pixel / factor
+        cos, sin = zoom * math.cos(angle), zoom * math.sin(angle)
+        tx, ty = 2 * shift[0] / width, 2 * shift[1] / height
+        return [[cos * out_width / width, -sin * out_height / width, tx],
+                [sin * out_width / height, cos * out_height / height, ty]]
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         theta = torch.tensor([self._theta(g) for g in self.generators], dtype=images.dtype, device=images.device)
-        size = (len(images), images.shape[1], self.output_size, self.output_size)
+        size = (len(images), images.shape[1], *self.output_size)
         grid = F.affine_grid(theta, size, align_corners=False)
         return F.grid_sample(images - GREY, grid, mode="bilinear", padding_mode="zeros", align_corners=False) + GREY
 
 
-def resized(images: torch.Tensor, size: int) -> torch.Tensor:
-    """The images as the model sees them without transforms: at its input size."""
-    if images.shape[-1] == size:
+def resized(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """The images as the model sees them without transforms: at its input size ``(height, width)``."""
+    if tuple(images.shape[-2:]) == tuple(size):
         return images
-    return F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    return F.interpolate(images, size=tuple(size), mode="bilinear", align_corners=False, antialias=True)

@@ -1,0 +1,249 @@
+"""Linear maps from one layer's units to a later node, and how operations compose them.
+
+A map from the source layer to a node is held as :class:`LinearMap`::
+
+    value[c, y, x] = sum over c', i, j of  kernel[c, c', i, j] * src[c', y*sy + oy + i, x*sx + ox + j]
+
+for units away from the border (stride ``(sy, sx)``, offset ``(oy, ox)``): translation
+equivariant, so a convolution kernel. After global pooling a map is no longer spatial:
+``kernel[c, c', 0, 0]`` is then the response to a unit increase of source channel ``c'``
+at every position. A dense unit that reads positions (a linear layer after a flatten) has a
+*placed* map: ``kernel[c, c', Y, X]`` weighs source position ``(Y, X)`` itself.
+
+Between a spatial map and the operation that reads it, the node may hold the map's values
+rearranged (permuted to channels-last, flattened, resampled by an adaptive pool): a
+:class:`Rearranged` map keeps the spatial map and where each element of the node comes from.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass(frozen=True)
+class LinearMap:
+    """The linear map from the source layer to one node; see the module docstring."""
+
+    kernel: torch.Tensor  # [channels, source channels, h, w]
+    stride: tuple[int, int] = (1, 1)
+    offset: tuple[int, int] = (0, 0)
+    spatial: bool = True
+    placed: bool = False  # not spatial, and kernel[c, c'] is a map over the source's positions
+    # Average pools not yet applied: ((kh, kw), (step_y, step_x)) box filters in source pixels.
+    # A box acts on every channel alike, so it commutes with everything up to the next
+    # concatenation or sum; applying it there, after the channel-mixing convolutions have
+    # shrunk the kernel, saves most of the work.
+    boxes: tuple[tuple[tuple[int, int], tuple[int, int]], ...] = ()
+
+
+def with_boxes(m: LinearMap) -> LinearMap:
+    """``m`` with its pending average pools applied to the kernel (a box is separable)."""
+    kernel = m.kernel
+    for (kh, kw), (sy, sx) in m.boxes:
+        h, w = kernel.shape[2:]
+        rows = kernel.new_zeros(*kernel.shape[:2], h + (kh - 1) * sy, w)
+        for a in range(kh):
+            rows[:, :, a * sy : a * sy + h] += kernel
+        kernel = kernel.new_zeros(*kernel.shape[:2], rows.shape[2], w + (kw - 1) * sx)
+        for b in range(kw):
+            kernel[:, :, :, b * sx : b * sx + w] += rows
+        kernel /= kh * kw
+    return replace(m, kernel=kernel, boxes=())
+
+
+def pair(value) -> tuple[int, int]:
+    return (value, value) if isinstance(value, int) else tuple(value)
+
+
+def conv(m: LinearMap, weight: torch.Tensor, stride, padding, dilation, groups: int) -> LinearMap:
+    """Compose ``m`` with a convolution: its taps land ``dilation * m.stride`` source pixels apart."""
+    if not m.spatial:
+        if weight.shape[2:] != (1, 1) or groups != 1:
+            raise ValueError("a spatial convolution after global pooling")
+        return mixed(m, weight[:, :, 0, 0])
+    stride, padding, dilation = pair(stride), pair(padding), pair(dilation)
+    step = (dilation[0] * m.stride[0], dilation[1] * m.stride[1])
+    # kernel'[o, c'] = sum_i,a W[o, i, a] K[i, c', u - a*step]: a transposed convolution of K by W,
+    # with the source channel c' as the batch.
+    out_channels, in_per_group = weight.shape[:2]
+    if m.kernel.shape[2:] == (1, 1) and groups == 1:  # the common case, a plain matrix product
+        kernel = torch.einsum("oiyx,is->osyx", weight.to(m.kernel.dtype), m.kernel[:, :, 0, 0])
+        spread = kernel.new_zeros(*kernel.shape[:2], (kernel.shape[2] - 1) * step[0] + 1,
+                                  (kernel.shape[3] - 1) * step[1] + 1)
+        spread[:, :, :: step[0], :: step[1]] = kernel
+        return LinearMap(
+            spread.contiguous(),
+            (stride[0] * m.stride[0], stride[1] * m.stride[1]),
+            (m.offset[0] - padding[0] * m.stride[0], m.offset[1] - padding[1] * m.stride[1]),
+            boxes=m.boxes,
+        )
+    transposed = (weight.reshape(groups, out_channels // groups, in_per_group, *weight.shape[2:])
+                  .transpose(1, 2).reshape(groups * in_per_group, out_channels // groups, *weight.shape[2:]))
+    kernel = F.conv_transpose2d(m.kernel.transpose(0, 1), transposed, groups=groups, dilation=step).transpose(0, 1)
+    return LinearMap(
+        kernel,
+        (stride[0] * m.stride[0], stride[1] * m.stride[1]),
+        (m.offset[0] - padding[0] * m.stride[0], m.offset[1] - padding[1] * m.stride[1]),
+        boxes=m.boxes,
+    )
+
+
+def pool(m: LinearMap, kernel_size, stride, padding, dilation=1) -> LinearMap:
+    """Average pooling (the linear twin of max-pooling): a box filter, applied later."""
+    if not m.spatial:
+        raise ValueError("pooling after global pooling")
+    size, dilation, padding = pair(kernel_size), pair(dilation), pair(padding)
+    stride = pair(stride) if stride not in (None, ()) else size
+    step = (dilation[0] * m.stride[0], dilation[1] * m.stride[1])
+    return LinearMap(
+        m.kernel,
+        (stride[0] * m.stride[0], stride[1] * m.stride[1]),
+        (m.offset[0] - padding[0] * m.stride[0], m.offset[1] - padding[1] * m.stride[1]),
+        boxes=m.boxes + ((size, step),),
+    )
+
+
+def scale(m: LinearMap, factors: torch.Tensor | float) -> LinearMap:
+    if isinstance(factors, torch.Tensor):
+        factors = factors.reshape(-1, 1, 1, 1).to(m.kernel.dtype)
+    return replace(m, kernel=m.kernel * factors)
+
+
+def pooled_globally(m: LinearMap) -> LinearMap:
+    """After global average pooling: a box sums to one, so pending boxes drop out."""
+    return m if not m.spatial else LinearMap(m.kernel.sum(dim=(2, 3), keepdim=True), spatial=False)
+
+
+def combined(maps: list[LinearMap | None], channels: list[int], stack: bool) -> LinearMap:
+    """Parts on one window of source positions: stacked along channels (a concatenation) or
+    added (a sum). A part that does not reach a position is zero there; None is a part
+    that does not depend on the source (zero, ``channels`` wide when stacked)."""
+    present = [with_boxes(m) for m in maps if m is not None]
+    if all(not m.spatial for m in present):
+        if len({(m.placed, m.kernel.shape[2:]) for m in present}) > 1:
+            raise ValueError("parts that read positions differently")
+        window, spatial, stride, top, left = tuple(present[0].kernel.shape[2:]), False, (1, 1), 0, 0
+    elif any(not m.spatial for m in present) or len({m.stride for m in present}) > 1:
+        raise ValueError("parts at different resolutions")
+    else:
+        spatial, stride = True, present[0].stride
+        top, left = min(m.offset[0] for m in present), min(m.offset[1] for m in present)
+        window = (max(m.offset[0] + m.kernel.shape[2] for m in present) - top,
+                  max(m.offset[1] + m.kernel.shape[3] for m in present) - left)
+    sources = present[0].kernel.shape[1]
+    rows = sum(channels) if stack else present[0].kernel.shape[0]
+    kernel = present[0].kernel.new_zeros(rows, sources, *window)
+    start, parts = 0, iter(present)
+    for m, width in zip(maps, channels):
+        if m is not None:
+            m = next(parts)
+            y, x = (m.offset[0] - top, m.offset[1] - left) if spatial else (0, 0)
+            h, w = m.kernel.shape[2:]
+            kernel[start : start + width if stack else rows, :, y : y + h, x : x + w] += m.kernel
+        start += width if stack else 0
+    return LinearMap(kernel, stride, (top, left), spatial, present[0].placed)
+
+
+def mixed(m: LinearMap, weight: torch.Tensor) -> LinearMap:
+    """A matrix ``weight [out, in]`` applied to the channels of a non-spatial map."""
+    return replace(m, kernel=torch.einsum("oi,ichw->ochw", weight.to(m.kernel.dtype), m.kernel))
+
+
+def identity(channels: int, columns: slice | None = None) -> LinearMap:
+    """The map from a layer to itself (only the source channels ``columns``, when given)."""
+    eye = torch.eye(channels)
+    return LinearMap((eye if columns is None else eye[:, columns])[:, :, None, None].contiguous())
+
+
+@dataclass(frozen=True)
+class Rearranged:
+    """A node whose elements are those of a spatial map's node, moved (and resampled).
+
+    ``base`` is the map to a node of shape ``grid`` (channels, height, width). The node
+    holds ``resampled.flatten()[elements]``, where ``resampled`` is that node with each
+    channel's positions mapped by ``positions`` (``[h * w, height * width]``, or None: as
+    they are; ``shape`` is then ``grid``). ``axes`` says when ``elements`` is the grid with
+    its axes permuted (channels last, for instance).
+    """
+
+    base: LinearMap
+    grid: tuple[int, int, int]
+    shape: tuple[int, int, int]
+    elements: torch.Tensor  # long, the node's shape without the batch
+    positions: torch.Tensor | None = None
+    axes: tuple[int, ...] | None = None
+
+
+def canonical(shape: tuple[int, ...]) -> torch.Tensor:
+    """Element numbers of a ``(channels, height, width)`` node, in its own order."""
+    return torch.arange(int(torch.tensor(shape).prod())).reshape(shape)
+
+
+def rearranged(base: LinearMap | Rearranged, grid: tuple[int, int, int], elements: torch.Tensor
+               ) -> LinearMap | Rearranged:
+    """The map after a rearrangement that turned ``canonical(grid)`` into ``elements``
+    (``base`` may already be rearranged; then ``elements`` index its ``shape``)."""
+    if isinstance(base, Rearranged):
+        return normalised(replace(base, elements=elements, axes=None))
+    return normalised(Rearranged(base, grid, grid, elements))
+
+
+def normalised(r: Rearranged) -> LinearMap | Rearranged:
+    """A plain map again where the rearrangement only reorders channels; axes recognised."""
+    shape, e = r.shape, r.elements
+    if r.positions is None:
+        c, h, w = shape
+        if not r.base.spatial and h * w == 1 and e.numel() == c:  # channels, flattened or not
+            return replace(r.base, kernel=r.base.kernel[e.reshape(-1)])
+        if tuple(e.shape) == shape:
+            rows = e[:, 0, 0] // (h * w)
+            if torch.equal(e, rows[:, None, None] * (h * w) + canonical((1, h, w))):
+                return replace(r.base, kernel=r.base.kernel[rows])
+    for axes in ((0, 1, 2), (1, 2, 0), (0, 2, 1), (2, 1, 0), (1, 0, 2), (2, 0, 1)):
+        if e.dim() == 3 and torch.equal(e, canonical(shape).permute(axes)):
+            return replace(r, axes=axes)
+    return r
+
+
+def resampled(m: LinearMap, grid: tuple[int, int, int], positions: torch.Tensor, size: tuple[int, int]
+              ) -> Rearranged:
+    """A per-channel linear resampling of a spatial map's positions (adaptive pooling to a
+    size that does not divide the map, interpolation): ``positions [h * w, height * width]``."""
+    shape = (grid[0], *size)
+    return Rearranged(m, grid, shape, canonical(shape), positions)
+
+
+def channels_last_mix(r: Rearranged, weight: torch.Tensor) -> Rearranged:
+    """A matrix over the channel axis of a channels-last node (a linear layer there is a 1x1
+    convolution); the node stays channels-last."""
+    base = conv(r.base, weight[:, :, None, None], 1, 0, 1, 1)
+    grid = (weight.shape[0], *r.grid[1:])
+    return Rearranged(base, grid, grid, canonical(grid).permute(r.axes), axes=r.axes)
+
+
+def placed(r: Rearranged, weight: torch.Tensor, source: tuple[int, int]) -> LinearMap:
+    """A linear layer ``weight [out, features]`` reading a flattened node: per output, a map
+    over the source layer's positions (``source``: its height and width)."""
+    out = weight.shape[0]
+    per_position = weight.new_zeros(out, r.shape[0] * r.shape[1] * r.shape[2])
+    per_position.index_add_(1, r.elements.reshape(-1), weight.to(per_position.dtype))
+    per_position = per_position.reshape(out, r.shape[0], r.shape[1] * r.shape[2])
+    if r.positions is not None:
+        per_position = per_position @ r.positions.to(per_position.dtype)
+    image = per_position.reshape(out, *r.grid)
+    base = with_boxes(r.base)
+    if not base.spatial:
+        return mixed(base, image.sum(dim=(2, 3)))
+    kernel = base.kernel
+    # value[c, y, x] reads src[y*s + o + i]: the transpose spreads each output's weights back
+    spread = F.conv_transpose2d(image, kernel, stride=base.stride)
+    result = spread.new_zeros(out, kernel.shape[1], *source)
+    (oy, ox), (h, w) = base.offset, spread.shape[2:]
+    y0, x0 = max(0, oy), max(0, ox)
+    y1, x1 = min(source[0], oy + h), min(source[1], ox + w)
+    if y1 > y0 and x1 > x0:
+        result[:, :, y0:y1, x0:x1] = spread[:, :, y0 - oy : y1 - oy, x0 - ox : x1 - ox]
+    return LinearMap(result, spatial=False, placed=True)
