@@ -7,7 +7,8 @@ position are kept, ties going to the earlier image. Each example is shown as the
 around its strongest position (the part of the image that position can see, at least
 a quarter of the image's shorter side, square where the image allows) and the whole image
 with that crop outlined. Images are read at the model's input size, ``(height, width)``;
-procedural images are square and RGB, so a model that reads other images has none.
+files are read as grey or RGB, and procedural images are square and RGB, so a model that
+reads other images has none from those sources.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from tqdm import tqdm
 from .config import AtlasConfig
 from .files import atomic_write, folder_name
 from .graph import LayerGraph
-from .images import IMAGE_SUFFIXES, Normalise, as_rgb, load_image
+from .images import FILE_CHANNELS, IMAGE_SUFFIXES, Normalise, as_rgb, load_image
 from .render import jpeg
 
 log = logging.getLogger("weight_atlas")
@@ -126,6 +127,10 @@ def image_source(config: AtlasConfig) -> FolderImages | ProceduralImages | None:
                      "(height x width) images", inp.height, inp.width)
             return None
         return ProceduralImages(config.dataset.images, config.dataset.seed, inp.height)
+    if inp.channels not in FILE_CHANNELS:
+        log.info("skipped dataset examples: image files are read as grey (1 channel) or RGB (3) and the model "
+                 "reads %d channels", inp.channels)
+        return None
     root = Path(source).expanduser()
     if not root.is_dir():
         log.info("skipped dataset examples: the image folder %s does not exist", root)

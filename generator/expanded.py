@@ -284,7 +284,7 @@ class _Linearised:
         if isinstance(x, Rearranged):
             grid, current = x.grid, x.elements
         else:
-            grid = tuple(value.shape[1:]) if value.dim() == 4 else (value[0].numel(), 1, 1)
+            grid = tuple(value.shape[1:]) if x.spatial else (value[0].numel(), 1, 1)
             current = lm.canonical(grid).reshape(value.shape[1:])
         moved = _apply(t, node, current[None])
         if not isinstance(moved, torch.Tensor) or moved.shape[0] != 1:
@@ -308,12 +308,17 @@ class _Linearised:
     def _layer_norm(self, node: torch.fx.Node, x) -> Any:
         """Layer norm over channels, its deviation frozen: ``weight * (x - mean over channels) / deviation``."""
         shape, weight, _ = _norm_parameters(self.t, node)
-        if not (isinstance(x, Rearranged) and x.axes is not None and x.axes[-1] == 0 and shape == (x.grid[0],)):
+        if isinstance(x, Rearranged) and x.axes is not None and x.axes[-1] == 0 and shape == (x.grid[0],):
+            channels = x.grid[0]
+        elif isinstance(x, LinearMap) and not x.spatial and shape == (x.kernel.shape[0],) == \
+                tuple(self.t.values[node.args[0]].shape[-1:]):
+            channels = x.kernel.shape[0]  # after global pooling: the channels are all there is
+        else:
             raise ValueError("layer norm over other than the channels of each position")
-        channels = x.grid[0]
         centre = torch.eye(channels) - 1 / channels
-        factors = (weight.detach() if weight is not None else torch.ones(channels)) / self.frozen_value(node, "layer norm deviation")
-        return lm.channels_last_mix(x, factors[:, None] * centre)
+        deviation = self.frozen_value(node, "layer norm deviation")
+        matrix = (weight.detach() if weight is not None else torch.ones(channels))[:, None] * centre / deviation
+        return lm.channels_last_mix(x, matrix) if isinstance(x, Rearranged) else lm.mixed(x, matrix)
 
     def _resample(self, node: torch.fx.Node, x) -> Any:
         """Adaptive pooling and interpolation: a pool or global pool where they are one, else a
@@ -503,6 +508,8 @@ def layer_weights(graph: LayerGraph, hops: int = 1, frozen: Frozen | None = None
     """
     result = ComposedWeights()
     budget = memory_mb * 2**20
+    if frozen is None and needs_reference(graph.traced):
+        frozen = freeze(graph.traced, noise_images(graph.input_shape), f"{REFERENCE_IMAGES} noise images")
     pairs: dict[str | None, list[tuple[str, int]]] = {}
     for distance in range(1, hops + 1):
         found = graph.adjacent if distance == 1 else [

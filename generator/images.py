@@ -12,6 +12,7 @@ from torch import nn
 from .config import InputConfig
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+FILE_CHANNELS = (1, 3)  # image files are read as grey or as RGB
 
 
 class Normalise(nn.Module):
@@ -29,8 +30,11 @@ class Normalise(nn.Module):
 
 def load_image(path: Path, size: tuple[int, int], channels: int) -> np.ndarray:
     """An image file as ``[height, width, channels]`` uint8 for ``size = (height, width)``:
-    scaled (keeping its aspect) until it covers that size, then the centre cut out. One
-    channel is grey, more are RGB. Raises OSError (or ValueError) for a file that is not an image."""
+    scaled (keeping its aspect) until it covers that size, then the centre cut out; grey for
+    ``channels`` 1, RGB for 3 (:data:`FILE_CHANNELS`). Raises OSError (or ValueError) for a
+    file that is not an image."""
+    if channels not in FILE_CHANNELS:
+        raise ValueError(f"image files are read as grey or RGB, not as {channels} channels")
     height, width = size
     with Image.open(path) as image:
         image = ImageOps.exif_transpose(image).convert("L" if channels == 1 else "RGB")

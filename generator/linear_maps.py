@@ -68,23 +68,19 @@ def conv(m: LinearMap, weight: torch.Tensor, stride, padding, dilation, groups: 
     step = (dilation[0] * m.stride[0], dilation[1] * m.stride[1])
     # kernel'[o, c'] = sum_i,a W[o, i, a] K[i, c', u - a*step]: a transposed convolution of K by W,
     # with the source channel c' as the batch.
-    out_channels, in_per_group = weight.shape[:2]
     if m.kernel.shape[2:] == (1, 1) and groups == 1:  # the common case, a plain matrix product
-        kernel = torch.einsum("oiyx,is->osyx", weight.to(m.kernel.dtype), m.kernel[:, :, 0, 0])
-        spread = kernel.new_zeros(*kernel.shape[:2], (kernel.shape[2] - 1) * step[0] + 1,
-                                  (kernel.shape[3] - 1) * step[1] + 1)
-        spread[:, :, :: step[0], :: step[1]] = kernel
-        return LinearMap(
-            spread.contiguous(),
-            (stride[0] * m.stride[0], stride[1] * m.stride[1]),
-            (m.offset[0] - padding[0] * m.stride[0], m.offset[1] - padding[1] * m.stride[1]),
-            boxes=m.boxes,
-        )
-    transposed = (weight.reshape(groups, out_channels // groups, in_per_group, *weight.shape[2:])
-                  .transpose(1, 2).reshape(groups * in_per_group, out_channels // groups, *weight.shape[2:]))
-    kernel = F.conv_transpose2d(m.kernel.transpose(0, 1), transposed, groups=groups, dilation=step).transpose(0, 1)
+        taps = torch.einsum("oiyx,is->osyx", weight.to(m.kernel.dtype), m.kernel[:, :, 0, 0])
+        kernel = taps.new_zeros(*taps.shape[:2], (taps.shape[2] - 1) * step[0] + 1, (taps.shape[3] - 1) * step[1] + 1)
+        kernel[:, :, :: step[0], :: step[1]] = taps
+    elif weight.shape[2:] == (1, 1) and groups == 1:  # a matrix over channels, position by position
+        kernel = _matrix_times(weight[:, :, 0, 0], m.kernel)
+    else:
+        out_channels, in_per_group = weight.shape[:2]
+        transposed = (weight.reshape(groups, out_channels // groups, in_per_group, *weight.shape[2:])
+                      .transpose(1, 2).reshape(groups * in_per_group, out_channels // groups, *weight.shape[2:]))
+        kernel = F.conv_transpose2d(m.kernel.transpose(0, 1), transposed, groups=groups, dilation=step).transpose(0, 1)
     return LinearMap(
-        kernel,
+        kernel.contiguous(),
         (stride[0] * m.stride[0], stride[1] * m.stride[1]),
         (m.offset[0] - padding[0] * m.stride[0], m.offset[1] - padding[1] * m.stride[1]),
         boxes=m.boxes,
@@ -149,7 +145,12 @@ def combined(maps: list[LinearMap | None], channels: list[int], stack: bool) -> 
 
 def mixed(m: LinearMap, weight: torch.Tensor) -> LinearMap:
     """A matrix ``weight [out, in]`` applied to the channels of a non-spatial map."""
-    return replace(m, kernel=torch.einsum("oi,ichw->ochw", weight.to(m.kernel.dtype), m.kernel))
+    return replace(m, kernel=_matrix_times(weight, m.kernel))
+
+
+def _matrix_times(weight: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+    """``weight [out, in]`` times ``kernel [in, ...]`` along its first axis."""
+    return (weight.to(kernel.dtype) @ kernel.reshape(len(kernel), -1)).reshape(len(weight), *kernel.shape[1:])
 
 
 def identity(channels: int, columns: slice | None = None) -> LinearMap:
@@ -186,6 +187,7 @@ def rearranged(base: LinearMap | Rearranged, grid: tuple[int, int, int], element
                ) -> LinearMap | Rearranged:
     """The map after a rearrangement that turned ``canonical(grid)`` into ``elements``
     (``base`` may already be rearranged; then ``elements`` index its ``shape``)."""
+    elements = elements.contiguous()
     if isinstance(base, Rearranged):
         return normalised(replace(base, elements=elements, axes=None))
     return normalised(Rearranged(base, grid, grid, elements))

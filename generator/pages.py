@@ -133,7 +133,7 @@ class PageWriter:
     def _pictures_summary(self) -> dict[str, Any]:
         """How the pictures were made, for the index (the same on every rebuild)."""
         fv = self.config.featurevis
-        return {"featurevis": fv if self.pictures is not None else None, "size": fv.size or self.config.input.size,
+        return {"featurevis": fv if self.pictures is not None else None, "height": self.config.picture_shape[0], "width": self.config.picture_shape[1],
                 "examples": self.examples.description if self.examples else None, "top": self.config.dataset.top}
 
     def _sources(self, layer: Layer) -> list[dict[str, Any]]:

@@ -42,7 +42,7 @@ class UnitPages:
                  examples: Examples | None = None):
         self.graph, self.units, self.config, self.slugs = graph, units, config, slugs
         self.pictures, self.examples = pictures, examples
-        self.size = config.featurevis.size or config.input.size  # of a feature visualisation
+        self.size = max(config.picture_shape)  # the longer side of a feature visualisation
         self.template = env.get_template("unit.html.j2")
         self.names = {layer.name: html.escape(layer.name) for layer in graph.layers}
         self.branch_labels = {  # per layer, the escaped branch label of every unit

@@ -7,7 +7,8 @@ from tests.conftest import ROOT
 def test_default_config_reads():
     config = load_config(ROOT / "site_config" / "default.yml")
     assert config.model.source == "default"
-    assert config.input.size == 64 and config.input.mean == (0.5, 0.5, 0.5)
+    assert config.input.size == (64, 64) and config.input.shape == (3, 64, 64)
+    assert config.input.mean == (0.5, 0.5, 0.5)
     assert config.ranking.top_k == 24
 
 
@@ -54,3 +55,34 @@ def test_missing_and_malformed_files(tmp_path):
 def test_empty_and_out_of_range_values(config_file, settings, message):
     with pytest.raises(AtlasError, match=message):
         load_config(config_file(**settings))
+
+
+@pytest.mark.parametrize("size, shape", [(64, (3, 64, 64)), ([40, 56], (3, 40, 56)), ([224, 224], (3, 224, 224))])
+def test_input_size_is_a_square_or_height_and_width(config_file, size, shape):
+    config = load_config(config_file(input={"size": size}))
+    assert config.input.shape == shape and config.input.size == shape[1:]
+    assert (config.input.height, config.input.width) == shape[1:]
+
+
+@pytest.mark.parametrize("size", [0, -3, 2.5, True, "64", "40x56", [40], [40, 56, 3], [40, 0], [40.0, 56],
+                                  [True, 56], None, {"height": 40}])
+def test_bad_input_sizes_name_the_key_and_an_example(config_file, size):
+    with pytest.raises(AtlasError, match=r"`input.size` must be a positive whole number .*224.*\[height, width\]"):
+        load_config(config_file(input={"size": size}))
+
+
+def test_grayscale_input_needs_no_mean_or_std(config_file):
+    config = load_config(config_file(input={"channels": 1, "size": [40, 56]}))
+    assert config.input.shape == (1, 40, 56) and config.input.mean == (0.5,) and config.input.std == (0.25,)
+    with pytest.raises(AtlasError, match="one value per input channel"):
+        load_config(config_file(input={"channels": 1, "mean": [0.5, 0.5, 0.5]}))
+
+
+@pytest.mark.parametrize("input_size, featurevis_size, picture", [
+    (64, 0, (64, 64)), (64, 96, (96, 96)), ([40, 56], 0, (40, 56)), ([40, 56], 112, (80, 112)),
+    ([40, 56], 28, (20, 28)), ([56, 40], 28, (28, 20)), ([30, 300], 20, (2, 20)), ([1, 300], 30, (1, 30)),
+])
+def test_featurevis_size_is_the_longer_side_keeping_the_input_aspect(config_file, input_size, featurevis_size,
+                                                                     picture):
+    config = load_config(config_file(input={"size": input_size}, featurevis={"size": featurevis_size}))
+    assert config.picture_shape == picture

@@ -57,7 +57,7 @@ def test_folder_examples_are_the_true_top_activations(image_folder, tmp_path, ca
     assert "broken.png" in caplog.text  # reported and skipped, not fatal
     files = sorted(p for p in image_folder.rglob("*") if p.suffix in (".png", ".jpg"))
     readable = [i for i, p in enumerate(files) if p.name != "broken.png"]
-    images = torch.stack([torch.from_numpy(load_image(files[i], 64, 3)).permute(2, 0, 1).float() / 255
+    images = torch.stack([torch.from_numpy(load_image(files[i], (64, 64), 3)).permute(2, 0, 1).float() / 255
                           for i in readable])
     for layer, maxima in brute_force(model, images).items():
         for unit in range(maxima.shape[1]):
@@ -104,8 +104,8 @@ def test_no_images_means_no_examples_not_an_error(tmp_path, caplog):
 
 def test_crop_follows_the_strongest_position_and_stays_inside():
     window = (20, 22, 44, 42)  # what the centre of an 8 x 8 map sees in a 64-pixel image
-    assert crop_box(window, (8, 8), 4, 4, 64) == (20, 20, 44, 44)
-    assert crop_box(window, (8, 8), 5, 4, 64) == (28, 20, 52, 44)  # one step down is 8 pixels
-    assert crop_box(window, (8, 8), 0, 7, 64) == (0, 40, 24, 64)  # moved back inside at the corner
-    assert crop_box((30, 30, 33, 33), (32, 32), 16, 16, 64) == (24, 24, 40, 40)  # at least a quarter
-    assert crop_box(None, (1, 1), 0, 0, 64) == (0, 0, 64, 64)
+    assert crop_box(window, (8, 8), 4, 4, (64, 64)) == (20, 20, 44, 44)
+    assert crop_box(window, (8, 8), 5, 4, (64, 64)) == (28, 20, 52, 44)  # one step down is 8 pixels
+    assert crop_box(window, (8, 8), 0, 7, (64, 64)) == (0, 40, 24, 64)  # moved back inside at the corner
+    assert crop_box((30, 30, 33, 33), (32, 32), 16, 16, (64, 64)) == (24, 24, 40, 40)  # at least a quarter
+    assert crop_box(None, (1, 1), 0, 0, (64, 64)) == (0, 0, 64, 64)

@@ -131,7 +131,7 @@ def test_provenance_names_how_each_picture_was_made(full_settings, tmp_path):
 def test_fourier_image_starts_grey_and_objectives_compose():
     generators = [np.random.default_rng(i) for i in range(2)]
     with torch.no_grad():
-        image = FourierImage(initial_spectra(generators, 3, 32))()
+        image = FourierImage(initial_spectra(generators, 3, (32, 32)))()
     assert image.shape == (2, 3, 32, 32) and 0.45 < float(image.mean()) < 0.55 and float(image.std()) < 0.05
     activations = torch.arange(2 * 3 * 4, dtype=torch.float32).reshape(2, 3, 2, 2)
     both = channels([1, 2], [1, -1])
