@@ -6,6 +6,10 @@ PY := $(VENV)/bin/python
 # CPU-only wheel from PyTorch's own index on Linux (PyPI's wheel there is the CUDA build):
 #   make TORCH="torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu"
 TORCH ?= torch==2.13.0
+# Model definitions the tests build atlases of, installed without their dependencies: torchvision's
+# release for torch 2.13 (its compiled operators are not needed) and facenet-pytorch, which ships
+# trained MTCNN weights. With a torch of your own, name the torchvision that matches it.
+TEST_MODELS ?= torchvision==0.28.0 facenet-pytorch==2.6.0
 CONFIG ?= site_config/default.yml
 PORT ?= 8000
 
@@ -13,11 +17,12 @@ PORT ?= 8000
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(if $(TORCH),$(PY) -m pip install --quiet $(TORCH))
 	$(PY) -m pip install --quiet -e ".[test]"
+	$(if $(TEST_MODELS),$(PY) -m pip install --quiet --no-deps $(TEST_MODELS))
 	touch $@
 
 atlas: install

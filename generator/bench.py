@@ -14,7 +14,9 @@ Measured in one run on this machine:
 - the default atlas with feature visualisations: a cold build (empty cache) and warm
   rebuilds (median), time per stage, pages, site size, peak memory (ru_maxrss);
 - the full InceptionV1 weights-only atlas (site_config/inceptionv1.yml, random weights in
-  the conversion's format), built in a child process: time, pages, size, peak memory.
+  the conversion's format), built in a child process: time, pages, size, peak memory;
+- weights-only atlases of torchvision's ResNet-50 and DenseNet-121 at 224 px (random
+  weights), the same way (``--zoo`` runs only these).
 """
 
 from __future__ import annotations
@@ -192,6 +194,24 @@ def bench_expanded() -> dict:
             "expanded_total_speedup": total_reference / total_ours}
 
 
+CHILD = ("import resource, sys\nfrom generator.__main__ import main\ncode = main(sys.argv[1:])\n"
+         "print('peak-rss-kb', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\nsys.exit(code)")
+
+
+def atlas_in_child(config: Path, prefix: str) -> dict:
+    """Build ``config`` in a child process (its site next to it): time, pages, size, peak memory."""
+    start = time.perf_counter()
+    done = subprocess.run([sys.executable, "-c", CHILD, "build", str(config), "--quiet"],
+                          cwd=ROOT, check=True, capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    site = config.parent / "site"
+    sizes = [p.stat().st_size for p in site.rglob("*") if p.is_file()]
+    peak = int(re.search(r"peak-rss-kb (\d+)", done.stdout).group(1))
+    return {f"{prefix}_build_s": seconds, f"{prefix}_pages": sum(1 for _ in site.rglob("*.html")),
+            f"{prefix}_files": len(sizes), f"{prefix}_size_mb": sum(sizes) / 2**20,
+            f"{prefix}_largest_file_mb": max(sizes) / 2**20, f"{prefix}_peak_rss_mb": peak / 1024}
+
+
 def bench_inceptionv1_atlas() -> dict:
     with tempfile.TemporaryDirectory() as folder:
         folder = Path(folder)
@@ -201,22 +221,46 @@ def bench_inceptionv1_atlas() -> dict:
         config = re.sub(r"output: .*", f"output: {folder / 'site'}", config)
         config = re.sub(r"enabled: true", "enabled: false", config)  # weights only: pictures are GPU work
         (folder / "atlas.yml").write_text(config)
-        start = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "generator", "build", str(folder / "atlas.yml"), "--quiet"],
-                       cwd=ROOT, check=True, capture_output=True)
-        seconds = time.perf_counter() - start
-        sizes = [p.stat().st_size for p in (folder / "site").rglob("*") if p.is_file()]
-        pages = sum(1 for _ in (folder / "site").rglob("*.html"))
-    return {"inceptionv1_build_s": seconds, "inceptionv1_pages": pages, "inceptionv1_files": len(sizes),
-            "inceptionv1_size_mb": sum(sizes) / 2**20, "inceptionv1_largest_file_mb": max(sizes) / 2**20,
-            "inceptionv1_peak_rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}
+        return atlas_in_child(folder / "atlas.yml", "inceptionv1")
+
+
+ZOO = {"resnet50": "ResNet-50", "densenet121": "DenseNet-121"}
+
+
+def bench_zoo_atlases() -> dict:
+    """Weights-only atlases of torchvision's ResNet-50 and DenseNet-121 at 224 px, random
+    weights saved as a checkpoint (the published ones need a download)."""
+    from .torchvision_models import import_torchvision
+
+    models = import_torchvision().models
+    results = {}
+    for name in ZOO:
+        with tempfile.TemporaryDirectory() as folder:
+            folder = Path(folder)
+            torch.manual_seed(0)
+            torch.save(models.get_model(name).state_dict(), folder / "weights.pt")
+            (folder / "atlas.yml").write_text(
+                f"title: {ZOO[name]}\nmodel: {{source: 'torchvision:{name}', checkpoint: {folder / 'weights.pt'}}}\n"
+                f"input: {{size: 224, mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225]}}\n"
+                f"featurevis: {{enabled: false}}\nsite: {{output: {folder / 'site'}}}\n")
+            results.update(atlas_in_child(folder / "atlas.yml", name))
+    return results
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "bench.json")
     parser.add_argument("--runs", type=int, default=3, help="default atlas builds to take the median of")
+    parser.add_argument("--zoo", action="store_true", help="only the ResNet-50 and DenseNet-121 atlases")
     args = parser.parse_args(argv)
+    if args.zoo:
+        results = bench_zoo_atlases()
+        args.out.write_text(json.dumps(results, indent=1) + "\n")
+        for name, title in ZOO.items():
+            print(f"{title} weights-only atlas, 224 px: {results[name + '_build_s']:.1f} s, peak "
+                  f"{results[name + '_peak_rss_mb']:.0f} MB, {results[name + '_pages']} pages, "
+                  f"{results[name + '_size_mb']:.0f} MB")
+        return
     results = {
         "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
                     "cpus": torch.get_num_threads(), "torch": torch.__version__},
@@ -225,6 +269,7 @@ def main(argv: list[str] | None = None) -> None:
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         **bench_expanded(),
         **bench_inceptionv1_atlas(),
+        **bench_zoo_atlases(),
     }
     with tempfile.TemporaryDirectory() as folder:
         results.update(bench_featurevis(Path(folder)))
@@ -253,6 +298,9 @@ def main(argv: list[str] | None = None) -> None:
         ("InceptionV1 site size", f"{results['inceptionv1_size_mb']:.0f} MB "
                                   f"(largest file {results['inceptionv1_largest_file_mb']:.1f} MB)"),
         ("InceptionV1 build peak memory", f"{results['inceptionv1_peak_rss_mb']:.0f} MB"),
+        *[(f"{title} weights-only atlas, 224 px", f"{results[name + '_build_s']:.1f} s, peak "
+           f"{results[name + '_peak_rss_mb']:.0f} MB, {results[name + '_pages']} pages, {results[name + '_size_mb']:.0f} MB")
+          for name, title in ZOO.items()],
         *[(f"feature visualisation {r['layer']} ({r['steps']} steps, {r['size']} px)",
            f"ours {r['ours_s_per_channel']:.2f} s/channel ({r['ours_channels']} channels, {r['ours_processes']} "
            f"processes), one channel at a time {r['reference_s_per_channel']:.2f} s/channel, {r['speedup']:.1f}x")

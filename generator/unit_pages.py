@@ -146,6 +146,9 @@ class UnitPages:
             next=f"{unit + 1}.html" if unit + 1 < layer.channels else None,
             layer_href=f"../../layers/{self.slugs[layer.name]}.html",
             featurevis=shown.get("featurevis"), examples=shown.get("examples"), fv_size=self.size, fv_shown=large,
+            frozen_inputs=_frozen(weights.inputs), frozen_outputs=_frozen(weights.outputs),
+            placed_inputs=any(k.weights.placed for k in weights.inputs),
+            placed_outputs=any(k.weights.placed for k in weights.outputs),
         )
         files.write(folder / f"{unit}.html", shell.page(title, body).encode("utf-8"))
         data = dict(self._data(layer, unit, weights), feature_visualisation=shown.get("featurevis"),
@@ -186,6 +189,9 @@ class UnitPages:
                 tile = f'<span class="wa-flow">{other + tile + own if direction == "in" else own + tile + other}</span>'
             name = f"{self.names[link.layer]} " if named else ""
             mark = '<span class="wa-expanded">expanded</span>' if marked and not link.direct else ""
+            if link.weights.frozen:
+                why = html.escape("; ".join(link.weights.frozen), quote=True)
+                mark += f'<span class="wa-frozen" title="{why}">frozen</span>'
             cards.append(f'<a class="wa-card {style}" href="../{self.slugs[link.layer]}/{link.unit}.html">{tile}'
                          f'<span class="wa-name">{name}<b>{link.unit}</b></span>'
                          f'{self.branch_labels[link.layer][link.unit]}{mark}'
@@ -201,7 +207,9 @@ class UnitPages:
                 groups.append({key: name, "units": [k.unit for k in chosen],
                                "l2": [_rounded(k.l2) for k in chosen], "sign": [k.sign for k in chosen],
                                "peak": [_rounded(k.peak) for k in chosen],
-                               "weights": ["direct" if k.direct else "expanded" for k in chosen]})
+                               "weights": ["direct" if k.direct else "expanded" for k in chosen],
+                               "positions": any(k.weights.placed for k in chosen),
+                               "frozen": sorted({f for k in chosen for f in k.weights.frozen})})
             return groups
 
         branch = layer.branch_of(unit)
@@ -217,9 +225,17 @@ class UnitPages:
                         "scale": "largest absolute weight over all of this unit's inputs from that layer",
                         "top_k": self.config.ranking.top_k,
                         "weights": "direct: the stored kernel; expanded: the linear map between the two layers "
-                                   "with ReLU as the identity and max-pooling as average pooling"},
+                                   "with ReLU as the identity and max-pooling as average pooling",
+                        "positions": "the kernel is a map over the input layer's positions (a dense layer "
+                                     "reading a flattened feature map)",
+                        "frozen": "gates and layer norms held at their mean over reference images"},
             "settings": self.config.as_dict(),
         }
+
+
+def _frozen(links: list[Link]) -> list[str]:
+    """What was frozen to linearise these connections (gates, norms), each said once."""
+    return sorted({f for k in links for f in k.weights.frozen})
 
 
 def _rounded(x: float) -> float:
