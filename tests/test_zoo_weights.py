@@ -1,0 +1,49 @@
+"""Expanded weights of every torchvision family against the gradient definition.
+
+For each family (tests/zoo.py) a few adjacent pairs are checked, chosen by what they pass
+through: a frozen gate or layer norm, a dense layer reading positions, and the first pair
+of blocks. Every sampled output channel must match autograd through the linearised model
+(generator.reference) within 1e-4 of the largest weight.
+"""
+
+import pytest
+import torch
+
+from generator import trace_layers
+from generator.expanded import layer_weights
+from tests import zoo
+from tests.test_expanded import check_against_gradient
+
+SAMPLED_CHANNELS = 6
+
+
+def module_of(graph, layer: str) -> str:
+    """The module whose output is the layer's value (hooks of the reference attach there)."""
+    node = graph.outputs[layer]
+    return node.target if node.op == "call_module" else layer
+
+
+def sampled_pairs(graph, composed) -> list:
+    kinds = {layer.name: layer.kind for layer in graph.layers}
+    chosen = [w for w in composed.weights if w.frozen][:1] + [w for w in composed.weights if w.placed][:1]
+    blocks = [w for w in composed.weights if w.src and kinds[w.src] == kinds[w.dst] != "conv"]
+    chosen += [w for w in blocks[:1] + composed.weights[1:2] if w not in chosen]
+    return chosen
+
+
+@pytest.mark.parametrize("family", list(zoo.FAMILIES))
+def test_expanded_weights_match_the_gradient(family):
+    factory, size = zoo.FAMILIES[family]
+    model = getattr(zoo, factory)().eval()
+    shape = (3, size, size)
+    graph = trace_layers(model, shape)
+    composed = layer_weights(graph)
+    pairs = sampled_pairs(graph, composed)
+    assert pairs
+    for w in pairs:
+        every = max(1, len(w.kernel) // SAMPLED_CHANNELS)
+        check_against_gradient(model, w.src, w.dst, shape, module_of(graph, w.src), module_of(graph, w.dst), every)
+    if family in ("MobileNet v3", "EfficientNet", "EfficientNet v2", "RegNet Y", "ConvNeXt"):
+        assert any(w.frozen for w in pairs)  # gates or norms were frozen, and checked
+    if family in ("AlexNet", "VGG"):
+        assert any(w.placed for w in pairs)  # a dense layer over positions, checked
