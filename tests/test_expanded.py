@@ -235,3 +235,26 @@ def test_output_activations_belong_to_their_layer_and_heads_after_pooling_are_ma
     torch.testing.assert_close(expanded_weights(model, "a", "b", (3, 8, 8)), model.b.weight.detach())
     model = ConvHead()
     assert expanded_weights(model, "a", "head", (3, 8, 8)).shape == (5, 4)
+
+
+class Squashed(torch.nn.Module):
+    """Tanh and sigmoid as activations: part of their layers, taken at their slope at zero."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b, self.c = torch.nn.Conv2d(3, 4, 3), torch.nn.Conv2d(4, 5, 3), torch.nn.Conv2d(5, 2, 1)
+
+    def forward(self, x):
+        return self.c(torch.sigmoid(self.b(torch.nn.functional.max_pool2d(torch.tanh(self.a(x)), 2))))
+
+
+def test_squashing_activations_are_part_of_their_layers():
+    model = Squashed()
+    graph = trace_layers(model, (3, 16, 16))
+    assert [layer.name for layer in graph.layers] == ["a", "b", "c"]
+    # b's value is after its sigmoid, whose slope at zero is 1/4; the reference stops at b's convolution
+    ours = linear_map(graph, "a", "b")
+    reference = gradient_weights(model, "a", "b", (3, 16, 16))
+    window = window_of(reference, tuple(ours.kernel.shape), ours.stride, ours.offset, (5, 5))
+    torch.testing.assert_close(ours.kernel, window / 4, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(expanded_weights(model, "b", "c", (3, 16, 16)), model.c.weight.detach())

@@ -20,6 +20,7 @@ from torch import nn
 from ..config import FeatureVisConfig, InputConfig
 from ..graph import LayerGraph
 from ..images import Normalise
+from ..operations import RELU_FUNCTIONS
 from .objectives import channel_mean, channels
 from .param import FourierImage, initial_spectra
 from .transforms import RandomViews, resized
@@ -77,9 +78,6 @@ class _RedirectedReLU(torch.autograd.Function):
 
 def redirected_relu(x: torch.Tensor, inplace: bool = False) -> torch.Tensor:
     return _RedirectedReLU.apply(x)
-
-
-RELU_FUNCTIONS = {torch.relu, torch.relu_, torch.nn.functional.relu}
 
 
 def redirected(truncated: torch.fx.GraphModule) -> torch.fx.GraphModule:
