@@ -135,16 +135,16 @@ def bench_featurevis_model(config, layer: str, ours_units: int, reference_units:
     """Seconds per channel: our stage's job runner on ``ours_units`` units of ``layer`` against
     the one-channel loop on ``reference_units`` of them, with the config's settings."""
     model = load_model(config).eval().requires_grad_(False)
-    graph = trace_layers(model, config.input.shape)
+    network, graph = trace_layers(model, config.input.shape)
     settings = config.featurevis
     batch = -(-ours_units // (os.cpu_count() or 1))  # one job per core
     jobs = [Job(layer, units, 1)
             for units in (tuple(range(start, min(start + batch, ours_units))) for start in range(0, ours_units, batch))]
     start = time.perf_counter()
-    made = [p for result in run_jobs(jobs, config, model, graph, torch.device("cpu"), len(jobs)) for p in result]
+    made = [p for result in run_jobs(jobs, config, network, graph, torch.device("cpu"), len(jobs)) for p in result]
     ours = (time.perf_counter() - start) / len(made)
     deepest = graph.layers[-1].name
-    full = redirected(graph.truncated([layer, deepest]))  # the same ReLUs as ours, as in Lucid
+    full = redirected(network.truncated([graph.values[layer], graph.values[deepest]]))  # the same ReLUs as ours, as in Lucid
     times = []
     for unit in range(reference_units):
         times.append(_median_seconds(lambda: one_channel_loop(full, unit, settings, config.input), 1))  # noqa: B023
@@ -170,19 +170,19 @@ def bench_expanded() -> dict:
     torch.manual_seed(0)
     model = InceptionV1().eval()
     shape = (3, 224, 224)
-    graph = trace_layers(model, shape)
+    network, graph = trace_layers(model, shape)
     rows = []
     for src, dst in graph.adjacent:
         if src is None:
             continue
         with torch.no_grad():
-            ours = _median_seconds(lambda: linear_map(graph, src, dst), 3)  # noqa: B023
-            m = linear_map(graph, src, dst)
+            ours = _median_seconds(lambda: linear_map(network, graph, src, dst), 3)  # noqa: B023
+            m = linear_map(network, graph, src, dst)
         start = time.perf_counter()
         gradient = gradient_weights(model, src, dst, shape)
         reference = time.perf_counter() - start
         if m.spatial:
-            size = graph.traced.values[graph.outputs[dst]].shape[2:]
+            size = network.values[network.node(graph.values[dst])].shape[2:]
             expected = window_of(gradient, tuple(m.kernel.shape), m.stride, m.offset, size)
         else:
             expected = gradient.sum(dim=(2, 3), keepdim=True)

@@ -13,8 +13,9 @@ from .config import AtlasConfig
 from .dataset_examples import find_examples, image_source
 from .expanded import REFERENCE_IMAGES, Frozen, freeze, layer_weights, needs_reference
 from .featurevis import visualise_units
-from .graph import trace_layers
+from .graph import find_layers
 from .loading import load_model, weights_hash
+from .network import TracedNetwork
 from .images import Normalise
 from .pages import ModelSummary, PageWriter
 from .ranking import rank
@@ -35,10 +36,10 @@ class BuildReport:
     pictures_reused: int = 0  # feature visualisations found in the cache
 
 
-def reference_statistics(config: AtlasConfig, graph) -> Frozen | None:
+def reference_statistics(config: AtlasConfig, network: TracedNetwork) -> Frozen | None:
     """Gates and layer norms measured on the dataset's first images, or on noise; None when
     the model has neither."""
-    if not needs_reference(graph.traced):
+    if not needs_reference(network):
         return None
     source = image_source(config)
     if source is not None:
@@ -46,9 +47,9 @@ def reference_statistics(config: AtlasConfig, graph) -> Frozen | None:
         images, description = images[:REFERENCE_IMAGES], f"the first {min(len(images), REFERENCE_IMAGES)} dataset images"
     else:
         generator = torch.Generator().manual_seed(0)
-        images = torch.rand(REFERENCE_IMAGES, *graph.input_shape, generator=generator)
+        images = torch.rand(REFERENCE_IMAGES, *network.input_shape, generator=generator)
         description = f"{REFERENCE_IMAGES} uniform-noise images"
-    return freeze(graph.traced, Normalise(config.input)(images).contiguous(), description)
+    return freeze(network, Normalise(config.input)(images).contiguous(), description)
 
 
 def build_atlas(config: AtlasConfig, output: str | Path | None = None) -> BuildReport:
@@ -65,19 +66,20 @@ def build_atlas(config: AtlasConfig, output: str | Path | None = None) -> BuildR
     model = load_model(config)
     t = done("load", start)
     input_shape = config.input.shape
-    graph = trace_layers(model, input_shape).restricted(config.layers)
+    network = TracedNetwork(model, input_shape)
+    graph = find_layers(network).restricted(config.layers)
     log.info("traced %d layers, %d pairs of adjacent layers", len(graph.layers), len(graph.adjacent))
     t = done("trace", t)
-    composed = layer_weights(graph, config.ranking.hops, reference_statistics(config, graph),
+    composed = layer_weights(network, graph, config.ranking.hops, reference_statistics(config, network),
                              config.ranking.memory_mb)
     units = rank(graph, composed.weights, config.ranking.top_k)
     for reason in composed.skipped:
         log.info("skipped %s", reason)
     t = done("weights and ranking", t)
     weights = weights_hash(model)
-    pictures = visualise_units(config, model, graph, weights) if config.featurevis.enabled else None
+    pictures = visualise_units(config, network, graph, weights) if config.featurevis.enabled else None
     t = done("feature visualisation", t)
-    examples = find_examples(config, model, graph, weights)
+    examples = find_examples(config, network, graph, weights)
     t = done("dataset examples", t)
     summary = ModelSummary(config.title, sum(p.numel() for p in model.parameters()), len(units), input_shape,
                            weights)

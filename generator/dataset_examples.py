@@ -29,6 +29,7 @@ from tqdm import tqdm
 from .config import AtlasConfig
 from .files import atomic_write, folder_name
 from .graph import LayerGraph
+from .network import TracedNetwork
 from .images import FILE_CHANNELS, IMAGE_SUFFIXES, Normalise, as_rgb, load_image
 from .render import jpeg
 
@@ -250,7 +251,7 @@ class Examples:
         return self._layer(layer) / f"{unit}.jpg"
 
 
-def find_examples(config: AtlasConfig, model: torch.nn.Module, graph: LayerGraph, weights: str) -> Examples | None:
+def find_examples(config: AtlasConfig, network: TracedNetwork, graph: LayerGraph, weights: str) -> Examples | None:
     """Dataset examples of every unit (from the cache when nothing changed), or None without images."""
     source = image_source(config)
     if source is None:
@@ -264,9 +265,9 @@ def find_examples(config: AtlasConfig, model: torch.nn.Module, graph: LayerGraph
     if not layers:
         log.info("dataset examples: all layers from the cache %s", examples.folder)
         return examples
-    device = next(model.parameters()).device
+    device = next(network.model.parameters()).device
     names = [layer.name for layer in layers]
-    truncated = graph.truncated(names).eval().requires_grad_(False)
+    truncated = network.truncated([graph.values[name] for name in names]).eval().requires_grad_(False)
     normalise = Normalise(config.input, device)
     found = strongest(truncated, names, source, normalise, config.dataset.top, device)
     seen = windows(truncated, names, config.input, normalise, device)

@@ -27,7 +27,8 @@ from torch import nn
 from . import linear_maps as lm
 from . import operations as ops
 from .errors import AtlasError
-from .graph import LayerGraph, TracedModel, trace_layers
+from .graph import LayerGraph, trace_layers
+from .network import TracedNetwork
 from .linear_maps import LinearMap, Rearranged
 
 REFERENCE_IMAGES = 16  # images the frozen gates and norms are averaged over
@@ -46,18 +47,18 @@ class Frozen:
     values: dict[torch.fx.Node, torch.Tensor]
 
 
-def _gates(t: TracedModel) -> list[torch.fx.Node]:
+def _gates(t: TracedNetwork) -> list[torch.fx.Node]:
     """Squashed, spatially constant factors of a product of two tensors (SE gates)."""
     return [a for node in t.graph.nodes if ops.name_of(node) in ops.PRODUCTS and len(t.inputs(node)) == 2
             for a in t.inputs(node) if _is_gate(t, a)]
 
 
-def _layer_norms(t: TracedModel) -> list[torch.fx.Node]:
+def _layer_norms(t: TracedNetwork) -> list[torch.fx.Node]:
     return [n for n in t.graph.nodes if isinstance(t.module(n), nn.LayerNorm) or
             (n.op == "call_function" and ops.name_of(n) == "layer_norm")]
 
 
-def _norm_parameters(t: TracedModel, node: torch.fx.Node) -> tuple[tuple[int, ...], Any, float]:
+def _norm_parameters(t: TracedNetwork, node: torch.fx.Node) -> tuple[tuple[int, ...], Any, float]:
     """normalized_shape, weight and eps of a layer norm node."""
     module = t.module(node)
     if module is not None:
@@ -70,12 +71,12 @@ def _norm_parameters(t: TracedModel, node: torch.fx.Node) -> tuple[tuple[int, ..
     return tuple(shape), weight, eps
 
 
-def needs_reference(t: TracedModel) -> bool:
+def needs_reference(t: TracedNetwork) -> bool:
     """Whether ``t`` has gates or layer norms, whose statistics are frozen on reference images."""
     return bool(_gates(t) or _layer_norms(t))
 
 
-def freeze(t: TracedModel, images: torch.Tensor, description: str) -> Frozen:
+def freeze(t: TracedNetwork, images: torch.Tensor, description: str) -> Frozen:
     """Measure every gate and layer norm of ``t`` on ``images`` (as the model reads them)."""
     gates, norms = _gates(t), _layer_norms(t)
     inputs = {n: t.inputs(n)[0] for n in norms}
@@ -97,7 +98,7 @@ def noise_images(shape: tuple[int, ...], count: int = REFERENCE_IMAGES) -> torch
 class _Linearised:
     """Propagates linear maps from one node of a traced model to the nodes after it."""
 
-    def __init__(self, traced: TracedModel, where: str, frozen: Frozen | None = None,
+    def __init__(self, traced: TracedNetwork, where: str, frozen: Frozen | None = None,
                  source: tuple[int, ...] = ()):
         self.t, self.where, self.frozen, self.source = traced, where, frozen, source
         self.used: set[str] = set()  # descriptions of the statistics frozen on the way
@@ -187,6 +188,8 @@ class _Linearised:
             return self._layer_norm(node, x)
         if name == "linear":
             return self._linear(x, args[1])
+        if name == "getitem":
+            return x[args[1]] if isinstance(x, tuple) else self._rearrange(node, x)
         if isinstance(x, Rearranged):
             raise ValueError(f"`{name}` on rearranged positions")
         if name in ("chunk", "split", "tensor_split"):
@@ -195,10 +198,6 @@ class _Linearised:
                 raise ValueError("a split along other than channels")
             edges = np.cumsum([0] + [v.shape[1] for v in t.values[node]]).tolist()
             return tuple(replace(x, kernel=x.kernel[a:b]) for a, b in zip(edges, edges[1:]))
-        if name == "getitem":
-            if isinstance(x, tuple):
-                return x[args[1]]
-            return self._getitem(x, args[1])
         if name in ("max_pool2d", "avg_pool2d"):
             params = _arguments(args[1:], kwargs, ("kernel_size", "stride", "padding", "dilation"), (None, None, 0, 1))
             if name == "avg_pool2d":
@@ -345,14 +344,8 @@ class _Linearised:
             raise ValueError("a resampling of rearranged positions")
         return lm.resampled(x, tuple(before.shape[1:]), positions, (oh, ow))
 
-    def _getitem(self, x: LinearMap, index) -> LinearMap:
-        if isinstance(index, tuple) and len(index) >= 2 and index[0] == slice(None) and \
-                all(i == slice(None) for i in index[2:]) and isinstance(index[1], slice):
-            return replace(x, kernel=x.kernel[index[1]])
-        raise ValueError("indexing other than a slice of channels")
 
-
-def _is_gate(t: TracedModel, node: torch.fx.Node) -> bool:
+def _is_gate(t: TracedNetwork, node: torch.fx.Node) -> bool:
     """A squashed factor with one value per channel: the gate of a squeeze-and-excitation."""
     value = t.values[node]
     return ops.slope(t.module(node), ops.name_of(node)) is not None and value.dim() == 4 and value.shape[2:] == (1, 1)
@@ -364,7 +357,7 @@ def _scaled(x, factor: float):
     return lm.scale(x, factor)
 
 
-def _apply(t: TracedModel, node: torch.fx.Node, data: torch.Tensor, linearised: bool = False) -> Any:
+def _apply(t: TracedNetwork, node: torch.fx.Node, data: torch.Tensor, linearised: bool = False) -> Any:
     """``node``'s operation on ``data`` in place of its first argument (other arguments as traced).
     ``linearised``: max-pooling as average pooling."""
     args = torch.fx.node.map_arg(node.args, lambda n: t.values[n])
@@ -382,7 +375,7 @@ def _apply(t: TracedModel, node: torch.fx.Node, data: torch.Tensor, linearised: 
     return target(data, *args[1:], **kwargs)
 
 
-def _placeholder(t: TracedModel) -> torch.fx.Node:
+def _placeholder(t: TracedNetwork) -> torch.fx.Node:
     return next(n for n in t.graph.nodes if n.op == "placeholder")
 
 
@@ -403,7 +396,7 @@ def _padding(padding, weight: torch.Tensor, dilation) -> tuple[int, int]:
     return lm.pair(padding)
 
 
-def _ancestors(node: torch.fx.Node, t: TracedModel) -> set:
+def _ancestors(node: torch.fx.Node, t: TracedNetwork) -> set:
     seen, stack = set(), [node]
     while stack:
         for p in t.inputs(stack.pop()):
@@ -413,13 +406,13 @@ def _ancestors(node: torch.fx.Node, t: TracedModel) -> set:
     return seen
 
 
-def _resolve(graph: LayerGraph, name: str | None) -> torch.fx.Node | None:
+def _resolve(network: TracedNetwork, graph: LayerGraph, name: str | None) -> torch.fx.Node | None:
     """The node whose value a layer (or module) name means; None is the input image."""
     if name is None:
         return None
-    if name in graph.outputs:
-        return graph.outputs[name]
-    calls = [n for n in graph.traced.graph.nodes if n.op == "call_module" and n.target == name]
+    if name in graph.values:
+        return network.node(graph.values[name])
+    calls = [n for n in network.graph.nodes if n.op == "call_module" and n.target == name]
     if len(calls) == 1:
         return calls[0]
     if len(calls) > 1:
@@ -428,16 +421,18 @@ def _resolve(graph: LayerGraph, name: str | None) -> torch.fx.Node | None:
     raise AssertionError("unreachable")
 
 
-def _source_size(graph: LayerGraph, src: torch.fx.Node | None) -> tuple[int, ...]:
-    value = graph.traced.values[src if src is not None else _placeholder(graph.traced)]
-    return tuple(value.shape[2:])
+def _source(network: TracedNetwork, src: torch.fx.Node | None) -> torch.Tensor:
+    """The (blank) value of the source layer, or of the image."""
+    return network.values[src if src is not None else _placeholder(network)]
 
 
-def linear_map(graph: LayerGraph, src: str | None, dst: str, frozen: Frozen | None = None) -> LinearMap:
+def linear_map(network: TracedNetwork, graph: LayerGraph, src: str | None, dst: str,
+               frozen: Frozen | None = None) -> LinearMap:
     """The expanded map from ``src`` (a layer or module name; None: the image) to ``dst``."""
     where = f"from `{src or 'the input image'}` to `{dst}`"
-    source, target = _resolve(graph, src), _resolve(graph, dst)
-    result = _Linearised(graph.traced, where, frozen, _source_size(graph, source)).propagate(source, [target])[target]
+    source, target = _resolve(network, graph, src), _resolve(network, graph, dst)
+    result = _Linearised(network, where, frozen, tuple(_source(network, source).shape[2:])).propagate(
+        source, [target])[target]
     if result is None:
         raise AtlasError(f"Expanded weights {where}: the second layer does not read the first one.")
     return result
@@ -463,9 +458,9 @@ def expanded_weights(model: nn.Module, src: str, dst: str, input_shape: tuple[in
     :func:`linear_map` for the stride and offset.
     """
     model.eval()
-    graph = trace_layers(model, input_shape)
-    frozen = freeze(graph.traced, reference, f"{len(reference)} images") if reference is not None else None
-    result = linear_map(graph, src, dst, frozen)
+    network, graph = trace_layers(model, input_shape)
+    frozen = freeze(network, reference, f"{len(reference)} images") if reference is not None else None
+    result = linear_map(network, graph, src, dst, frozen)
     return result.kernel[:, :, 0, 0] if not result.spatial and not result.placed else result.kernel
 
 
@@ -498,7 +493,7 @@ class ComposedWeights:
     skipped: list[str] = field(default_factory=list)
 
 
-def layer_weights(graph: LayerGraph, hops: int = 1, frozen: Frozen | None = None,
+def layer_weights(network: TracedNetwork, graph: LayerGraph, hops: int = 1, frozen: Frozen | None = None,
                   memory_mb: int = MEMORY_MB) -> ComposedWeights:
     """Weights between adjacent layers, and between layers up to ``hops`` apart.
 
@@ -508,8 +503,8 @@ def layer_weights(graph: LayerGraph, hops: int = 1, frozen: Frozen | None = None
     """
     result = ComposedWeights()
     budget = memory_mb * 2**20
-    if frozen is None and needs_reference(graph.traced):
-        frozen = freeze(graph.traced, noise_images(graph.input_shape), f"{REFERENCE_IMAGES} noise images")
+    if frozen is None and needs_reference(network):
+        frozen = freeze(network, noise_images(graph.input_shape), f"{REFERENCE_IMAGES} noise images")
     pairs: dict[str | None, list[tuple[str, int]]] = {}
     for distance in range(1, hops + 1):
         found = graph.adjacent if distance == 1 else [
@@ -518,13 +513,13 @@ def layer_weights(graph: LayerGraph, hops: int = 1, frozen: Frozen | None = None
             pairs.setdefault(src, []).append((dst, distance))
     with torch.no_grad():
         for src, targets in pairs.items():
-            source = _resolve(graph, src)
-            where = f"from `{src or 'the input image'}`"
-            linearised = _Linearised(graph.traced, where, frozen, _source_size(graph, source))
-            channels = graph.traced.values[source if source is not None else _placeholder(graph.traced)].shape[1]
+            source = _resolve(network, graph, src)
+            value = _source(network, source)
+            linearised = _Linearised(network, f"from `{src or 'the input image'}`", frozen, tuple(value.shape[2:]))
+            channels = value.shape[1]
             for dst, distance in targets:
                 linearised.where, linearised.used = f"from `{src or 'the input image'}` to `{dst}`", set()
-                target = _resolve(graph, dst)
+                target = _resolve(network, graph, dst)
                 try:
                     linearised.largest = 0
                     one = linearised.propagate(source, [target], slice(0, 1))[target]
@@ -551,16 +546,16 @@ def layer_weights(graph: LayerGraph, hops: int = 1, frozen: Frozen | None = None
                 direct = np.zeros(len(kernel), dtype=bool)
                 if distance == 1:
                     for c in graph.connections:
-                        if c.src == src and c.dst == dst and all(_keeps_kernel(graph, op) for op in c.before):
+                        if c.src == src and c.dst == dst and all(_keeps_kernel(network, op) for op in c.before):
                             direct[c.start : c.stop] = True
                 result.weights.append(LayerWeights(src, dst, distance, kernel, direct, one.placed,
                                                    tuple(sorted(linearised.used))))
     return result
 
 
-def _keeps_kernel(graph: LayerGraph, op: str) -> bool:
+def _keeps_kernel(network: TracedNetwork, op: str) -> bool:
     """An operation that leaves kernels as they are: not a pooling or padding."""
-    module = graph.traced.modules.get(op)
+    module = network.modules.get(op)
     if module is not None:
         return ops.per_channel(module, op) or isinstance(module, ops.SHAPE_MODULES)
     return ops.per_channel(None, op) or op in ops.SHAPE_FUNCTIONS

@@ -194,13 +194,13 @@ def rearranged(base: LinearMap | Rearranged, grid: tuple[int, int, int], element
 
 
 def normalised(r: Rearranged) -> LinearMap | Rearranged:
-    """A plain map again where the rearrangement only reorders channels; axes recognised."""
+    """A plain map again where the rearrangement only selects channels; axes recognised."""
     shape, e = r.shape, r.elements
     if r.positions is None:
         c, h, w = shape
         if not r.base.spatial and h * w == 1 and e.numel() == c:  # channels, flattened or not
             return replace(r.base, kernel=r.base.kernel[e.reshape(-1)])
-        if tuple(e.shape) == shape:
+        if e.dim() == 3 and tuple(e.shape[1:]) == (h, w):  # channels selected, reordered or repeated
             rows = e[:, 0, 0] // (h * w)
             if torch.equal(e, rows[:, None, None] * (h * w) + canonical((1, h, w))):
                 return replace(r.base, kernel=r.base.kernel[rows])

@@ -50,6 +50,7 @@ class UnitPages:
                          for u in range(layer.channels)]
             for layer in graph.layers
         }
+        self.settings = config.as_dict()  # in every unit's data file
         self.thumbnails = {key for key, w in units.items() if w.rgb_kernel is not None and len(w.rgb_kernel) in (1, 3)}
 
     def thumbnail(self, layer: str, unit: int) -> str | None:
@@ -229,7 +230,7 @@ class UnitPages:
                         "positions": "the kernel is a map over the input layer's positions (a dense layer "
                                      "reading a flattened feature map)",
                         "frozen": "gates and layer norms held at their mean over reference images"},
-            "settings": self.config.as_dict(),
+            "settings": self.settings,
         }
 
 

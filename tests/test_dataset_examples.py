@@ -51,9 +51,9 @@ def image_folder(tmp_path_factory):
 def test_folder_examples_are_the_true_top_activations(image_folder, tmp_path, caplog):
     config = load_config(write_config(tmp_path, dataset={"source": str(image_folder), "top": TOP}))
     model = load_model(config)
-    graph = trace_layers(model, (3, 64, 64))
+    network, graph = trace_layers(model, (3, 64, 64))
     with caplog.at_level(logging.INFO, logger="weight_atlas"):
-        examples = find_examples(config, model, graph, weights_hash(model))
+        examples = find_examples(config, network, graph, weights_hash(model))
     assert "broken.png" in caplog.text  # reported and skipped, not fatal
     files = sorted(p for p in image_folder.rglob("*") if p.suffix in (".png", ".jpg"))
     readable = [i for i, p in enumerate(files) if p.name != "broken.png"]
@@ -76,7 +76,7 @@ def test_folder_examples_are_the_true_top_activations(image_folder, tmp_path, ca
 def test_procedural_examples_across_batches(tmp_path):
     config = load_config(write_config(tmp_path, dataset={"source": "procedural", "images": 300, "top": TOP}))
     model = load_model(config)
-    examples = find_examples(config, model, trace_layers(model, (3, 64, 64)), weights_hash(model))
+    examples = find_examples(config, *trace_layers(model, (3, 64, 64)), weights_hash(model))
     source = ProceduralImages(300, 0, 64)
     images = torch.cat([batch for _, batch in source.batches(128)])
     assert len(images) == 300
@@ -94,11 +94,11 @@ def test_procedural_examples_across_batches(tmp_path):
 def test_no_images_means_no_examples_not_an_error(tmp_path, caplog):
     model_config = load_config(write_config(tmp_path))
     model = load_model(model_config)
-    graph = trace_layers(model, (3, 64, 64))
-    assert find_examples(model_config, model, graph, "0" * 64) is None  # none configured
+    network, graph = trace_layers(model, (3, 64, 64))
+    assert find_examples(model_config, network, graph, "0" * 64) is None  # none configured
     missing = load_config(write_config(tmp_path, dataset={"source": str(tmp_path / "nowhere")}))
     with caplog.at_level(logging.INFO, logger="weight_atlas"):
-        assert find_examples(missing, model, graph, "0" * 64) is None
+        assert find_examples(missing, network, graph, "0" * 64) is None
     assert "does not exist" in caplog.text
 
 

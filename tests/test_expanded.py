@@ -18,10 +18,10 @@ from tests.toy_models import Absolute, DilatedGrouped, Gated, ResidualNet, Separ
 def check_against_gradient(model, src, dst, input_shape, src_module=None, dst_module=None, every=1):
     """Our composed map against the gradient reference; gates and norms frozen on the same
     noise images, measured independently by each side."""
-    graph = trace_layers(model, input_shape)
+    network, graph = trace_layers(model, input_shape)
     images = noise_images(input_shape)
     with torch.no_grad():
-        m = linear_map(graph, src, dst, freeze(graph.traced, images, "noise"))
+        m = linear_map(network, graph, src, dst, freeze(network, images, "noise"))
     channels = list(range(0, m.kernel.shape[0], every))
     reference = gradient_weights(model, src_module or src, dst_module or dst, input_shape, channels, images)
     ours = m.kernel[channels]
@@ -32,14 +32,14 @@ def check_against_gradient(model, src, dst, input_shape, src_module=None, dst_mo
         total = reference.sum(dim=(2, 3)) if reference.dim() == 4 else reference  # a non-spatial source as it is
         torch.testing.assert_close(ours[:, :, 0, 0], total, rtol=1e-4, atol=1e-4 * ours.abs().max())
         return m
-    node = graph.outputs[dst] if dst in graph.outputs else next(
-        n for n in graph.traced.graph.nodes if n.op == "call_module" and n.target == dst)
-    window = window_of(reference, tuple(m.kernel.shape), m.stride, m.offset, graph.traced.values[node].shape[2:])
+    node = network.node(graph.values[dst]) if dst in graph.values else next(
+        n for n in network.graph.nodes if n.op == "call_module" and n.target == dst)
+    window = window_of(reference, tuple(m.kernel.shape), m.stride, m.offset, network.values[node].shape[2:])
     assert window.shape == ours.shape  # the window lies inside the map
     scale = ours.abs().max()
     assert float((window - ours).abs().max() / scale) < 1e-4
     outside = reference.clone()
-    window_of(outside, tuple(m.kernel.shape), m.stride, m.offset, graph.traced.values[node].shape[2:]).zero_()
+    window_of(outside, tuple(m.kernel.shape), m.stride, m.offset, network.values[node].shape[2:]).zero_()
     assert float(outside.abs().max() / scale) < 1e-6  # the window holds every weight
     return m
 
@@ -59,8 +59,7 @@ def test_inceptionv1_matches_the_gradient(inception, src, dst, extent):
 
 
 def test_inceptionv1_branches_share_one_centred_window(inception):
-    graph = trace_layers(inception, (3, 224, 224))
-    m = linear_map(graph, "mixed3a", "mixed3b")
+    m = linear_map(*trace_layers(inception, (3, 224, 224)), "mixed3a", "mixed3b")
     assert m.offset == (-2, -2) and m.stride == (1, 1)
     kernel = m.kernel
     one, three, five = kernel[:128], kernel[128:320], kernel[320:416]
@@ -103,16 +102,14 @@ def test_dilated_and_grouped_convolutions():
 
 def test_first_layer_and_direct_marks():
     model = SmallCNN()
-    graph = trace_layers(model, (3, 16, 16))
-    weights = {(w.src, w.dst): w for w in layer_weights(graph).weights}
+    weights = {(w.src, w.dst): w for w in layer_weights(*trace_layers(model, (3, 16, 16))).weights}
     torch.testing.assert_close(torch.from_numpy(weights[(None, "conv1")].kernel), model.conv1.weight.detach())
     assert weights[(None, "conv1")].direct.all() and weights[("conv2", "conv3")].direct.all()
     assert not weights[("conv1", "conv2")].direct.any()  # through a max-pool: expanded
 
 
 def test_further_hops_are_listed():
-    graph = trace_layers(SmallCNN(), (3, 16, 16))
-    pairs = {(w.src, w.dst, w.hops) for w in layer_weights(graph, hops=2).weights}
+    pairs = {(w.src, w.dst, w.hops) for w in layer_weights(*trace_layers(SmallCNN(), (3, 16, 16)), hops=2).weights}
     assert ("conv1", "conv3", 2) in pairs and ("conv2", "fc", 2) in pairs
     assert not any(src is None for src, _, hops in pairs if hops == 2)
 
@@ -120,7 +117,7 @@ def test_further_hops_are_listed():
 def test_operations_without_a_linear_twin_are_named_and_their_pairs_skipped():
     with pytest.raises(AtlasError, match=r"`abs`.*no linear twin"):
         expanded_weights(Absolute(), "conv1", "conv2", (3, 12, 12))
-    composed = layer_weights(trace_layers(Absolute(), (3, 12, 12)))
+    composed = layer_weights(*trace_layers(Absolute(), (3, 12, 12)))
     assert [(w.src, w.dst) for w in composed.weights] == [(None, "conv1")]
     assert len(composed.skipped) == 1 and composed.skipped[0].startswith("conv1 -> conv2: ") and "`abs`" in composed.skipped[0]
 
@@ -131,7 +128,7 @@ def test_a_gate_is_frozen_at_its_mean_and_marked():
     images = noise_images((3, 12, 12))
     gate = torch.sigmoid(model.squeeze(model.conv1(images).mean(dim=(2, 3), keepdim=True))).mean(dim=0).reshape(-1)
     torch.testing.assert_close(m.kernel, model.conv2.weight.detach() * gate[None, :, None, None])
-    (pair,) = [w for w in layer_weights(trace_layers(model, (3, 12, 12))).weights if w.dst == "conv2"]
+    (pair,) = [w for w in layer_weights(*trace_layers(model, (3, 12, 12))).weights if w.dst == "conv2"]
     assert pair.frozen == ("gate `gate` frozen at its mean over 16 noise images",)
 
 
@@ -222,8 +219,7 @@ def test_a_divisor_that_depends_on_the_layer_is_refused():
 
 def test_a_dense_layer_reading_flattened_positions_gets_a_map_per_input_channel():
     model = Flattened()
-    graph = trace_layers(model, (3, 8, 8))
-    weights = {(w.src, w.dst): w for w in layer_weights(graph).weights}
+    weights = {(w.src, w.dst): w for w in layer_weights(*trace_layers(model, (3, 8, 8))).weights}
     dense = weights[("conv", "fc")]
     assert dense.placed and dense.kernel.shape == (3, 4, 8, 8)  # per output, per channel, an 8 x 8 map
     torch.testing.assert_close(torch.from_numpy(dense.kernel), model.fc.weight.detach().reshape(3, 4, 8, 8))
@@ -250,10 +246,10 @@ class Squashed(torch.nn.Module):
 
 def test_squashing_activations_are_part_of_their_layers():
     model = Squashed()
-    graph = trace_layers(model, (3, 16, 16))
+    network, graph = trace_layers(model, (3, 16, 16))
     assert [layer.name for layer in graph.layers] == ["a", "b", "c"]
     # b's value is after its sigmoid, whose slope at zero is 1/4; the reference stops at b's convolution
-    ours = linear_map(graph, "a", "b")
+    ours = linear_map(network, graph, "a", "b")
     reference = gradient_weights(model, "a", "b", (3, 16, 16))
     window = window_of(reference, tuple(ours.kernel.shape), ours.stride, ours.offset, (5, 5))
     torch.testing.assert_close(ours.kernel, window / 4, rtol=1e-4, atol=1e-6)

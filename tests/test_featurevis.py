@@ -62,7 +62,7 @@ def full_settings():
     """Pictures of a few live units per layer, made by the loop at the default atlas's own settings."""
     config = load_config(ROOT / "site_config" / "default.yml")
     model = load_model(config)
-    graph = trace_layers(model, (3, 64, 64))
+    network, graph = trace_layers(model, (3, 64, 64))
     probe = draw(256, 64, torch.Generator().manual_seed(1)).images
     pictures = {}
     for layer in LAYERS:
@@ -70,7 +70,7 @@ def full_settings():
         chosen = alive[:: max(1, len(alive) // 4)][:4]
         for direction in (1, -1):
             job = Job(layer, tuple(chosen), direction)
-            for picture in render(model_for(graph, layer, direction), job, config.featurevis, config.input,
+            for picture in render(model_for(network, graph, layer, direction), job, config.featurevis, config.input,
                                   torch.device("cpu")):
                 pictures[(layer, picture.unit, picture.direction)] = picture
     return config, model, pictures
@@ -147,8 +147,8 @@ def _small_config(tmp_path, **featurevis):
 
 def _stage(config):
     model = load_model(config)
-    graph = trace_layers(model, (3, 64, 64)).restricted(config.layers)
-    return visualise_units(config, model, graph, weights_hash(model))
+    network, graph = trace_layers(model, (3, 64, 64))
+    return visualise_units(config, network, graph.restricted(config.layers), weights_hash(model))
 
 
 def _folder_bytes(folder) -> dict[str, bytes]:

@@ -6,7 +6,7 @@ from tests.toy_models import EvilNames, ResidualNet, SmallCNN, DataDependent
 
 
 def test_inception_layers_and_branches_are_found_by_tracing():
-    graph = trace_layers(NarrowInceptionV1(), (3, 64, 64))
+    _, graph = trace_layers(NarrowInceptionV1(), (3, 64, 64))
     assert [layer.name for layer in graph.layers] == ["conv2d0", "conv2d1", "conv2d2", "mixed3a", "mixed3b", "logits"]
     mixed3a = graph.layer("mixed3a")
     assert mixed3a.kind == "mixed" and mixed3a.shape == (128, 8, 8)
@@ -18,7 +18,7 @@ def test_inception_layers_and_branches_are_found_by_tracing():
 
 
 def test_direct_connections_skip_bottlenecks():
-    graph = trace_layers(NarrowInceptionV1(), (3, 64, 64))
+    _, graph = trace_layers(NarrowInceptionV1(), (3, 64, 64))
     direct = {(c.src, c.dst, c.start, c.stop, c.module) for c in graph.connections}
     assert direct == {
         (None, "conv2d0", 0, 48, "conv2d0"),
@@ -35,7 +35,7 @@ def test_direct_connections_skip_bottlenecks():
 
 
 def test_residual_blocks_are_sum_layers_with_their_batch_norm():
-    graph = trace_layers(ResidualNet(), (3, 16, 16))
+    _, graph = trace_layers(ResidualNet(), (3, 16, 16))
     assert [(layer.name, layer.kind) for layer in graph.layers] == [
         ("stem", "conv"), ("block", "sum"), ("block2", "sum"), ("head", "linear")]
     assert graph.layer("block").shape == (16, 8, 8)
@@ -45,18 +45,18 @@ def test_residual_blocks_are_sum_layers_with_their_batch_norm():
     head = next(c for c in graph.connections if c.dst == "head")
     assert head.src == "block2" and head.before == ("mean",)  # the relu after the sum belongs to the block
     assert not any(c.dst.startswith("block") for c in graph.connections)  # a sum has no single stored kernel
-    assert graph.adjacent == [(None, "stem"), ("stem", "block"), ("block", "block2"), ("block2", "head")]
+    assert graph.adjacent == ((None, "stem"), ("stem", "block"), ("block", "block2"), ("block2", "head"))
 
 
 def test_plain_cnn_and_names_that_are_markup():
-    graph = trace_layers(SmallCNN(), (3, 16, 16))
+    _, graph = trace_layers(SmallCNN(), (3, 16, 16))
     assert [layer.name for layer in graph.layers] == ["conv1", "conv2", "conv3", "fc"]
-    graph = trace_layers(EvilNames(), (3, 8, 8))
+    _, graph = trace_layers(EvilNames(), (3, 8, 8))
     assert [layer.name for layer in graph.layers] == ["stem", "<script>alert(1)</script>", "../../evil"]
 
 
 def test_unknown_layer_and_untraceable_model_are_reported():
-    graph = trace_layers(SmallCNN(), (3, 16, 16))
+    _, graph = trace_layers(SmallCNN(), (3, 16, 16))
     with pytest.raises(AtlasError, match=r"Unknown layer `conv9`.*conv1, conv2, conv3, fc"):
         graph.layer("conv9")
     with pytest.raises(AtlasError, match="could not be traced with torch.fx"):

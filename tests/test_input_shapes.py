@@ -124,8 +124,8 @@ def test_pictures_are_the_input_shape_by_default(tmp_path):
     config = _config(tmp_path, layers=["conv3"])  # featurevis.size 0: the input's (height, width)
     assert config.picture_shape == (HEIGHT, WIDTH)
     model = load_model(config)
-    graph = trace_layers(model, config.input.shape).restricted(config.layers)
-    pictures = visualise_units(config, model, graph, weights_hash(model))
+    network, graph = trace_layers(model, config.input.shape)
+    pictures = visualise_units(config, network, graph.restricted(config.layers), weights_hash(model))
     assert pictures.made == 2 * 10
     for direction in (1, -1):
         with Image.open(pictures.image("conv3", 9, direction)) as picture:
@@ -139,8 +139,8 @@ def test_render_other_channel_counts_and_odd_sizes(tmp_path, factory, channels, 
     config = _config(tmp_path, model={"source": f"tests.test_input_shapes:{factory}"},
                      input={"channels": channels, "size": size})
     model = load_model(config)
-    graph = trace_layers(model, config.input.shape)
-    made = render(model_for(graph, "conv2", 1), Job("conv2", (0, 3), 1), config.featurevis, config.input,
+    network, graph = trace_layers(model, config.input.shape)
+    made = render(model_for(network, graph, "conv2", 1), Job("conv2", (0, 3), 1), config.featurevis, config.input,
                   torch.device("cpu"))
     assert [p.image.shape for p in made] == [(33, 47, channels)] * 2
     assert all(math.isfinite(p.objective) and math.isfinite(p.noise) for p in made)

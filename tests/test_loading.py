@@ -84,7 +84,7 @@ def test_inceptionv1_reads_the_conversion_format(config_file, tmp_path):
     assert "mixed3a_3x3_bottleneck_pre_relu_conv.weight" in saved and "softmax2_pre_activation_matmul.bias" in saved
     model = load_model(_config(config_file, "inceptionv1", path))
     assert torch.equal(model.mixed3a._modules["3x3_bottleneck"].weight, saved["mixed3a_3x3_bottleneck_pre_relu_conv.weight"])
-    graph = trace_layers(model, (3, 224, 224))
+    _, graph = trace_layers(model, (3, 224, 224))
     widths = {layer.name: layer.channels for layer in graph.layers}
     assert widths == {"conv2d0": 64, "conv2d1": 64, "conv2d2": 192, "mixed3a": 256, "mixed3b": 480, "mixed4a": 508,
                       "mixed4b": 512, "mixed4c": 512, "mixed4d": 528, "mixed4e": 832, "mixed5a": 832,
@@ -115,8 +115,30 @@ def test_torchvision_source_without_torchvision_is_explained(config_file, monkey
         return real_import(name, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "__import__", no_torchvision)
-    with pytest.raises(AtlasError, match="needs torchvision, an optional extra"):
+    with pytest.raises(AtlasError, match="torchvision is not installed. Install the release that matches"):
         load_model(_config(config_file, "torchvision:resnet18"))
+
+
+def test_torchvision_models_import_where_its_compiled_operators_do_not_load(monkeypatch):
+    """torchvision's package fails to import beside a torch it was not built for; its models do not."""
+    import builtins
+    import sys
+
+    from generator.torchvision_models import import_torchvision
+
+    real_import, failed = builtins.__import__, []
+
+    def operators_missing(name, *args, **kwargs):
+        if name == "torchvision" and not failed:
+            failed.append(name)
+            raise RuntimeError("operator torchvision::nms does not exist")
+        return real_import(name, *args, **kwargs)
+
+    for name in [n for n in sys.modules if n.split(".")[0] == "torchvision"]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setattr(builtins, "__import__", operators_missing)
+    torchvision = import_torchvision()
+    assert failed and type(torchvision.models.resnet18()).__name__ == "ResNet"
 
 
 def test_a_failing_factory_and_a_bad_url_are_reported(config_file, tmp_path):

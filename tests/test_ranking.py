@@ -10,8 +10,8 @@ from tests.toy_models import SmallCNN
 @pytest.fixture(scope="module")
 def ranked():
     model = SmallCNN()
-    graph = trace_layers(model, (3, 16, 16))
-    composed = layer_weights(graph).weights
+    network, graph = trace_layers(model, (3, 16, 16))
+    composed = layer_weights(network, graph).weights
     return rank(graph, composed, top_k=5), {w.dst: w.kernel for w in composed}
 
 

@@ -17,9 +17,9 @@ from tests.test_expanded import check_against_gradient
 SAMPLED_CHANNELS = 6
 
 
-def module_of(graph, layer: str) -> str:
+def module_of(network, graph, layer: str) -> str:
     """The module whose output is the layer's value (hooks of the reference attach there)."""
-    node = graph.outputs[layer]
+    node = network.node(graph.values[layer])
     return node.target if node.op == "call_module" else layer
 
 
@@ -36,14 +36,29 @@ def test_expanded_weights_match_the_gradient(family):
     factory, size = zoo.FAMILIES[family]
     model = getattr(zoo, factory)().eval()
     shape = (3, size, size)
-    graph = trace_layers(model, shape)
-    composed = layer_weights(graph)
+    network, graph = trace_layers(model, shape)
+    composed = layer_weights(network, graph)
     pairs = sampled_pairs(graph, composed)
     assert pairs
     for w in pairs:
         every = max(1, len(w.kernel) // SAMPLED_CHANNELS)
-        check_against_gradient(model, w.src, w.dst, shape, module_of(graph, w.src), module_of(graph, w.dst), every)
+        check_against_gradient(model, w.src, w.dst, shape, module_of(network, graph, w.src), module_of(network, graph, w.dst), every)
     if family in ("MobileNet v3", "EfficientNet", "EfficientNet v2", "RegNet Y", "ConvNeXt"):
         assert any(w.frozen for w in pairs)  # gates or norms were frozen, and checked
     if family in ("AlexNet", "VGG"):
         assert any(w.placed for w in pairs)  # a dense layer over positions, checked
+
+
+def test_an_input_transform_is_part_of_the_first_layer():
+    """GoogLeNet with published weights rescales each colour channel (``transform_input``) and
+    concatenates them: no layer of its own, and the first layer's kernel takes the scales in."""
+    model = zoo.googlenet().eval()
+    model.transform_input = True
+    network, graph = trace_layers(model, (3, 64, 64))
+    assert graph.layers[0].name == "conv1.conv" and "cat" not in [layer.name for layer in graph.layers]
+    (first,) = [w for w in layer_weights(network, graph).weights if w.src is None]
+    bn = model.conv1.bn
+    scale = (bn.weight / torch.sqrt(bn.running_var + bn.eps)).detach()
+    channel_scales = torch.tensor([0.229, 0.224, 0.225]) / 0.5
+    expected = model.conv1.conv.weight.detach() * scale[:, None, None, None] * channel_scales[None, :, None, None]
+    torch.testing.assert_close(torch.from_numpy(first.kernel), expected)

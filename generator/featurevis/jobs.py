@@ -21,7 +21,8 @@ from tqdm import tqdm
 
 from ..config import AtlasConfig
 from ..errors import AtlasError
-from ..graph import LayerGraph, trace_layers
+from ..graph import LayerGraph, find_layers
+from ..network import TracedNetwork
 from .cache import PictureCache
 from .optimise import Job, Picture, model_for, render
 
@@ -66,7 +67,7 @@ def plan(graph: LayerGraph, cache: PictureCache, directions: tuple[int, ...], ba
     return jobs
 
 
-def visualise_units(config: AtlasConfig, model: nn.Module, graph: LayerGraph, weights: str) -> Pictures:
+def visualise_units(config: AtlasConfig, network: TracedNetwork, graph: LayerGraph, weights: str) -> Pictures:
     """Make (or find in the cache) the pictures of every unit of ``graph``; ``weights`` is the
     model's :func:`generator.loading.weights_hash`."""
     settings = config.featurevis
@@ -90,7 +91,7 @@ def visualise_units(config: AtlasConfig, model: nn.Module, graph: LayerGraph, we
              "" if processes == 1 else "es")
     with tqdm(total=total - pictures.reused, desc="feature visualisation", unit="picture", leave=False,
               disable=None) as progress:
-        for result in run_jobs(jobs, config, model, graph, device, processes):
+        for result in run_jobs(jobs, config, network, graph, device, processes):
             for picture in result:
                 cache.put(picture, device.type)
             pictures.made += len(result)
@@ -98,11 +99,11 @@ def visualise_units(config: AtlasConfig, model: nn.Module, graph: LayerGraph, we
     return pictures
 
 
-def run_jobs(jobs: list[Job], config: AtlasConfig, model: nn.Module, graph: LayerGraph, device: torch.device,
-         processes: int):
+def run_jobs(jobs: list[Job], config: AtlasConfig, network: TracedNetwork, graph: LayerGraph,
+             device: torch.device, processes: int):
     """Each job's pictures, as jobs finish: in this process, or in ``processes`` workers."""
     if processes == 1:
-        worker = _Worker(config, model, graph, device)
+        worker = _Worker(config, network, graph, device)
         for job in jobs:
             yield worker(job)
         return
@@ -123,15 +124,15 @@ def run_jobs(jobs: list[Job], config: AtlasConfig, model: nn.Module, graph: Laye
 class _Worker:
     """Renders jobs with one model, keeping each layer's truncated model."""
 
-    def __init__(self, config: AtlasConfig, model: nn.Module, graph: LayerGraph, device: torch.device):
-        self.config, self.graph, self.device = config, graph, device
-        model.eval().requires_grad_(False).to(device)
+    def __init__(self, config: AtlasConfig, network: TracedNetwork, graph: LayerGraph, device: torch.device):
+        self.config, self.network, self.graph, self.device = config, network, graph, device
+        network.model.eval().requires_grad_(False).to(device)
         self.models: dict[tuple[str, int], nn.Module] = {}
 
     def __call__(self, job: Job) -> list[Picture]:
         key = (job.layer, job.direction)
         if key not in self.models:
-            self.models[key] = model_for(self.graph, job.layer, job.direction)
+            self.models[key] = model_for(self.network, self.graph, job.layer, job.direction)
         return render(self.models[key], job, self.config.featurevis, self.config.input, self.device)
 
 
@@ -143,9 +144,8 @@ def _start_worker(config: AtlasConfig, device: str, threads: int) -> None:
 
     global _WORKER
     torch.set_num_threads(threads)
-    model = load_model(config)
-    graph = trace_layers(model, config.input.shape)
-    _WORKER = _Worker(config, model, graph, torch.device(device))
+    network = TracedNetwork(load_model(config), config.input.shape)  # traced once per worker
+    _WORKER = _Worker(config, network, find_layers(network), torch.device(device))
 
 
 def _work(job: Job) -> list[Picture]:

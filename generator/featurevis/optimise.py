@@ -19,6 +19,7 @@ from torch import nn
 
 from ..config import FeatureVisConfig, InputConfig
 from ..graph import LayerGraph
+from ..network import TracedNetwork
 from ..images import Normalise
 from ..operations import RELU_FUNCTIONS
 from .objectives import channel_mean, channels
@@ -81,7 +82,7 @@ def redirected_relu(x: torch.Tensor, inplace: bool = False) -> torch.Tensor:
 
 
 def redirected(truncated: torch.fx.GraphModule) -> torch.fx.GraphModule:
-    """A truncated model (:meth:`LayerGraph.truncated`) with every ReLU redirected, frozen."""
+    """A truncated model (:meth:`TracedNetwork.truncated`) with every ReLU redirected, frozen."""
     modules = dict(truncated.named_modules())
     for node in truncated.graph.nodes:
         relu = (node.op == "call_function" and node.target in RELU_FUNCTIONS) or \
@@ -94,11 +95,11 @@ def redirected(truncated: torch.fx.GraphModule) -> torch.fx.GraphModule:
     return truncated
 
 
-def model_for(graph: LayerGraph, layer: str, direction: int) -> nn.Module:
+def model_for(network: TracedNetwork, graph: LayerGraph, layer: str, direction: int) -> nn.Module:
     """The model cut after ``layer``, ReLUs redirected. For a picture (direction +1) it returns
     the layer's value, what the unit passes on; for a negative picture, its value before the
     activation function, since a ReLU's output stops at zero."""
-    return redirected(graph.truncated([layer], before_activation=direction < 0))
+    return redirected(network.truncated([graph.values[graph.layer(layer).name]], before_activation=direction < 0))
 
 
 def generator_for(seed: int, layer: str, unit: int, direction: int) -> np.random.Generator:

@@ -1,0 +1,185 @@
+"""The traced network: a model's torch.fx graph, each node's value, and cuts of it.
+
+One object owns the trace. It runs the model once on a blank input of the traced size, so
+every node's shape (and the arguments the forward pass computes, such as the sizes given
+to ``view``) is known; it tells what each node is, by the registry of operations
+(:mod:`generator.operations`); it evaluates the graph on other images; and it cuts the
+graph after chosen nodes with torch.fx's own graph editing. The layer graph, expanded
+weights, feature visualisation and dataset examples all read the same one.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.fx
+from torch import nn
+
+from .errors import AtlasError
+from .operations import CONCATENATIONS, SUMS, WEIGHTED_MODULES, is_batch_norm, name_of, per_channel
+
+
+def _trace(model: nn.Module) -> torch.fx.Graph:
+    try:
+        return torch.fx.Tracer().trace(model)
+    except Exception as error:  # fx raises TraceError, TypeError, ... for untraceable code
+        raise AtlasError(
+            f"The model {type(model).__name__} could not be traced with torch.fx "
+            f"({type(error).__name__}: {_first_line(error)}). "
+            f"Its forward pass must not branch on tensor values; move such logic out of forward, "
+            f"or wrap it in a submodule that torch.fx treats as a leaf."
+        ) from None
+
+
+class TracedNetwork:
+    """A model's torch.fx graph with every node's value on a blank input of the traced size."""
+
+    def __init__(self, model: nn.Module, input_shape: tuple[int, int, int]):
+        self.model, self.input_shape = model, tuple(input_shape)
+        self.graph = _trace(model)
+        self.modules = dict(model.named_modules())
+        self.nodes = {n.name: n for n in self.graph.nodes}
+        try:
+            self.values = self.evaluate(torch.zeros(1, *input_shape))
+        except Exception as error:
+            raise AtlasError(
+                f"The model failed on an input of shape {tuple(input_shape)} "
+                f"({type(error).__name__}: {_first_line(error)}). Set `input.channels` and "
+                f"`input.size` in the atlas config to what the model expects."
+            ) from None
+
+    def evaluate(self, images: torch.Tensor, keep: set | None = None) -> dict[torch.fx.Node, object]:
+        """Every node's value on ``images`` (only those of ``keep``, when given, holding no
+        other value longer than needed). Module names are looked up whole, never split at dots."""
+        attributes = {**dict(self.model.named_parameters()), **dict(self.model.named_buffers())}
+        values: dict[torch.fx.Node, object] = {}
+        last_use = {p: n for n in self.graph.nodes for p in n.all_input_nodes}
+        with torch.no_grad():
+            for node in self.graph.nodes:
+                args, kwargs = torch.fx.node.map_arg((node.args, node.kwargs), lambda n: values[n])
+                if node.op == "placeholder":
+                    values[node] = images
+                elif node.op == "get_attr":
+                    values[node] = attributes[node.target]
+                elif node.op == "call_module":
+                    values[node] = self.modules[node.target](*args, **kwargs)
+                elif node.op == "call_function":
+                    values[node] = node.target(*args, **kwargs)
+                elif node.op == "call_method":
+                    values[node] = getattr(args[0], node.target)(*args[1:], **kwargs)
+                elif node.op == "output":
+                    values[node] = args[0]
+                if keep is not None:
+                    for p in node.all_input_nodes:
+                        if last_use[p] is node and p not in keep:
+                            del values[p]
+        return values if keep is None else {n: values[n] for n in keep}
+
+    def node(self, name: str) -> torch.fx.Node:
+        """The node called ``name`` in the fx graph."""
+        return self.nodes[name]
+
+    def truncated(self, names: list[str], before_activation: bool | list[bool] = False) -> torch.fx.GraphModule:
+        """The model cut after the nodes ``names``: image in, a tuple of their values out.
+
+        Only the operations those layers depend on are kept, so nothing after the deepest
+        of them runs. With ``before_activation`` (one flag, or one per name), a layer's value
+        is taken before its activation functions (after batch-norm): for a mixed layer, the
+        concatenation of its branches before theirs. The module shares the model's parameters.
+        """
+        t = self
+        flags = before_activation if isinstance(before_activation, list) else [before_activation] * len(names)
+        targets = [self.node(name) for name in names]
+        targets = [self._before_activation(n) if flag else n for n, flag in zip(targets, flags)]
+        roots = [n for target in targets for n in (target[0] if isinstance(target, tuple) else (target,))]
+        needed = set(roots).union(*(ancestors(n, lambda m: m.all_input_nodes) for n in roots))
+        graph = torch.fx.Graph()
+        copies: dict[torch.fx.Node, torch.fx.Node] = {}
+        owned: dict[str, object] = {}  # modules and tensors under plain names: model names may hold dots
+        attributes = {**dict(t.model.named_parameters()), **dict(t.model.named_buffers())}
+        for node in t.graph.nodes:
+            if node in needed:
+                copy = copies[node] = graph.node_copy(node, lambda n: copies[n])
+                if node.op in ("call_module", "get_attr"):
+                    copy.target = f"part{len(owned)}"
+                    owned[copy.target] = t.modules[node.target] if node.op == "call_module" else \
+                        attributes.get(node.target, getattr(t.model, node.target, None))
+        for target in targets:
+            if target not in copies:  # a concatenation of values before their activations
+                parts, dim = target
+                copies[target] = graph.call_function(torch.cat, ([copies[p] for p in parts], dim))
+        graph.output(tuple(copies[n] for n in targets))
+        return torch.fx.GraphModule(owned, graph, class_name="Truncated")
+
+    def _before_activation(self, node: torch.fx.Node):
+        """The node whose value is ``node``'s before its trailing activations; for a
+        concatenation, ``(parts, dim)`` with each part taken before its own."""
+        t = self
+
+        def strip(n: torch.fx.Node) -> torch.fx.Node:
+            while t.pointwise(n) and not is_batch_norm(t.module(n), name_of(n)):
+                n = t.inputs(n)[0]
+            return n
+
+        node = strip(node)
+        if t.concat(node):
+            parts = [strip(p) for p in node.args[0]]
+            if parts != list(node.args[0]):
+                return (tuple(parts), node.kwargs.get("dim", node.args[1] if len(node.args) > 1 else 0))
+        return node
+
+    def is_tensor(self, n: torch.fx.Node) -> bool:
+        return isinstance(self.values.get(n), torch.Tensor)
+
+    def is_data(self, n: torch.fx.Node) -> bool:
+        """A tensor, or a tuple of tensors (what chunk and split return)."""
+        value = self.values.get(n)
+        return isinstance(value, torch.Tensor) or (
+            isinstance(value, (tuple, list)) and bool(value) and all(isinstance(v, torch.Tensor) for v in value))
+
+    def inputs(self, n: torch.fx.Node) -> list[torch.fx.Node]:
+        """The data ``n`` reads, each node once (parameters fetched with get_attr excluded)."""
+        return [p for p in n.all_input_nodes if self.is_data(p) and p.op != "get_attr"]
+
+    def consumers(self, n: torch.fx.Node) -> list[torch.fx.Node]:
+        return [u for u in n.users if self.is_data(u)]
+
+    def module(self, n: torch.fx.Node) -> nn.Module | None:
+        return self.modules[n.target] if n.op == "call_module" else None
+
+    def weighted(self, n: torch.fx.Node) -> bool:
+        return isinstance(self.module(n), WEIGHTED_MODULES)
+
+    def concat(self, n: torch.fx.Node) -> bool:
+        """A concatenation along channels."""
+        if n.op != "call_function" or n.target not in CONCATENATIONS:
+            return False
+        return n.kwargs.get("dim", n.args[1] if len(n.args) > 1 else 0) in (1, 1 - self.values[n].dim())
+
+    def total(self, n: torch.fx.Node) -> bool:
+        """A sum of two tensors (a residual connection)."""
+        return n.op in ("call_function", "call_method") and n.target in SUMS and len(self.inputs(n)) == 2
+
+    def pointwise(self, n: torch.fx.Node) -> bool:
+        """Batch-norm or an element-wise activation: part of the value of the layer before it."""
+        if len(self.inputs(n)) != 1 or not self.is_tensor(n):
+            return False
+        if n.op not in ("call_module", "call_function", "call_method"):
+            return False
+        return per_channel(self.module(n), name_of(n))
+
+
+def _first_line(error: Exception) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else "no message"
+
+
+
+
+def ancestors(node, inputs) -> set:
+    seen, stack = set(), [node]
+    while stack:
+        for p in inputs(stack.pop()):
+            if p not in seen:
+                seen.add(p)
+                stack.append(p)
+    return seen
