@@ -113,13 +113,15 @@ class _Linearised:
             f"operation between them."
         )
 
-    def propagate(self, src: torch.fx.Node | None, dsts: list[torch.fx.Node],
-                  columns: slice | None = None) -> dict[torch.fx.Node, LinearMap | None]:
+    def propagate(self, src: torch.fx.Node | None, dsts: list[torch.fx.Node], columns: slice | None = None,
+                  stops: frozenset = frozenset()) -> dict[torch.fx.Node, LinearMap | None]:
         """The maps from ``src`` (None: the image) to each of ``dsts``, for the source
-        channels ``columns`` (all when None)."""
+        channels ``columns`` (all when None). Paths through ``stops`` (the values of other
+        layers) do not count: those values are held fixed."""
         t = self.t
-        start = src if src is not None else next(n for n in t.graph.nodes if n.op == "placeholder")
+        start = src if src is not None else _placeholder(t)
         needed = set(dsts).union(*(_ancestors(d, t) for d in dsts))
+        waiting = {n: sum(u in needed for u in n.users) for n in needed}  # users still to compute
         maps: dict[torch.fx.Node, Any] = {start: lm.identity(t.values[start].shape[1], columns)}
         remaining = set(dsts) - {start}
         for node in t.graph.nodes:
@@ -127,7 +129,7 @@ class _Linearised:
                 break
             if node in maps or node not in needed or not t.is_data(node):
                 continue
-            if all(maps.get(p) is None for p in t.inputs(node)):
+            if node in stops or all(maps.get(p) is None for p in t.inputs(node)):
                 maps[node] = None  # a constant as far as the source layer is concerned
             else:
                 try:
@@ -138,6 +140,10 @@ class _Linearised:
                 if kernel is not None:
                     self.largest = max(self.largest, kernel.numel())
             remaining.discard(node)
+            for p in set(node.all_input_nodes):
+                waiting[p] = waiting.get(p, 1) - 1
+                if waiting[p] <= 0 and p not in dsts and p is not start and maps.get(p) is not None:
+                    maps[p] = None  # read by nothing else still to come
         result = {}
         for d in dsts:
             m = maps.get(d)
@@ -255,14 +261,15 @@ class _Linearised:
         raise self.unsupported(node)
 
     def _product(self, node: torch.fx.Node, name: str, args, operand) -> Any:
-        """A product or quotient: by a constant, or (a gate) by a tensor frozen at its mean."""
+        """A product or quotient: by a constant, or (a gate) by a tensor frozen at its mean.
+        A gate is frozen whether or not it depends on the source layer (it may be held as
+        another layer's value)."""
         dependent = [i for i, a in enumerate(node.args[:2]) if operand(a) is not None]
-        if len(dependent) == 2 and name in ops.PRODUCTS:
-            gates = [i for i in (0, 1) if _is_gate(self.t, node.args[i])]
-            if not gates:
-                raise ValueError("a product of two tensors that depend on the first layer")
-            gate = node.args[gates[0]]
-            return lm.scale(operand(node.args[1 - gates[0]]), self.frozen_value(gate, "gate"))
+        gates = [i for i in (0, 1) if isinstance(node.args[i], torch.fx.Node) and _is_gate(self.t, node.args[i])]
+        if name in ops.PRODUCTS and len(gates) == 1 and 1 - gates[0] in dependent:
+            return lm.scale(operand(node.args[1 - gates[0]]), self.frozen_value(node.args[gates[0]], "gate"))
+        if len(dependent) == 2:
+            raise ValueError("a product of two tensors that depend on the first layer")
         if len(dependent) != 1 or (name in ops.QUOTIENTS and dependent == [1]):
             raise ValueError("a quotient by a tensor that depends on the first layer")
         x, constant = operand(node.args[dependent[0]]), args[1 - dependent[0]]
@@ -427,12 +434,14 @@ def _source(network: TracedNetwork, src: torch.fx.Node | None) -> torch.Tensor:
 
 
 def linear_map(network: TracedNetwork, graph: LayerGraph, src: str | None, dst: str,
-               frozen: Frozen | None = None) -> LinearMap:
-    """The expanded map from ``src`` (a layer or module name; None: the image) to ``dst``."""
+               frozen: Frozen | None = None, held: tuple[str, ...] = ()) -> LinearMap:
+    """The expanded map from ``src`` (a layer or module name; None: the image) to ``dst``;
+    paths through the layers ``held`` do not count (their values are held fixed)."""
     where = f"from `{src or 'the input image'}` to `{dst}`"
     source, target = _resolve(network, graph, src), _resolve(network, graph, dst)
+    stops = frozenset(_resolve(network, graph, name) for name in held)
     result = _Linearised(network, where, frozen, tuple(_source(network, source).shape[2:])).propagate(
-        source, [target])[target]
+        source, [target], stops=stops)[target]
     if result is None:
         raise AtlasError(f"Expanded weights {where}: the second layer does not read the first one.")
     return result
@@ -511,6 +520,9 @@ def layer_weights(network: TracedNetwork, graph: LayerGraph, hops: int = 1, froz
             (src, layer.name) for layer in graph.layers for src in graph.upstream(layer.name, distance)]
         for src, dst in found:
             pairs.setdefault(src, []).append((dst, distance))
+    # Between adjacent layers only the paths that pass no other layer count (a dense block's
+    # layers also reach a transition through each other); further hops go through them.
+    others = frozenset(network.node(node) for node in graph.values.values())
     with torch.no_grad():
         for src, targets in pairs.items():
             source = _resolve(network, graph, src)
@@ -522,7 +534,8 @@ def layer_weights(network: TracedNetwork, graph: LayerGraph, hops: int = 1, froz
                 target = _resolve(network, graph, dst)
                 try:
                     linearised.largest = 0
-                    one = linearised.propagate(source, [target], slice(0, 1))[target]
+                    stops = others - {source, target} if distance == 1 else frozenset()
+                    one = linearised.propagate(source, [target], slice(0, 1), stops)[target]
                     if one is None:
                         continue
                     size = 4 * channels * one.kernel[:, 0].numel()
@@ -534,7 +547,7 @@ def layer_weights(network: TracedNetwork, graph: LayerGraph, hops: int = 1, froz
                     step = max(1, budget // (16 * max(linearised.largest, 1)))
                     kernel = np.empty((one.kernel.shape[0], channels, *one.kernel.shape[2:]), dtype=np.float32)
                     for start in range(0, channels, step):
-                        part = linearised.propagate(source, [target], slice(start, start + step))[target]
+                        part = linearised.propagate(source, [target], slice(start, start + step), stops)[target]
                         kernel[:, start : start + step] = part.kernel.float().numpy()
                 except NoLinearTwin as error:
                     result.skipped.append(f"{src} -> {dst}: {error}")

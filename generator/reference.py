@@ -112,13 +112,15 @@ def reference_statistics(model: nn.Module, images: torch.Tensor) -> tuple[dict[s
 
 
 def gradient_weights(model: nn.Module, src: str, dst: str, input_shape: tuple[int, int, int],
-                     channels: list[int] | None = None, reference: torch.Tensor | None = None) -> torch.Tensor:
+                     channels: list[int] | None = None, reference: torch.Tensor | None = None,
+                     held: tuple[str, ...] = ()) -> torch.Tensor:
     """d dst[o, centre] / d src, for each dst channel ``o``: ``[len(channels), C_src, H_src, W_src]``.
 
     ``src`` and ``dst`` are module names; the gradient is taken with respect to ``src``'s
     output and from ``dst``'s output at the centre of its map (its only position when
     ``dst`` is not spatial). Gates and layer norms are frozen at their mean over the
-    ``reference`` images (default: 16 normal-noise images).
+    ``reference`` images (default: 16 normal-noise images). The outputs of the modules
+    ``held`` are detached: no gradient flows through them.
     """
     model.eval()
     modules = dict(model.named_modules())
@@ -139,6 +141,7 @@ def gradient_weights(model: nn.Module, src: str, dst: str, input_shape: tuple[in
         captured["dst"] = output
 
     hooks = [modules[name].register_forward_hook(frozen_gate(name)) for name in gates]
+    hooks += [modules[name].register_forward_hook(lambda module, args, output: output.detach()) for name in held]
     hooks += [modules[src].register_forward_hook(take_source), modules[dst].register_forward_hook(take_destination)]
     try:
         with linearised(deviations), torch.enable_grad():

@@ -15,15 +15,18 @@ from generator.reference import gradient_weights, window_of
 from tests.toy_models import Absolute, DilatedGrouped, Gated, ResidualNet, Separable, SmallCNN, randomise_batch_norm
 
 
-def check_against_gradient(model, src, dst, input_shape, src_module=None, dst_module=None, every=1):
+def check_against_gradient(model, src, dst, input_shape, src_module=None, dst_module=None, every=1, held=None):
     """Our composed map against the gradient reference; gates and norms frozen on the same
-    noise images, measured independently by each side."""
+    noise images, measured independently by each side. ``held``: layer -> module of the
+    layers whose values are held fixed (paths through them do not count)."""
     network, graph = trace_layers(model, input_shape)
     images = noise_images(input_shape)
+    held = held or {}
     with torch.no_grad():
-        m = linear_map(network, graph, src, dst, freeze(network, images, "noise"))
+        m = linear_map(network, graph, src, dst, freeze(network, images, "noise"), tuple(held))
     channels = list(range(0, m.kernel.shape[0], every))
-    reference = gradient_weights(model, src_module or src, dst_module or dst, input_shape, channels, images)
+    reference = gradient_weights(model, src_module or src, dst_module or dst, input_shape, channels, images,
+                                 tuple(held.values()))
     ours = m.kernel[channels]
     if m.placed:  # a dense layer: its map over every source position
         assert float((reference - ours).abs().max() / ours.abs().max()) < 1e-4
