@@ -35,7 +35,11 @@ REFERENCE_IMAGES = 16  # images the frozen gates and norms are averaged over
 MEMORY_MB = 2048  # default budget for one composed map
 
 
-class NoLinearTwin(AtlasError):
+class Skipped(AtlasError):
+    """A pair of layers the atlas shows without weights, with the reason."""
+
+
+class NoLinearTwin(Skipped):
     """An operation between two layers that has no sound linear twin: the pair is skipped."""
 
 
@@ -113,19 +117,18 @@ class _Linearised:
             f"operation between them."
         )
 
-    def propagate(self, src: torch.fx.Node | None, dsts: list[torch.fx.Node], columns: slice | None = None,
-                  stops: frozenset = frozenset()) -> dict[torch.fx.Node, LinearMap | None]:
-        """The maps from ``src`` (None: the image) to each of ``dsts``, for the source
-        channels ``columns`` (all when None). Paths through ``stops`` (the values of other
-        layers) do not count: those values are held fixed."""
+    def propagate(self, src: torch.fx.Node | None, dst: torch.fx.Node, columns: slice | None = None,
+                  stops: frozenset = frozenset()) -> LinearMap | None:
+        """The map from ``src`` (None: the image) to ``dst`` for the source channels
+        ``columns`` (all when None); None when ``dst`` does not read ``src``. Paths through
+        ``stops`` (the values of other layers) do not count: those values are held fixed."""
         t = self.t
         start = src if src is not None else _placeholder(t)
-        needed = set(dsts).union(*(_ancestors(d, t) for d in dsts))
+        needed = {dst} | _ancestors(dst, t)
         waiting = {n: sum(u in needed for u in n.users) for n in needed}  # users still to compute
         maps: dict[torch.fx.Node, Any] = {start: lm.identity(t.values[start].shape[1], columns)}
-        remaining = set(dsts) - {start}
         for node in t.graph.nodes:
-            if not remaining:
+            if dst in maps:
                 break
             if node in maps or node not in needed or not t.is_data(node):
                 continue
@@ -139,18 +142,14 @@ class _Linearised:
                 kernel = getattr(maps[node], "kernel", None)
                 if kernel is not None:
                     self.largest = max(self.largest, kernel.numel())
-            remaining.discard(node)
             for p in set(node.all_input_nodes):
                 waiting[p] = waiting.get(p, 1) - 1
-                if waiting[p] <= 0 and p not in dsts and p is not start and maps.get(p) is not None:
+                if waiting[p] <= 0 and p is not start and maps.get(p) is not None:
                     maps[p] = None  # read by nothing else still to come
-        result = {}
-        for d in dsts:
-            m = maps.get(d)
-            if isinstance(m, Rearranged):
-                raise self.unsupported(d, "its value is rearranged positions, not channels")
-            result[d] = lm.with_boxes(m) if m is not None else None
-        return result
+        m = maps.get(dst)
+        if isinstance(m, Rearranged):
+            raise self.unsupported(dst, "its value is rearranged positions, not channels")
+        return lm.with_boxes(m) if m is not None else None
 
     def frozen_value(self, node: torch.fx.Node, what: str) -> torch.Tensor:
         if self.frozen is None:
@@ -441,7 +440,7 @@ def linear_map(network: TracedNetwork, graph: LayerGraph, src: str | None, dst: 
     source, target = _resolve(network, graph, src), _resolve(network, graph, dst)
     stops = frozenset(_resolve(network, graph, name) for name in held)
     result = _Linearised(network, where, frozen, tuple(_source(network, source).shape[2:])).propagate(
-        source, [target], stops=stops)[target]
+        source, target, stops=stops)
     if result is None:
         raise AtlasError(f"Expanded weights {where}: the second layer does not read the first one.")
     return result
@@ -511,7 +510,6 @@ def layer_weights(network: TracedNetwork, graph: LayerGraph, hops: int = 1, froz
     channels at a time as fit in ``memory_mb``; its size is known from one channel first.
     """
     result = ComposedWeights()
-    budget = memory_mb * 2**20
     if frozen is None and needs_reference(network):
         frozen = freeze(network, noise_images(graph.input_shape), f"{REFERENCE_IMAGES} noise images")
     pairs: dict[str | None, list[tuple[str, int]]] = {}
@@ -526,32 +524,19 @@ def layer_weights(network: TracedNetwork, graph: LayerGraph, hops: int = 1, froz
     with torch.no_grad():
         for src, targets in pairs.items():
             source = _resolve(network, graph, src)
-            value = _source(network, source)
-            linearised = _Linearised(network, f"from `{src or 'the input image'}`", frozen, tuple(value.shape[2:]))
-            channels = value.shape[1]
+            linearised = _Linearised(network, "", frozen, tuple(_source(network, source).shape[2:]))
             for dst, distance in targets:
                 linearised.where, linearised.used = f"from `{src or 'the input image'}` to `{dst}`", set()
                 target = _resolve(network, graph, dst)
                 try:
-                    linearised.largest = 0
-                    stops = others - {source, target} if distance == 1 else frozenset()
-                    one = linearised.propagate(source, [target], slice(0, 1), stops)[target]
-                    if one is None:
-                        continue
-                    size = 4 * channels * one.kernel[:, 0].numel()
-                    if size > budget:
-                        result.skipped.append(
-                            f"{src} -> {dst}: the expanded weights would take {size / 2**20:,.0f} MB, more than "
-                            f"`ranking.memory_mb` ({memory_mb:,} MB); raise it, or leave one of the layers out")
-                        continue
-                    step = max(1, budget // (16 * max(linearised.largest, 1)))
-                    kernel = np.empty((one.kernel.shape[0], channels, *one.kernel.shape[2:]), dtype=np.float32)
-                    for start in range(0, channels, step):
-                        part = linearised.propagate(source, [target], slice(start, start + step), stops)[target]
-                        kernel[:, start : start + step] = part.kernel.float().numpy()
-                except NoLinearTwin as error:
+                    composed = _composed(linearised, source, target,
+                                         others - {source, target} if distance == 1 else frozenset(), memory_mb)
+                except Skipped as error:
                     result.skipped.append(f"{src} -> {dst}: {error}")
                     continue
+                if composed is None:
+                    continue
+                kernel, placed = composed
                 if not np.isfinite(kernel).all():
                     raise AtlasError(
                         f"The weights between `{src or 'the input image'}` and `{dst}` are not finite (NaN or "
@@ -561,9 +546,31 @@ def layer_weights(network: TracedNetwork, graph: LayerGraph, hops: int = 1, froz
                     for c in graph.connections:
                         if c.src == src and c.dst == dst and all(_keeps_kernel(network, op) for op in c.before):
                             direct[c.start : c.stop] = True
-                result.weights.append(LayerWeights(src, dst, distance, kernel, direct, one.placed,
+                result.weights.append(LayerWeights(src, dst, distance, kernel, direct, placed,
                                                    tuple(sorted(linearised.used))))
     return result
+
+
+def _composed(linearised: _Linearised, source: torch.fx.Node | None, target: torch.fx.Node, stops: frozenset,
+              memory_mb: int) -> tuple[np.ndarray, bool] | None:
+    """``(kernel, placed)`` of one pair, composed a slice of source channels at a time; None
+    when ``target`` does not read ``source``. A map larger than ``memory_mb`` is skipped."""
+    budget = memory_mb * 2**20
+    channels = _source(linearised.t, source).shape[1]
+    linearised.largest = 0
+    one = linearised.propagate(source, target, slice(0, 1), stops)  # its size tells the whole map's
+    if one is None:
+        return None
+    size = 4 * channels * one.kernel[:, 0].numel()
+    if size > budget:
+        raise Skipped(f"the expanded weights would take {size / 2**20:,.0f} MB, more than `ranking.memory_mb` "
+                      f"({memory_mb:,} MB); raise it, or leave one of the layers out")
+    step = max(1, budget // (16 * max(linearised.largest, 1)))
+    kernel = np.empty((one.kernel.shape[0], channels, *one.kernel.shape[2:]), dtype=np.float32)
+    for start in range(0, channels, step):
+        part = one if channels == 1 else linearised.propagate(source, target, slice(start, start + step), stops)
+        kernel[:, start : start + step] = part.kernel.float().numpy()
+    return kernel, one.placed
 
 
 def _keeps_kernel(network: TracedNetwork, op: str) -> bool:

@@ -5,6 +5,7 @@ window of d dst[o, centre] / d src taken by autograd through the linearised netw
 that gradient must be zero outside the window.
 """
 
+import numpy as np
 import pytest
 import torch
 
@@ -257,3 +258,18 @@ def test_squashing_activations_are_part_of_their_layers():
     window = window_of(reference, tuple(ours.kernel.shape), ours.stride, ours.offset, (5, 5))
     torch.testing.assert_close(ours.kernel, window / 4, rtol=1e-4, atol=1e-6)
     torch.testing.assert_close(expanded_weights(model, "b", "c", (3, 16, 16)), model.c.weight.detach())
+
+
+def test_maps_over_the_memory_budget_are_skipped_and_the_rest_composed_in_slices():
+    from generator.default_model import NarrowInceptionV1
+
+    network, graph = trace_layers(NarrowInceptionV1(), (3, 64, 64))
+    whole = {(w.src, w.dst): w for w in layer_weights(network, graph).weights}
+    sizes = {pair: w.kernel.nbytes for pair, w in whole.items()}
+    limited = layer_weights(network, graph, memory_mb=2)
+    kept = {(w.src, w.dst): w for w in limited.weights}
+    assert set(kept) == {pair for pair, size in sizes.items() if size <= 2 * 2**20} != set(sizes)
+    for pair, w in kept.items():  # composed a few source channels at a time: the same numbers
+        np.testing.assert_array_equal(w.kernel, whole[pair].kernel)
+    assert len(limited.skipped) == len(sizes) - len(kept)
+    assert all("more than `ranking.memory_mb` (2 MB)" in reason for reason in limited.skipped)
