@@ -181,13 +181,14 @@ def _module_blocks(t: TracedNetwork, data: list[torch.fx.Node]) -> dict[str, set
     return members
 
 
-def _block_value(t: TracedNetwork, members: set, order: dict) -> torch.fx.Node:
+def _block_value(members: set, order: dict) -> torch.fx.Node:
     """The node a block returns: its last node read from outside it."""
     leaving = [n for n in members if any(u not in members for u in n.users)]
     return max(leaving, key=order.__getitem__)
 
 
 def _strip_tail(t: TracedNetwork, n: torch.fx.Node) -> torch.fx.Node:
+    """The node before ``n``'s trailing activations and batch-norm."""
     while t.pointwise(n):
         n = t.inputs(n)[0]
     return n
@@ -213,7 +214,7 @@ def find_layers(t: TracedNetwork) -> LayerGraph:
     block_names: dict[torch.fx.Node, str] = {}
     for path, members in by_module.items():
         holds_blocks = any(p.startswith(path + ".") for p in by_module)
-        value = _block_value(t, members, order)
+        value = _block_value(members, order)
         if holds_blocks and t.concat(_strip_tail(t, value)):
             continue
         block_members[value], block_names[value] = members, path

@@ -63,3 +63,29 @@ def test_unknown_layer_and_untraceable_model_are_reported():
         trace_layers(DataDependent(), (3, 16, 16))
     with pytest.raises(AtlasError, match="failed on an input of shape"):
         trace_layers(SmallCNN(), (1, 16, 16))
+
+
+def test_torchvision_blocks_are_the_layers_a_researcher_expects():
+    from tests import zoo
+
+    _, graph = trace_layers(zoo.densenet().eval(), (3, 64, 64))
+    names = [layer.name for layer in graph.layers]
+    assert names[:4] == ["features.conv0", "features.denseblock1.denselayer1", "features.denseblock1.denselayer2",
+                         "features.transition1.conv"]
+    assert "features.denseblock1" not in names  # its concatenation repeats units already browsed
+    assert graph.layer("features.denseblock1.denselayer2").channels == 8  # the new channels only
+    transition = [s for s, d in graph.adjacent if d == "features.transition1.conv"]
+    assert transition == ["features.conv0", "features.denseblock1.denselayer1", "features.denseblock1.denselayer2"]
+
+    _, graph = trace_layers(zoo.mobilenet_v2().eval(), (3, 64, 64))
+    blocks = [layer for layer in graph.layers if layer.name.startswith("features.") and layer.name.count(".") == 1]
+    assert [layer.name for layer in blocks][:3] == ["features.1", "features.2", "features.3"]  # shortcut or not
+    assert (graph.layer("features.2").kind, graph.layer("features.3").kind) == ("block", "sum")  # strided, residual
+
+    _, graph = trace_layers(zoo.shufflenet_v2().eval(), (3, 64, 64))
+    assert graph.layer("stage2.1").kind == "block" and graph.layer("stage2.1").channels == 48  # after the shuffle
+
+    _, graph = trace_layers(zoo.googlenet().eval(), (3, 64, 64))
+    inception = graph.layer("inception3a")
+    assert inception.kind == "mixed" and [b.name for b in inception.branches] == [
+        "branch1", "branch2", "branch3", "branch4"]
