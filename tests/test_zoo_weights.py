@@ -66,3 +66,15 @@ def test_an_input_transform_is_part_of_the_first_layer():
     channel_scales = torch.tensor([0.229, 0.224, 0.225]) / 0.5
     expected = model.conv1.conv.weight.detach() * scale[:, None, None, None] * channel_scales[None, :, None, None]
     torch.testing.assert_close(torch.from_numpy(first.kernel), expected)
+
+
+def test_trained_onet_dense_weights_are_its_matrix_read_back_through_the_permute():
+    """ONet flattens conv4's map permuted to (width, height, channels): each dense unit's map
+    over conv4's positions is its row of weights put back in place, and matches the gradient."""
+    model = zoo.onet().eval()
+    network, graph = trace_layers(model, (3, 48, 48))
+    (pair,) = [w for w in layer_weights(network, graph).weights if w.dst == "dense5"]
+    expected = model.dense5.weight.detach().reshape(256, 3, 3, 128).permute(0, 3, 2, 1)  # [out, c, h, w]
+    assert pair.src == "conv4" and pair.placed and pair.direct.all()
+    torch.testing.assert_close(torch.from_numpy(pair.kernel), expected)
+    check_against_gradient(model, "conv4", "dense5", (3, 48, 48), "prelu4", "dense5", every=32)
