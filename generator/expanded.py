@@ -257,6 +257,14 @@ class _Linearised:
             return lm.pool(x, module.kernel_size, module.stride, module.padding, getattr(module, "dilation", 1))
         if isinstance(module, ops.ADAPTIVE_MODULES + (nn.Upsample,)):
             return self._resample(node, x)
+        if isinstance(module, nn.ConvTranspose2d):
+            if max(lm.pair(module.stride)) > 1 or module.groups != 1 or max(lm.pair(module.dilation)) > 1:
+                raise ValueError("a strided transposed convolution gives units at even and odd positions "
+                                 "different kernels, so no one kernel per pair of units")
+            # with stride 1 it is a convolution by the flipped kernel, padded on the other side
+            weight = module.weight.detach().transpose(0, 1).flip((2, 3))
+            padding = tuple(k - 1 - p for k, p in zip(weight.shape[2:], lm.pair(module.padding)))
+            return lm.conv(x, weight, 1, padding, 1, 1)
         raise self.unsupported(node)
 
     def _product(self, node: torch.fx.Node, name: str, args, operand) -> Any:

@@ -273,3 +273,19 @@ def test_maps_over_the_memory_budget_are_skipped_and_the_rest_composed_in_slices
         np.testing.assert_array_equal(w.kernel, whole[pair].kernel)
     assert len(limited.skipped) == len(sizes) - len(kept)
     assert all("more than `ranking.memory_mb` (2 MB)" in reason for reason in limited.skipped)
+
+
+class Transposed(torch.nn.Module):
+    """A stride-1 transposed convolution between two layers: a convolution by its flipped kernel."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.up = torch.nn.Conv2d(3, 4, 3), torch.nn.ConvTranspose2d(4, 5, 3, padding=0)
+        self.b = torch.nn.Conv2d(5, 2, 3)
+
+    def forward(self, x):
+        return self.b(torch.relu(self.up(torch.relu(self.a(x)))))
+
+
+def test_a_stride_one_transposed_convolution_is_composed():
+    check_against_gradient(Transposed().eval(), "a", "b", (3, 16, 16))
