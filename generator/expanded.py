@@ -574,10 +574,13 @@ def _composed(linearised: _Linearised, source: torch.fx.Node | None, target: tor
         raise Skipped(f"the expanded weights would take {size / 2**20:,.0f} MB, more than `ranking.memory_mb` "
                       f"({memory_mb:,} MB); raise it, or leave one of the layers out")
     step = max(1, budget // (16 * max(linearised.largest, 1)))
+    if step >= channels:  # all at once, and no copy
+        whole = one if channels == 1 else linearised.propagate(source, target, None, stops)
+        return whole.kernel.float().contiguous().numpy(), one.placed
     kernel = np.empty((one.kernel.shape[0], channels, *one.kernel.shape[2:]), dtype=np.float32)
     for start in range(0, channels, step):
-        part = one if channels == 1 else linearised.propagate(source, target, slice(start, start + step), stops)
-        kernel[:, start : start + step] = part.kernel.float().numpy()
+        kernel[:, start : start + step] = linearised.propagate(source, target, slice(start, start + step),
+                                                               stops).kernel.float().numpy()
     return kernel, one.placed
 
 

@@ -83,10 +83,9 @@ class _Statistics:
     @classmethod
     def of(cls, w: LayerWeights) -> _Statistics:
         k = w.kernel
-        absolute = np.abs(k)
+        peak = np.maximum(k.max(axis=(2, 3)), -k.min(axis=(2, 3)))  # largest |weight|, with no copy of k
         return cls(w, np.sqrt(np.einsum("oihw,oihw->oi", k, k, dtype=np.float64)),
-                   np.sign(k.sum(axis=(2, 3), dtype=np.float64)).astype(int),
-                   absolute.max(axis=(2, 3)), absolute.reshape(len(k), -1).max(axis=1))
+                   np.sign(k.sum(axis=(2, 3), dtype=np.float64)).astype(int), peak, peak.max(axis=1))
 
     def links(self, rows: np.ndarray, columns: np.ndarray, other_units: np.ndarray, other_layer: str) -> list[Link]:
         """Links for the kernels ``[rows[j], columns[j]]``, whose other ends are ``other_units``."""
