@@ -194,8 +194,12 @@ def bench_expanded() -> dict:
             "expanded_total_speedup": total_reference / total_ours}
 
 
-CHILD = ("import resource, sys\nfrom generator.__main__ import main\ncode = main(sys.argv[1:])\n"
-         "print('peak-rss-kb', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\nsys.exit(code)")
+# The child reports its own peak (VmHWM, which starts anew at exec; ru_maxrss would also count
+# the parent's size at fork).
+CHILD = ("import re, resource, sys\nfrom generator.__main__ import main\ncode = main(sys.argv[1:])\n"
+         "try:\n    peak = int(re.search(r'VmHWM:\\s*(\\d+)', open('/proc/self/status').read()).group(1))\n"
+         "except (OSError, AttributeError):\n    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+         "print('peak-rss-kb', peak)\nsys.exit(code)")
 
 
 def atlas_in_child(config: Path, prefix: str) -> dict:
