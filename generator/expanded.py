@@ -155,7 +155,9 @@ class _Linearised:
         if self.frozen is None:
             self.frozen = freeze(self.t, noise_images(self.t.values[_placeholder(self.t)].shape[1:]),
                                  f"{REFERENCE_IMAGES} noise images")
-        self.used.add(f"{what} `{ops.name_of(node)}` frozen at its mean over {self.frozen.description}")
+        scope = list(node.meta.get("nn_module_stack", {}))  # a function: name the module that calls it
+        name = node.target if node.op == "call_module" else ".".join(scope[-1:] + [ops.name_of(node)])
+        self.used.add(f"{what} `{name}` frozen at its mean over {self.frozen.description}")
         return self.frozen.values[node]
 
     def twin(self, node: torch.fx.Node, operand) -> Any:
