@@ -1,6 +1,7 @@
 """End to end: build atlases and walk every page as a browser would."""
 
 import json
+import logging
 import re
 import subprocess
 import sys
@@ -278,3 +279,15 @@ def test_without_pictures_or_images_those_sections_are_left_out(tmp_path):
     assert "Feature visualisation" not in unit and "Dataset examples" not in unit
     data = json.loads((output / "units" / "conv2" / "0.json").read_text(encoding="utf-8"))
     assert data["feature_visualisation"] is None and data["dataset_examples"] is None
+
+
+def test_a_pair_without_a_linear_twin_is_listed_and_the_rest_builds(tmp_path, caplog):
+    config = _toy_config(tmp_path, "absolute", tmp_path / "site")
+    with caplog.at_level(logging.INFO, logger="weight_atlas"):
+        report = build_atlas(config)
+    assert report.layers == 2 and "skipped conv1 -> conv2: " in caplog.text
+    index = (tmp_path / "site" / "index.html").read_text(encoding="utf-8")
+    shown = re.search(r"<h2[^>]*>Not shown</h2>\s*<ul>(.*?)</ul>", index, re.S).group(1)
+    assert "conv1 -&gt; conv2" in shown and "`abs`" in shown.replace("&#96;", "`")
+    conv2 = json.loads((tmp_path / "site" / "units" / "conv2" / "0.json").read_text(encoding="utf-8"))
+    assert conv2["inputs"] == []  # no weights shown where there is no linear map

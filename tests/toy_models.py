@@ -180,3 +180,7 @@ def not_a_module():
 
 def data_dependent_broken():
     raise RuntimeError("weights server unavailable")
+
+
+def absolute():
+    return Absolute()
