@@ -70,6 +70,11 @@ def _top(scores: np.ndarray, k: int) -> np.ndarray:
     return np.argsort(-scores, axis=-1, kind="stable")[..., :k]
 
 
+def _connected(scores: np.ndarray, chosen: np.ndarray) -> np.ndarray:
+    """``chosen`` without the kernels that are all zero: no connection (a depthwise layer's)."""
+    return chosen[scores[chosen] > 0]
+
+
 @dataclass(frozen=True)
 class _Statistics:
     """Per-kernel numbers of one layer-to-layer weight tensor."""
@@ -117,7 +122,8 @@ def rank(graph: LayerGraph, weights: list[LayerWeights], top_k: int) -> dict[tup
         elif w.hops > 1:
             top = _top(stats.l2, top_k)
             for o in range(len(w.kernel)):
-                links = stats.links(np.full(len(top[o]), o), top[o], top[o], w.src)
+                chosen = _connected(stats.l2[o], top[o])
+                links = stats.links(np.full(len(chosen), o), chosen, chosen, w.src)
                 units[(w.dst, o)].further.append(FurtherInputs(w.src, w.hops, float(stats.scale[o]), links))
         else:
             incoming.setdefault(w.dst, []).append(stats)
@@ -127,19 +133,19 @@ def rank(graph: LayerGraph, weights: list[LayerWeights], top_k: int) -> dict[tup
         sign_all = np.concatenate([p.sign for p in parts], axis=1)
         scale = np.max([p.scale for p in parts], axis=0)
         for o, (row, chosen) in enumerate(zip(l2_all, _top(l2_all, top_k))):
-            unit = units[(dst, o)]
+            unit, chosen = units[(dst, o)], _connected(row, chosen)
             unit.inputs = _merged(parts, chosen, lambda p, columns: p.links(np.full(len(columns), o), columns, columns,
                                                                              p.weights.src), axis=1)
             for link in unit.inputs:
                 link.scale = float(scale[o])  # one scale over all of the unit's inputs
-            unit.scale, unit.input_count = float(scale[o]), len(row)
+            unit.scale, unit.input_count = float(scale[o]), int((row > 0).sum())
             unit.input_l2 = float(np.sqrt((row**2).sum()))
             unit.excitatory, unit.inhibitory = int((sign_all[o] > 0).sum()), int((sign_all[o] < 0).sum())
     for src, parts in outgoing.items():
         l2_all = np.concatenate([p.l2 for p in parts], axis=0)  # [units of every reading layer, src units]
         for i, chosen in enumerate(_top(l2_all.T, top_k)):
-            unit = units[(src, i)]
-            unit.output_count = l2_all.shape[0]
+            unit, chosen = units[(src, i)], _connected(l2_all[:, i], chosen)
+            unit.output_count = int((l2_all[:, i] > 0).sum())
             unit.outputs = _merged(parts, chosen, lambda p, rows: p.links(rows, np.full(len(rows), i), rows,
                                                                           p.weights.dst), axis=0)
             for link in unit.outputs:  # the scale of the unit fed, over all its inputs

@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+import torch
 
 from generator.graph import trace_layers
 from generator.ranking import rank
@@ -50,3 +51,21 @@ def test_first_layer_keeps_its_colour_kernel(ranked):
     assert np.array_equal(unit.rgb_kernel, weights["conv1"][3])
     assert unit.inputs == [] and len(unit.outputs) == 5
     assert unit.scale == pytest.approx(np.abs(weights["conv1"][3]).max())
+
+
+def test_kernels_of_zero_are_no_connection():
+    """A depthwise convolution joins each unit to one input: its other kernels are not listed or counted."""
+    class Depthwise(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = torch.nn.Conv2d(3, 6, 3), torch.nn.Conv2d(6, 6, 3, groups=6)
+
+        def forward(self, x):
+            return self.b(torch.relu(self.a(x)))
+
+    network, graph = trace_layers(Depthwise(), (3, 16, 16))
+    units = rank(graph, layer_weights(network, graph).weights, top_k=5)
+    for u in range(6):
+        inputs, outputs = units[("b", u)].inputs, units[("a", u)].outputs
+        assert [(k.layer, k.unit) for k in inputs] == [("a", u)] and units[("b", u)].input_count == 1
+        assert [(k.layer, k.unit) for k in outputs] == [("b", u)] and units[("a", u)].output_count == 1
