@@ -1,4 +1,10 @@
-"""Rank every unit's connections: its strongest inputs and outputs by kernel L2 norm.
+"""Rank every unit's connections: its strongest inputs and outputs.
+
+Inputs are ranked by the L2 norm of their kernels. Outputs are ranked by their *share* of
+the unit they feed: the kernel's L2 norm over the L2 norm of all that unit's inputs. Raw
+L2 would favour whole branches (a 5x5 kernel has more weights than a 1x1 one, a branch
+behind a bottleneck smaller ones than a direct one); the share lets every branch and
+kernel size compete on equal terms.
 
 A kernel's *sign* is the sign of its sum (net excitation or inhibition). Every kernel
 keeps the *scale* of its output unit: the largest absolute weight over all of that unit's
@@ -30,6 +36,7 @@ class Link:
     weights: LayerWeights  # where the kernel is: weights.kernel[row, column]
     row: int
     column: int
+    share: float = 0.0  # for an output: l2 over the L2 norm of all inputs of the unit it feeds
 
     @property
     def kernel(self) -> np.ndarray:
@@ -143,13 +150,17 @@ def rank(graph: LayerGraph, weights: list[LayerWeights], top_k: int) -> dict[tup
             unit.excitatory, unit.inhibitory = int((sign_all[o] > 0).sum()), int((sign_all[o] < 0).sum())
     for src, parts in outgoing.items():
         l2_all = np.concatenate([p.l2 for p in parts], axis=0)  # [units of every reading layer, src units]
-        for i, chosen in enumerate(_top(l2_all.T, top_k)):
+        fed = np.concatenate([[units[(p.weights.dst, o)].input_l2 for o in range(len(p.l2))] for p in parts])
+        share_all = l2_all / np.where(fed > 0, fed, 1.0)[:, None]
+        for i, chosen in enumerate(_top(share_all.T, top_k)):
             unit, chosen = units[(src, i)], _connected(l2_all[:, i], chosen)
             unit.output_count = int((l2_all[:, i] > 0).sum())
             unit.outputs = _merged(parts, chosen, lambda p, rows: p.links(rows, np.full(len(rows), i), rows,
                                                                           p.weights.dst), axis=0)
-            for link in unit.outputs:  # the scale of the unit fed, over all its inputs
-                link.scale = units[(link.layer, link.unit)].scale
+            for link, row in zip(unit.outputs, chosen.tolist()):
+                target = units[(link.layer, link.unit)]
+                link.scale = target.scale  # the scale of the unit fed, over all its inputs
+                link.share = float(share_all[row, i])
     return units
 
 

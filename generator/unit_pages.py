@@ -189,6 +189,7 @@ class UnitPages:
             if other or own:
                 tile = f'<span class="wa-flow">{other + tile + own if direction == "in" else own + tile + other}</span>'
             name = f"{self.names[link.layer]} " if named else ""
+            score = f'<b>{100 * link.share:.2g}%</b> ' if direction == "out" else ""
             mark = '<span class="wa-expanded">expanded</span>' if marked and not link.direct else ""
             if link.weights.frozen:
                 why = html.escape("; ".join(link.weights.frozen), quote=True)
@@ -196,7 +197,7 @@ class UnitPages:
             cards.append(f'<a class="wa-card {style}" href="../{self.slugs[link.layer]}/{link.unit}.html">{tile}'
                          f'<span class="wa-name">{name}<b>{link.unit}</b></span>'
                          f'{self.branch_labels[link.layer][link.unit]}{mark}'
-                         f'<span class="wa-score">{link.l2:.3g}{sign}</span></a>\n')
+                         f'<span class="wa-score">{score}{link.l2:.3g}{sign}</span></a>\n')
         return "".join(cards)
 
     def _data(self, layer: Layer, unit: int, weights: UnitWeights) -> dict[str, Any]:
@@ -207,6 +208,7 @@ class UnitPages:
                 chosen = [k for k in links if k.layer == name]
                 groups.append({key: name, "units": [k.unit for k in chosen],
                                "l2": [_rounded(k.l2) for k in chosen], "sign": [k.sign for k in chosen],
+                               **({"share": [_rounded(k.share) for k in chosen]} if key == "to" else {}),
                                "peak": [_rounded(k.peak) for k in chosen],
                                "weights": ["direct" if k.direct else "expanded" for k in chosen],
                                "positions": any(k.weights.placed for k in chosen),
@@ -222,7 +224,9 @@ class UnitPages:
             "excitatory_inputs": weights.excitatory, "inhibitory_inputs": weights.inhibitory,
             "input_l2": _rounded(weights.input_l2), "scale": _rounded(weights.scale),
             "rgb_kernel": None if weights.rgb_kernel is None else np.round(weights.rgb_kernel, 6).tolist(),
-            "ranking": {"by": "L2 norm of the kernel", "sign": "sign of the kernel's sum",
+            "ranking": {"by": "inputs: L2 norm of the kernel; outputs: share, the kernel's L2 norm over the L2 norm "
+                              "of all inputs of the unit it feeds",
+                        "sign": "sign of the kernel's sum",
                         "scale": "largest absolute weight over all of this unit's inputs from that layer",
                         "top_k": self.config.ranking.top_k,
                         "weights": "direct: the stored kernel; expanded: the linear map between the two layers "

@@ -32,17 +32,20 @@ def test_inputs_are_the_strongest_by_l2_brute_force(ranked):
         assert unit.excitatory + unit.inhibitory == 8
 
 
-def test_outputs_are_the_strongest_by_l2_brute_force(ranked):
+def test_outputs_are_the_largest_shares_brute_force(ranked):
+    """An output's share: its kernel's L2 norm over the L2 norm of all inputs of the unit it feeds."""
     units, weights = ranked
-    kernel = weights["conv2"]
+    kernel = weights["conv2"].astype(np.float64)
+    total = np.sqrt((kernel**2).sum(axis=(1, 2, 3)))  # per conv2 unit, all its inputs
     for i in range(8):
-        norms = {o: float(np.sqrt((kernel[o, i].astype(np.float64) ** 2).sum())) for o in range(12)}
-        expected = sorted(norms, key=lambda o: -norms[o])[:5]
+        shares = {o: float(np.sqrt((kernel[o, i] ** 2).sum()) / total[o]) for o in range(12)}
+        expected = sorted(shares, key=lambda o: -shares[o])[:5]
         unit = units[("conv1", i)]
         assert [(link.layer, link.unit) for link in unit.outputs] == [("conv2", o) for o in expected]
+        assert [link.share for link in unit.outputs] == pytest.approx([shares[o] for o in expected])
         for link in unit.outputs:
             assert link.scale == pytest.approx(np.abs(kernel[link.unit]).max())  # the output unit's scale
-            assert np.array_equal(link.kernel, kernel[link.unit, i])
+            assert np.array_equal(link.kernel, weights["conv2"][link.unit, i])
 
 
 def test_first_layer_keeps_its_colour_kernel(ranked):

@@ -13,7 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
-from generator import AtlasError, build_atlas, load_config
+from generator import AtlasError, build_atlas, load_config, trace_layers
 from generator import build as build_module
 from tests.conftest import ROOT, write_config
 
@@ -95,7 +95,7 @@ def test_unit_page_and_its_data_file(default_site):
     assert inputs["from"] == "conv2d0" and len(inputs["units"]) == 24
     assert inputs["l2"] == sorted(inputs["l2"], reverse=True)
     assert set(inputs["weights"]) == {"expanded"}  # through a max-pool
-    assert data["settings"]["ranking"]["top_k"] == 24 and data["ranking"]["by"] == "L2 norm of the kernel"
+    assert data["settings"]["ranking"]["top_k"] == 24 and data["ranking"]["by"].startswith("inputs: L2 norm of the kernel")
     links = parse(page).links
     assert "5.json" in links and "4.html" in links and "6.html" in links
     assert "../../layers/conv2d1.html" in links
@@ -291,3 +291,22 @@ def test_a_pair_without_a_linear_twin_is_listed_and_the_rest_builds(tmp_path, ca
     assert "conv1 -&gt; conv2" in shown and "`abs`" in shown.replace("&#96;", "`")
     conv2 = json.loads((tmp_path / "site" / "units" / "conv2" / "0.json").read_text(encoding="utf-8"))
     assert conv2["inputs"] == []  # no weights shown where there is no linear map
+
+
+@pytest.mark.parametrize("source, target", [("conv2d2", "mixed3a"), ("mixed3a", "mixed3b")])
+def test_outputs_lists_reach_every_branch_fairly(default_site, source, target):
+    """Ranked by share, outputs lists reach each branch at least half as often as its share of units
+    (by raw L2 the pool branches were never reached)."""
+    from generator.default_model import NarrowInceptionV1
+
+    _, graph = trace_layers(NarrowInceptionV1(), (3, 64, 64))
+    layer = graph.layer(target)
+    reached = {b.name: 0 for b in layer.branches}
+    for data_file in (default_site / "units" / source).glob("*.json"):
+        for group in json.loads(data_file.read_text(encoding="utf-8"))["outputs"]:
+            assert group["share"] == sorted(group["share"], reverse=True)
+            for unit in group["units"] if group["to"] == target else []:
+                reached[layer.branch_of(unit).name] += 1
+    total = sum(reached.values())
+    for branch in layer.branches:
+        assert reached[branch.name] / total >= 0.5 * (branch.stop - branch.start) / layer.channels, reached
