@@ -247,6 +247,12 @@ class Examples:
         data = json.loads((self._layer(layer) / "examples.json").read_text(encoding="utf-8"))
         return [Example(e["image"], e["label"], e["value"], tuple(e["box"])) for e in data[unit]]
 
+    def peaks(self, layer: str) -> list[float]:
+        """Per unit of ``layer``, its largest activation over all the images read: at or below
+        zero, the unit never fired."""
+        data = json.loads((self._layer(layer) / "examples.json").read_text(encoding="utf-8"))
+        return [chosen[0]["value"] if chosen else 0.0 for chosen in data]
+
     def picture(self, layer: str, unit: int) -> Path:
         return self._layer(layer) / f"{unit}.jpg"
 

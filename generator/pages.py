@@ -93,8 +93,9 @@ class PageWriter:
                         examples=self.examples is not None)
         for layer in self.graph.layers:
             groups = [(b.name, b.start, b.stop) for b in layer.branches] or [(None, 0, layer.channels)]
+            peaks = self.examples.peaks(layer.name) if self.examples else [None] * layer.channels
             sections = [{"branch": name, "start": start, "stop": stop,
-                         "cells": [self._cell(layer.name, u) for u in range(start, stop)]}
+                         "cells": [self._cell(layer.name, u, peaks[u]) for u in range(start, stop)]}
                         for name, start, stop in groups]
             self._render_to(docs, "layer.md.j2", f"layers/{self.slugs[layer.name]}.md", title=layer.name,
                             root="../", layer=layer, sections=sections, direct=self._sources(layer),
@@ -115,8 +116,8 @@ class PageWriter:
     def _href(self, layer: str, unit: int, root: str, suffix: str = ".html") -> str:
         return f"{root}units/{self.slugs[layer]}/{unit}{suffix}"
 
-    def _cell(self, layer: str, unit: int) -> dict[str, Any]:
-        return {"unit": unit, "href": self._href(layer, unit, "../"),
+    def _cell(self, layer: str, unit: int, peak: float | None) -> dict[str, Any]:
+        return {"unit": unit, "href": self._href(layer, unit, "../"), "dead": peak is not None and peak <= 0,
                 "picture": self.unit_pages.picture_tag(layer, unit, "../", 48)}
 
     def _samplers(self) -> list[dict[str, Any]]:

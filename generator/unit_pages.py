@@ -91,10 +91,12 @@ class UnitPages:
             files.write(folder / name, source.read_bytes())
             with Image.open(source) as strip:
                 width, height = strip.size
+            chosen = self.examples.of(layer, unit)
             shown["examples"] = {"image": name, "width": width, "height": height,
                                  "source": self.examples.description,
+                                 "fired": bool(chosen) and chosen[0].value > 0,
                                  "examples": [dict(label=e.label, activation=e.value, image=e.image, box=list(e.box))
-                                              for e in self.examples.of(layer, unit)]}
+                                              for e in chosen]}
         return shown
 
     def write(self, site: Path, shell: PageShell) -> list[dict[str, str]]:

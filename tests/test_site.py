@@ -310,3 +310,19 @@ def test_outputs_lists_reach_every_branch_fairly(default_site, source, target):
     total = sum(reached.values())
     for branch in layer.branches:
         assert reached[branch.name] / total >= 0.5 * (branch.stop - branch.start) / layer.channels, reached
+
+
+def test_a_unit_that_never_fires_is_marked(default_site):
+    """A unit whose strongest dataset example is at or below zero never fired: its page and its
+    layer's grid say so; a unit that fired carries no mark."""
+    data = {page: json.loads(page.read_text(encoding="utf-8")) for page in (default_site / "units").glob("*/*.json")}
+    dead = [p for p, d in data.items() if d["dataset_examples"]["examples"][0]["activation"] <= 0]
+    alive = [p for p, d in data.items() if d["dataset_examples"]["examples"][0]["activation"] > 0]
+    assert dead and alive
+    for page, fired in ((dead[0], False), (alive[0], True)):
+        assert data[page]["dataset_examples"]["fired"] is fired
+        html = page.with_suffix(".html").read_text(encoding="utf-8")
+        assert ("This unit never fired" in html) is not fired and ("wa-dead" in html) is not fired
+        layer = (default_site / "layers" / f"{page.parent.name}.html").read_text(encoding="utf-8")
+        cell = re.search(rf'<a class="wa-cell[^"]*" href="../units/{page.parent.name}/{page.stem}.html"', layer).group(0)
+        assert ("wa-dead-cell" in cell) is not fired
