@@ -26,13 +26,14 @@ from torch import nn
 
 from . import linear_maps as lm
 from . import operations as ops
+from .config import RankingConfig
 from .errors import AtlasError
 from .graph import LayerGraph, trace_layers
 from .network import TracedNetwork
 from .linear_maps import LinearMap, Rearranged
 
 REFERENCE_IMAGES = 16  # images the frozen gates and norms are averaged over
-MEMORY_MB = 2048  # default budget for one composed map
+MEMORY_MB = RankingConfig.memory_mb  # default budget for one composed map
 
 
 class Skipped(AtlasError):

@@ -65,7 +65,7 @@ def is_batch_norm(module: nn.Module | None, name: str) -> bool:
 def identity_twin(module: nn.Module | None, name: str) -> bool:
     """An activation (or no-op) whose linear twin is the identity."""
     if module is not None:
-        return isinstance(module, IDENTITY_MODULES) or type(module).__name__ == "StochasticDepth"
+        return isinstance(module, IDENTITY_MODULES)
     return name in IDENTITY_FUNCTIONS
 
 
