@@ -9,16 +9,19 @@ from pathlib import Path
 
 import torch
 
+from .annotations import load_annotations
 from .config import AtlasConfig
 from .dataset_examples import find_examples, image_source
 from .expanded import REFERENCE_IMAGES, Frozen, freeze, layer_weights, needs_reference
+from .factors import group_factors, unit_factors
+from .families import family_features, layer_families
 from .featurevis import visualise_units
 from .graph import find_layers
 from .loading import load_model, weights_hash
 from .network import TracedNetwork
 from .images import Normalise
-from .pages import ModelSummary, PageWriter
-from .ranking import rank
+from .pages import ModelSummary, PageWriter, Structure
+from .ranking import kernel_norms, rank
 from .site import PageShell, add_to_search, mkdocs_site, staged_output
 
 log = logging.getLogger("weight_atlas")
@@ -69,22 +72,35 @@ def build_atlas(config: AtlasConfig, output: str | Path | None = None) -> BuildR
     network = TracedNetwork(model, input_shape)
     graph = find_layers(network).restricted(config.layers)
     log.info("traced %d layers, %d pairs of adjacent layers", len(graph.layers), len(graph.adjacent))
+    annotations = load_annotations(config, graph, model)
     t = done("trace", t)
     composed = layer_weights(network, graph, config.ranking.hops, reference_statistics(config, network),
                              config.ranking.memory_mb)
-    units = rank(graph, composed.weights, config.ranking.top_k)
+    norms = kernel_norms(composed.weights)
+    units = rank(graph, composed.weights, config.ranking.top_k, norms)
     for reason in composed.skipped:
         log.info("skipped %s", reason)
     t = done("weights and ranking", t)
+    factors = unit_factors(composed.weights)
+    t = done("factors", t)
     weights = weights_hash(model)
     pictures = visualise_units(config, network, graph, weights) if config.featurevis.enabled else None
     t = done("feature visualisation", t)
     examples = find_examples(config, network, graph, weights)
     t = done("dataset examples", t)
+    readers = {w.dst for w in composed.weights if w.hops == 1 and w.src is not None}
+    structure = Structure(
+        factors, annotations,
+        layer_families(graph, annotations, family_features(graph, composed.weights, norms, pictures),
+                       config.factors.families),
+        [group_factors(composed.weights, layer, family, members) for layer, family, members in annotations.groups()
+         if layer in readers and len(members) > 1],
+        {(w.src, w.dst): l2 for w, l2 in zip(composed.weights, norms) if w.hops == 1 and w.src is not None})
+    t = done("families", t)
     summary = ModelSummary(config.title, sum(p.numel() for p in model.parameters()), len(units), input_shape,
                            weights)
     with staged_output(output) as stage:
-        writer = PageWriter(graph, units, config, summary, pictures, examples, composed.skipped)
+        writer = PageWriter(graph, units, config, summary, structure, pictures, examples, composed.skipped)
         nav = writer.write_docs(stage / "docs")
         mkdocs_site(stage / "docs", stage / "site", config.title, nav)
         t = done("mkdocs", t)

@@ -82,6 +82,20 @@ class RankingConfig:
 
 
 @dataclass(frozen=True)
+class FactorsConfig:
+    """Factorised views: each unit's input weights by one-sided NMF, and families of units.
+
+    A unit's inputs are listed by factor when its three factors explain at least
+    ``grouped`` of its incoming weights (their squared L2 norm). Without annotated families,
+    each layer is split into ``families`` automatic ones (0: about the square root of half
+    its units).
+    """
+
+    grouped: float = 0.6
+    families: int = 0
+
+
+@dataclass(frozen=True)
 class SiteConfig:
     """Where and how the site is written."""
 
@@ -161,6 +175,8 @@ class AtlasConfig:
     ranking: RankingConfig = field(default_factory=RankingConfig)
     featurevis: FeatureVisConfig = field(default_factory=FeatureVisConfig)
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    factors: FactorsConfig = field(default_factory=FactorsConfig)
+    labels: str | None = None  # unit labels and families; default: <config name>.labels.yml beside the config
     site: SiteConfig = field(default_factory=SiteConfig)
     cache: str = ".atlas-cache"  # feature visualisations and dataset examples, reused across builds
     path: str = "<built-in>"  # the file it came from, for messages and the site's index
@@ -178,7 +194,7 @@ class AtlasConfig:
 
 
 # Whole-number settings that may be zero (all others must be positive).
-ZERO_ALLOWED = {"seed", "pad", "jitter", "size", "rotate"}
+ZERO_ALLOWED = {"seed", "pad", "jitter", "size", "rotate", "families"}
 
 
 def _build(cls: type, values: Any, where: str, source: str) -> Any:
@@ -285,6 +301,9 @@ def load_config(path: str | Path) -> AtlasConfig:
             f"{path}: `ranking.hops` is {config.ranking.hops}; at most {MAX_HOPS} are supported, since expanded "
             f"kernels grow with every layer (and say less: the linearisation misses more)."
         )
+    if config.factors.grouped > 1:
+        raise AtlasError(f"{path}: `factors.grouped` is a share of a unit's weights, from 0 to 1 "
+                         f"(such as 0.6); got {config.factors.grouped}.")
     _check_featurevis(config.featurevis, path)
     return config
 

@@ -35,7 +35,7 @@ from .render import jpeg
 
 log = logging.getLogger("weight_atlas")
 
-ALGORITHM = 1  # raise when a change here changes which examples are chosen or how they look
+ALGORITHM = 2  # raise when a change here changes which examples are chosen or how they look
 BATCH = 128
 PROCEDURAL_BATCH = 256
 PICTURE = 64  # pixels per crop and per whole image in a unit's strip of examples
@@ -152,13 +152,15 @@ class Strongest:
     images: torch.Tensor  # [units, top] image indices
     rows: torch.Tensor  # [units, top] position of the maximum (0 for a layer with no positions)
     columns: torch.Tensor
+    fired: torch.Tensor | None = None  # [units]: on how many images the unit's maximum is above zero
 
     def merged(self, values, images, rows, columns, top: int) -> Strongest:
         """These and a batch's ``[units, B]`` maxima, the strongest ``top`` kept (earlier first on ties)."""
         joined = [torch.cat(pair, dim=1) for pair in
                   zip((self.values, self.images, self.rows, self.columns), (values, images, rows, columns))]
         order = torch.sort(joined[0], dim=1, descending=True, stable=True).indices[:, :top]
-        return Strongest(*(t.gather(1, order) for t in joined))
+        fired = (values > 0).sum(dim=1) + (self.fired if self.fired is not None else 0)
+        return Strongest(*(t.gather(1, order) for t in joined), fired=fired)
 
 
 def strongest(model: torch.nn.Module, names: list[str], source, normalise: Normalise, top: int,
@@ -253,6 +255,12 @@ class Examples:
         data = json.loads((self._layer(layer) / "examples.json").read_text(encoding="utf-8"))
         return [chosen[0]["value"] if chosen else 0.0 for chosen in data]
 
+    def activity(self, layer: str) -> list[float]:
+        """Per unit of ``layer``, the share of the images read on which it fires (its largest
+        value over positions is above zero)."""
+        data = json.loads((self._layer(layer) / "activity.json").read_text(encoding="utf-8"))
+        return [fired / max(data["images"], 1) for fired in data["fired"]]
+
     def picture(self, layer: str, unit: int) -> Path:
         return self._layer(layer) / f"{unit}.jpg"
 
@@ -282,12 +290,13 @@ def find_examples(config: AtlasConfig, network: TracedNetwork, graph: LayerGraph
     images = source.fetch({int(i) for best in found.values() for i in best.images.flatten().tolist()})
     for layer in layers:
         _write_layer(examples._layer(layer.name), found[layer.name], seen[layer.name], layer.shape, images,
-                     config.input.size)  # (height, width)
+                     config.input.size, len(source))  # (height, width)
     return examples
 
 
 def _write_layer(folder: Path, best: Strongest, window, shape, images: dict[int, tuple[np.ndarray, str]],
-                 size: tuple[int, int]) -> None:
+                 size: tuple[int, int], count: int) -> None:
+    atomic_write(folder / "activity.json", json.dumps({"images": count, "fired": best.fired.tolist()}).encode())
     records = []
     for unit in range(len(best.values)):
         chosen = []

@@ -15,6 +15,7 @@ and ``model.url`` is set, it is downloaded there first.
 from __future__ import annotations
 
 import hashlib
+import json
 import importlib
 import os
 import shutil
@@ -23,7 +24,7 @@ import urllib.request
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 from torch import nn
 
@@ -159,6 +160,19 @@ def torchvision_model(name: str, pretrained: bool) -> nn.Module:
         raise AtlasError(f"torchvision has no model `{name}` ({error}). See torchvision.models.list_models().") from None
 
 
+def checkpoint_classes(path: str | Path) -> list[str] | None:
+    """Class names stored in a safetensors checkpoint's metadata (key ``classes``: a JSON list of
+    text), or None."""
+    if Path(path).suffix != ".safetensors":
+        return None
+    try:
+        with safe_open(str(path), "pt") as stored:
+            names = json.loads((stored.metadata() or {}).get("classes", "null"))
+    except (SafetensorError, OSError, ValueError):
+        return None
+    return names if isinstance(names, list) and all(isinstance(n, str) for n in names) else None
+
+
 def load_model(config: AtlasConfig) -> nn.Module:
     """The network of ``config``, weights loaded and checked, in eval mode on the CPU."""
     source, checkpoint = config.model.source, config.model.checkpoint
@@ -183,6 +197,9 @@ def load_model(config: AtlasConfig) -> nn.Module:
         if source == "inceptionv1":
             state = inceptionv1.from_conversion_keys(state)
         load_weights(model, state, str(checkpoint))
+        names = checkpoint_classes(checkpoint)
+        if names is not None and not hasattr(model, "class_names"):
+            model.class_names = names  # the class names the checkpoint carries label the classifier
     if not any(isinstance(m, nn.Conv2d) for m in model.modules()):
         raise AtlasError(
             f"`model.source: {source}` has no nn.Conv2d layer: Weight Atlas reads convolutional "

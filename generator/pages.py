@@ -14,17 +14,27 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
+import numpy as np
 import yaml
 
+from .annotations import Annotations
 from .config import AtlasConfig
 from . import files
+from .factors import GroupFactors, LayerFactors
+from .families import Family
 from .graph import Layer, LayerGraph
+from .plots import layer_plots
 from .ranking import UnitWeights
+from .render import tile_sprite
 from .dataset_examples import Examples
 from .featurevis import Pictures
 from .unit_pages import UnitPages
 
 SAMPLER = 8  # units of each layer shown on the index
+COLLAPSED = 48  # families with more units than this start collapsed on their layer page
+PREVIEW = 8  # units of a collapsed family shown beside its name
+GROUP_INPUTS = 8  # input units listed per factor of a group
+CELL_FACTOR = 40  # about this many screen pixels for a unit's factor picture in its layer's grid
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 
 
@@ -52,6 +62,19 @@ def plain_title(text: str) -> str:
 
 
 @dataclass(frozen=True)
+class Structure:
+    """How the atlas organises units beyond their connections: each unit's weight factors,
+    people's labels and families, automatic families, the factors of annotated families, and
+    the kernel norms between adjacent layers (``norms[(src, dst)]``: ``[dst units, src units]``)."""
+
+    factors: dict[str, LayerFactors]
+    annotations: Annotations
+    families: dict[str, list[Family]]
+    groups: list[GroupFactors]
+    norms: dict[tuple[str, str], np.ndarray]
+
+
+@dataclass(frozen=True)
 class ModelSummary:
     name: str
     parameters: int
@@ -68,16 +91,20 @@ class PageWriter:
     """
 
     def __init__(self, graph: LayerGraph, units: dict[tuple[str, int], UnitWeights],
-                 config: AtlasConfig, summary: ModelSummary, pictures: Pictures | None = None,
+                 config: AtlasConfig, summary: ModelSummary, structure: Structure, pictures: Pictures | None = None,
                  examples: Examples | None = None, skipped: list[str] | None = None):
         self.graph, self.units, self.config, self.summary = graph, units, config, summary
+        self.structure = structure
         self.skipped = skipped or []  # pairs of layers shown without weights, and why
         self.slugs = layer_slugs(graph)
         self.env = jinja2.Environment(
             loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True, trim_blocks=True,
             lstrip_blocks=True, undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
         )
-        self.unit_pages = UnitPages(graph, units, config, self.slugs, self.env, pictures, examples)
+        self.group_files = {(g.layer, g.family): f"families/{self.slugs[g.layer]}-{slug(g.family)}"
+                            for g in structure.groups}
+        self.unit_pages = UnitPages(graph, units, config, self.slugs, self.env, structure, self.group_files,
+                                    pictures, examples)
         self.pictures, self.examples = pictures, examples
 
     # -- mkdocs pages ----------------------------------------------------------------------
@@ -92,18 +119,87 @@ class PageWriter:
                         root="", top_k=self.config.ranking.top_k, featurevis=self.pictures is not None,
                         examples=self.examples is not None)
         for layer in self.graph.layers:
-            groups = [(b.name, b.start, b.stop) for b in layer.branches] or [(None, 0, layer.channels)]
-            peaks = self.examples.peaks(layer.name) if self.examples else [None] * layer.channels
-            sections = [{"branch": name, "start": start, "stop": stop,
-                         "cells": [self._cell(layer.name, u, peaks[u]) for u in range(start, stop)]}
-                        for name, start, stop in groups]
-            self._render_to(docs, "layer.md.j2", f"layers/{self.slugs[layer.name]}.md", title=layer.name,
-                            root="../", layer=layer, sections=sections, direct=self._sources(layer),
-                            sources=[s for s, d in self.graph.adjacent if d == layer.name],
-                            targets=[d for s, d in self.graph.adjacent if s == layer.name], slugs=self.slugs)
+            self._write_layer(docs, layer)
+        for group in self.structure.groups:
+            self._write_group(docs, group)
+        families = [{plain_title(f"{g.layer}: {g.family}"): f"{self.group_files[(g.layer, g.family)]}.md"}
+                    for g in self.structure.groups]
         return [{"Atlas": "index.md"}, {"How to read this atlas": "how-to-read.md"},
                 {"Layers": [{plain_title(layer.name): f"layers/{self.slugs[layer.name]}.md"}
-                            for layer in self.graph.layers]}]
+                            for layer in self.graph.layers]}] + ([{"Families": families}] if families else [])
+
+    def _write_layer(self, docs: Path, layer: Layer) -> None:
+        """A layer's page: its units by family, with their factor pictures, statistics and plots."""
+        name = self.slugs[layer.name]
+        cells = self._cells(layer)
+        sections = []
+        for family in self.structure.families[layer.name]:
+            members = [cells[u] for u in family.units]
+            group = self.group_files.get((layer.name, family.name))
+            sections.append({"family": family, "count": len(members), "share": len(members) / layer.channels,
+                             "cells": members, "collapsed": len(members) > COLLAPSED, "preview": members[:PREVIEW],
+                             "group": f"../{group}.html" if group else None})
+        sources = {src: (l2, [(b.name, b.start, b.stop) for b in self.graph.layer(src).branches])
+                   for (src, dst), l2 in self.structure.norms.items() if dst == layer.name}
+        units = [self.units[(layer.name, u)] for u in range(layer.channels)]
+        plots = layer_plots(docs / "layers" / name, [(b.name, b.start, b.stop) for b in layer.branches],
+                            np.array([w.input_l2 for w in units]), np.array([w.excitatory for w in units]),
+                            np.array([w.inhibitory for w in units]), sources)
+        factors = self.structure.factors.get(layer.name)
+        self._render_to(docs, "layer.md.j2", f"layers/{name}.md", title=layer.name,
+                        root="../", layer=layer, sections=sections, cells=cells, direct=self._sources(layer),
+                        sources=[s for s, d in self.graph.adjacent if d == layer.name],
+                        targets=[d for s, d in self.graph.adjacent if s == layer.name], slugs=self.slugs,
+                        plots=[{"src": f"{name}/{p.file}", "title": p.title, "caption": p.caption} for p in plots],
+                        factor_css=self.unit_pages.factor_css(layer.name, "../", CELL_FACTOR),
+                        explained=float(np.median(factors.explained)) if factors else None,
+                        grouped=self.config.factors.grouped,
+                        automatic=any(f.automatic for f in self.structure.families[layer.name]),
+                        activity=self.examples is not None, labels_file=self.structure.annotations.source)
+
+    def _cells(self, layer: Layer) -> list[dict[str, Any]]:
+        """Every unit of ``layer`` as a grid cell and a row of statistics."""
+        peaks = self.examples.peaks(layer.name) if self.examples else None
+        active = self.examples.activity(layer.name) if self.examples else None
+        family_of = {u: f for f in self.structure.families[layer.name] for u in f.units}
+        cells = []
+        for u in range(layer.channels):
+            w, note = self.units[(layer.name, u)], self.structure.annotations.of(layer.name, u)
+            branch = layer.branch_of(u)
+            signed = w.excitatory + w.inhibitory
+            cells.append({
+                "unit": u, "href": self._href(layer.name, u, "../"), "label": note.label or "",
+                "family": family_of[u].name, "branch": branch.name if branch else "",
+                "l2": w.input_l2, "excitatory": w.excitatory / signed if signed else None,
+                "active": active[u] if active else None, "dead": peaks is not None and peaks[u] <= 0,
+                "picture": self.unit_pages.picture_tag(layer.name, u, "../", 48),
+                "factor": self.unit_pages.factor_tag(layer.name, u, CELL_FACTOR),
+            })
+        return cells
+
+    def _write_group(self, docs: Path, group: GroupFactors) -> None:
+        """A family's factors: each factor's strongest input units, and each member's map per factor."""
+        path = self.group_files[(group.layer, group.family)]
+        scale = float(np.abs(group.maps).max()) or 1.0
+        maps = [group.maps[m, c] for m in range(len(group.members)) for c in range(len(group.directions))]
+        sprite, places = tile_sprite(maps, [scale] * len(maps))
+        files.write(docs / f"{path}.png", sprite)
+        tiles, css = self.unit_pages.tiles(f"{Path(path).name}.png", places)
+        tiles.reverse()
+        factors = [{"inputs": [{"layer": layer, "unit": unit, "coefficient": c,
+                                "label": self.structure.annotations.label(layer, unit) or "",
+                                "href": self._href(layer, unit, "../"),
+                                "picture": self.unit_pages.picture_tag(layer, unit, "../", 40)}
+                               for layer, unit, c in group.top_inputs(f, GROUP_INPUTS)]}
+                   for f in range(len(group.directions))]
+        members = [{"unit": u, "href": self._href(group.layer, u, "../"),
+                    "label": self.structure.annotations.label(group.layer, u) or "",
+                    "picture": self.unit_pages.picture_tag(group.layer, u, "../", 40),
+                    "tiles": [tiles.pop() for _ in group.directions]} for u in group.members]
+        self._render_to(docs, "group.md.j2", f"{path}.md", title=f"{group.layer}: {group.family}", root="../",
+                        group=group, factors=factors, members=members, tile_css=css, scale=scale,
+                        layer_href=f"../layers/{self.slugs[group.layer]}.html",
+                        sources=sorted({s.layer for s in group.sources}))
 
     def _render_to(self, docs: Path, template: str, path: str, title: str, **context: Any) -> None:
         # mkdocs puts front-matter titles into its pages unescaped; the page's own heading
@@ -115,10 +211,6 @@ class PageWriter:
     # -- view models -----------------------------------------------------------------------
     def _href(self, layer: str, unit: int, root: str, suffix: str = ".html") -> str:
         return f"{root}units/{self.slugs[layer]}/{unit}{suffix}"
-
-    def _cell(self, layer: str, unit: int, peak: float | None) -> dict[str, Any]:
-        return {"unit": unit, "href": self._href(layer, unit, "../"), "dead": peak is not None and peak <= 0,
-                "picture": self.unit_pages.picture_tag(layer, unit, "../", 48)}
 
     def _samplers(self) -> list[dict[str, Any]]:
         """For the index: a few units of every layer, evenly spread over its channels."""

@@ -93,11 +93,10 @@ class _Statistics:
     scale: np.ndarray  # [O]
 
     @classmethod
-    def of(cls, w: LayerWeights) -> _Statistics:
+    def of(cls, w: LayerWeights, l2: np.ndarray) -> _Statistics:
         k = w.kernel
         peak = np.maximum(k.max(axis=(2, 3)), -k.min(axis=(2, 3)))  # largest |weight|, with no copy of k
-        return cls(w, np.sqrt(np.einsum("oihw,oihw->oi", k, k, dtype=np.float64)),
-                   np.sign(k.sum(axis=(2, 3), dtype=np.float64)).astype(int), peak, peak.max(axis=1))
+        return cls(w, l2, np.sign(k.sum(axis=(2, 3), dtype=np.float64)).astype(int), peak, peak.max(axis=1))
 
     def links(self, rows: np.ndarray, columns: np.ndarray, other_units: np.ndarray, other_layer: str) -> list[Link]:
         """Links for the kernels ``[rows[j], columns[j]]``, whose other ends are ``other_units``."""
@@ -111,16 +110,23 @@ class _Statistics:
         ]
 
 
-def rank(graph: LayerGraph, weights: list[LayerWeights], top_k: int) -> dict[tuple[str, int], UnitWeights]:
+def kernel_norms(weights: list[LayerWeights]) -> list[np.ndarray]:
+    """Per weight tensor, the L2 norm of every kernel: ``[dst units, src units]``."""
+    return [np.sqrt(np.einsum("oihw,oihw->oi", w.kernel, w.kernel, dtype=np.float64)) for w in weights]
+
+
+def rank(graph: LayerGraph, weights: list[LayerWeights], top_k: int,
+         norms: list[np.ndarray] | None = None) -> dict[tuple[str, int], UnitWeights]:
     """Every browsed unit's ranked connections, keyed by ``(layer, unit)``.
 
     A unit reading several layers (or read by several) gets one list, ranked across them.
+    ``norms`` are :func:`kernel_norms` of ``weights``, when already known.
     """
     units = {(layer.name, u): UnitWeights(layer.name, u) for layer in graph.layers for u in range(layer.channels)}
     incoming: dict[str, list[_Statistics]] = {}
     outgoing: dict[str, list[_Statistics]] = {}
-    for w in weights:
-        stats = _Statistics.of(w)
+    for w, l2 in zip(weights, norms if norms is not None else kernel_norms(weights)):
+        stats = _Statistics.of(w, l2)
         if w.src is None:  # the first layer: its kernel on the image
             for o in range(len(w.kernel)):
                 unit = units[(w.dst, o)]

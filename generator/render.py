@@ -72,3 +72,16 @@ def tile_sprite(kernels: list[np.ndarray], scales: list[float]) -> tuple[bytes, 
         places.append((x, w, h))
         x += w + 1
     return png(diverging_pixels(canvas, 1.0)), places
+
+
+def factor_grid(pictures: list[np.ndarray], columns: int) -> bytes:
+    """One PNG of many units' ``[kh, kw, 3]`` factor pictures (values in [0, 1]), ``columns`` to a
+    row, one pixel per kernel position and no gap: pages cut a unit's out by its offset."""
+    h, w = pictures[0].shape[:2]
+    columns = min(columns, len(pictures))
+    rows = -(-len(pictures) // columns)
+    canvas = np.zeros((rows * h, columns * w, 3), dtype=np.uint8)
+    for i, picture in enumerate(pictures):
+        row, column = divmod(i, columns)
+        canvas[row * h:(row + 1) * h, column * w:(column + 1) * w] = np.round(np.clip(picture, 0, 1) * 255)
+    return png(canvas)

@@ -22,26 +22,38 @@ from PIL import Image
 from . import files
 from .config import AtlasConfig
 from .dataset_examples import Examples
+from .factors import COMPONENTS, LayerFactors
 from .featurevis import Pictures
 from .graph import Layer, LayerGraph
 from .ranking import Link, UnitWeights
-from .render import jpeg, rgb_kernel, tile_sprite
+from .render import factor_grid, jpeg, rgb_kernel, tile_sprite
 
 if TYPE_CHECKING:
+    from .pages import Structure
     from .site import PageShell
 
 SIGNS = {1: ("wa-exc", "+"), -1: ("wa-inh", "&minus;"), 0: ("", "")}
 THUMBNAIL = 96  # pixels of a feature visualisation's small copy (shown at 40 or 48 px, sharp on dense screens)
 CARD_PICTURE = 40  # screen pixels of a unit's picture on a connection card
 LARGE = 128  # at least this many screen pixels for a unit's own feature visualisation
+FACTOR_LARGE = 120  # about this many screen pixels for a unit's own factor picture
+FACTOR_COLUMNS = 64  # units per row of a layer's factor-picture sprite
+FACTOR_INPUTS = 6  # input units listed per factor on a unit page
+FACTOR_NAMES = ("red", "green", "blue")
+LABEL_CHARS = 28  # a label longer than this is shortened on cards (in full on hover)
 
 
 class UnitPages:
     def __init__(self, graph: LayerGraph, units: dict[tuple[str, int], UnitWeights], config: AtlasConfig,
-                 slugs: dict[str, str], env: jinja2.Environment, pictures: Pictures | None = None,
-                 examples: Examples | None = None):
+                 slugs: dict[str, str], env: jinja2.Environment, structure: Structure, group_files: dict[tuple[str, str], str],
+                 pictures: Pictures | None = None, examples: Examples | None = None):
         self.graph, self.units, self.config, self.slugs = graph, units, config, slugs
+        self.structure, self.group_files = structure, group_files
         self.pictures, self.examples = pictures, examples
+        self.labels = {  # per unit with a label, the escaped label for its cards
+            key: (f'<span class="wa-label" title="{html.escape(a.label, quote=True)}">'
+                  f'{html.escape(_shortened(a.label))}</span>')
+            for key, a in structure.annotations.units.items() if a.label}
         self.size = max(config.picture_shape)  # the longer side of a feature visualisation
         self.template = env.get_template("unit.html.j2")
         self.names = {layer.name: html.escape(layer.name) for layer in graph.layers}
@@ -72,6 +84,51 @@ class UnitPages:
             return ""
         style = "wa-fv" if self.pictures is not None else "wa-thumb"
         return f'<img class="{style}" src="{root}{path}" alt="" width="{size}" height="{size}" loading="lazy">'
+
+    def factor_css(self, layer: str, root: str, size: int) -> str:
+        """The page CSS of class ``wa-nmf``: a unit's factor picture of ``layer`` at about ``size``
+        screen pixels, whole pixels per weight, cut from the layer's sprite ('' without factors)."""
+        factors = self.structure.factors.get(layer)
+        if factors is None:
+            return ""
+        h, w = factors.spatial.shape[2:]
+        f = max(1, round(size / max(h, w)))
+        columns = min(FACTOR_COLUMNS, len(factors.spatial))
+        rows = -(-len(factors.spatial) // columns)
+        return (f".wa-nmf{{width:{w * f}px;height:{h * f}px;background-image:url({root}units/{self.slugs[layer]}/"
+                f"factors.png);background-size:{columns * w * f}px {rows * h * f}px}}")
+
+    def factor_tag(self, layer: str, unit: int, size: int) -> str:
+        """A unit's factor picture (with :meth:`factor_css` of the same ``size`` on the page), or ''."""
+        factors = self.structure.factors.get(layer)
+        if factors is None:
+            return ""
+        h, w = factors.spatial.shape[2:]
+        f = max(1, round(size / max(h, w)))
+        row, column = divmod(unit, FACTOR_COLUMNS)
+        return (f'<i class="wa-nmf" style="background-position:-{column * w * f}px -{row * h * f}px" '
+                f'title="weight factors: {100 * factors.explained[unit]:.0f}% explained"></i>')
+
+    def _factor_view(self, layer: Layer, unit: int, weights: UnitWeights) -> dict[str, Any] | None:
+        """The unit's three weight factors, strongest first, each with its top input units."""
+        factors = self.structure.factors.get(layer.name)
+        if factors is None:
+            return None
+        rows = []
+        for c in np.argsort(-factors.shares[unit], kind="stable").tolist():
+            inputs = []
+            for source, other, sign, coefficient in factors.top_inputs(unit, c, FACTOR_INPUTS):
+                inputs.append({"href": f"../{self.slugs[source]}/{other}.html", "unit": other, "sign": sign,
+                               "layer": source, "coefficient": coefficient,
+                               "picture": self.picture_tag(source, other, "../../", CARD_PICTURE),
+                               "label": self.structure.annotations.label(source, other) or ""})
+            rows.append({"factor": c, "colour": FACTOR_NAMES[c], "share": float(factors.shares[unit, c]),
+                         "inputs": inputs})
+        return {"explained": float(factors.explained[unit]), "rows": rows,
+                "grouped": factors.explained[unit] >= self.config.factors.grouped,
+                "tag": self.factor_tag(layer.name, unit, FACTOR_LARGE),
+                "css": self.factor_css(layer.name, "../../", FACTOR_LARGE),
+                "named": len(factors.sources) > 1}
 
     def _write_pictures(self, folder: Path, layer: str, unit: int) -> dict[str, Any]:
         """Copy a unit's feature visualisations and dataset examples into the site; describe them."""
@@ -104,6 +161,9 @@ class UnitPages:
         for layer, unit in sorted(self.thumbnails):
             kernel = self.units[(layer, unit)].rgb_kernel
             files.write(site / self.thumbnail(layer, unit), rgb_kernel(np.repeat(kernel, 3 // len(kernel), axis=0)))
+        for layer, factors in self.structure.factors.items():
+            pictures = [factors.picture(u) for u in range(len(factors.spatial))]
+            files.write(site / "units" / self.slugs[layer] / "factors.png", factor_grid(pictures, FACTOR_COLUMNS))
         entries = []
         with tqdm(total=len(self.units), desc="unit pages", unit="page", leave=False, disable=None) as progress:
             for layer in self.graph.layers:
@@ -115,7 +175,9 @@ class UnitPages:
     def _write_unit(self, folder: Path, shell: PageShell, layer: Layer, unit: int) -> dict[str, str]:
         weights = self.units[(layer.name, unit)]
         branch = layer.branch_of(unit)
-        title = f"{layer.name} {unit}"
+        note = self.structure.annotations.of(layer.name, unit)
+        family = next(f for f in self.structure.families[layer.name] if unit in f.units)
+        title = f"{layer.name} {unit}" + (f" · {note.label}" if note.label else "")
         shown = self._write_pictures(folder, layer.name, unit)
         channels = list(weights.rgb_kernel) if weights.rgb_kernel is not None else []
         links = weights.inputs + weights.outputs + [k for f in weights.further for k in f.links]
@@ -124,7 +186,7 @@ class UnitPages:
             sprite, places = tile_sprite(channels + [k.kernel for k in links],
                                          [weights.scale] * len(channels) + [k.scale for k in links])
             files.write(folder / f"{unit}.tiles.png", sprite)
-            tiles, css = self._tiles(f"{unit}.tiles.png", places)
+            tiles, css = self.tiles(f"{unit}.tiles.png", places)
         tiles.reverse()  # taken from the end, in drawing order
         first = None
         if channels:
@@ -132,14 +194,19 @@ class UnitPages:
             first = {"image": f"{unit}.png" if (layer.name, unit) in self.thumbnails else None,
                      "channels": [(name, tiles.pop()) for name in names]}
         own = self.picture_tag(layer.name, unit, "../../", CARD_PICTURE)
-        inputs = self._cards(weights.inputs, tiles, "in", own)
-        outputs = self._cards(weights.outputs, tiles, "out", own)
+        input_cards = self._cards(weights.inputs, tiles, "in", own)
+        outputs = "".join(self._cards(weights.outputs, tiles, "out", own))
         further = [{"layer": f.layer, "hops": f.hops, "scale": f.scale, "count": len(f.links),
-                    "cards": self._cards(f.links, tiles, "in", own)} for f in weights.further]
+                    "cards": "".join(self._cards(f.links, tiles, "in", own))} for f in weights.further]
+        factors = self._factor_view(layer, unit, weights)
+        by_factor = self._by_factor(layer.name, unit, weights.inputs, input_cards) if factors and factors["grouped"] else None
+        group = self.group_files.get((layer.name, family.name))
         large = self.size * max(1, round(LARGE / self.size))
         body = self.template.render(
             root="../../", layer=layer, unit=unit, branch=branch, weights=weights, first=first, tile_css=css,
-            inputs=inputs, outputs=outputs, further=further,
+            inputs="".join(input_cards), outputs=outputs, further=further, factors=factors, by_factor=by_factor,
+            note=note, family=family, group_href=f"../../{group}.html" if group else None,
+            grouped=self.config.factors.grouped,
             inputs_expanded=any(not k.direct for k in weights.inputs),
             outputs_expanded=any(not k.direct for k in weights.outputs),
             input_count=len(weights.inputs), output_count=len(weights.outputs),
@@ -154,13 +221,41 @@ class UnitPages:
             placed_outputs=any(k.weights.placed for k in weights.outputs),
         )
         files.write(folder / f"{unit}.html", shell.page(title, body).encode("utf-8"))
-        data = dict(self._data(layer, unit, weights), feature_visualisation=shown.get("featurevis"),
-                    dataset_examples=shown.get("examples"))
+        data = dict(self._data(layer, unit, weights), label=note.label, family=family.name,
+                    family_automatic=family.automatic, note=note.note, factors=self._factor_data(layer.name, unit),
+                    feature_visualisation=shown.get("featurevis"), dataset_examples=shown.get("examples"))
         files.write(folder / f"{unit}.json", json.dumps(data, separators=(",", ":")).encode())
-        words = f"unit {unit} of layer {layer.name}" + (f", branch {branch.name}" if branch else "")
-        return {"location": f"units/{self.slugs[layer.name]}/{unit}.html", "title": title, "text": words}
+        words = [f"unit {unit} of layer {layer.name}", f"branch {branch.name}" if branch else "",
+                 note.label or "", f"family {family.name}" if not family.automatic else "", note.note or ""]
+        return {"location": f"units/{self.slugs[layer.name]}/{unit}.html", "title": title,
+                "text": ", ".join(w for w in words if w)}
 
-    def _tiles(self, sprite: str, places: list[tuple[int, int, int]]) -> tuple[list[str], str]:
+    def _by_factor(self, layer: str, unit: int, links: list[Link], cards: list[str]) -> list[dict[str, Any]]:
+        """The unit's input cards grouped by the factor each input contributes most to, strongest
+        factor first; within a factor, in rank order."""
+        factors = self.structure.factors[layer]
+        dominant = factors.dominant(unit)
+        start = {s.layer: s.start for s in factors.sources}
+        groups: dict[int, list[str]] = {}
+        for link, card in zip(links, cards):
+            groups.setdefault(int(dominant[start[link.layer] + link.unit]), []).append(card)
+        order = np.argsort(-factors.shares[unit], kind="stable").tolist()
+        return [{"factor": c, "colour": FACTOR_NAMES[c], "share": float(factors.shares[unit, c]),
+                 "cards": "".join(groups[c])} for c in order if c in groups]
+
+    def _factor_data(self, layer: str, unit: int) -> dict[str, Any] | None:
+        factors = self.structure.factors.get(layer)
+        if factors is None:
+            return None
+        return {"explained": _rounded(float(factors.explained[unit])),
+                "by": "one-sided NMF of the input weights split into excitation and inhibition, three factors",
+                "factors": [{"colour": FACTOR_NAMES[c], "share": _rounded(float(factors.shares[unit, c])),
+                             "map": np.round(factors.spatial[unit, c], 4).tolist(),
+                             "inputs": [{"layer": source, "unit": other, "sign": sign, "coefficient": _rounded(k)}
+                                        for source, other, sign, k in factors.top_inputs(unit, c, FACTOR_INPUTS)]}
+                            for c in range(COMPONENTS)]}
+
+    def tiles(self, sprite: str, places: list[tuple[int, int, int]]) -> tuple[list[str], str]:
         """Each tile's HTML, and the page CSS of its shapes: whole screen pixels per weight."""
         width, height = sum(w + 1 for _, w, _ in places) - 1, max(h for _, _, h in places)
         shapes: dict[tuple[int, int, int], str] = {}
@@ -175,7 +270,7 @@ class UnitPages:
             for (w, h, f), name in shapes.items())
         return tiles, css
 
-    def _cards(self, links: list[Link], tiles: list[str], direction: str, own: str) -> str:
+    def _cards(self, links: list[Link], tiles: list[str], direction: str, own: str) -> list[str]:
         """Connection cards, small: thousands of pages carry a hundred each.
 
         Each card draws the connection the article's way: the input unit's picture, the
@@ -198,9 +293,10 @@ class UnitPages:
                 mark += f'<span class="wa-frozen" title="{why}">frozen</span>'
             cards.append(f'<a class="wa-card {style}" href="../{self.slugs[link.layer]}/{link.unit}.html">{tile}'
                          f'<span class="wa-name">{name}<b>{link.unit}</b></span>'
+                         f'{self.labels.get((link.layer, link.unit), "")}'
                          f'{self.branch_labels[link.layer][link.unit]}{mark}'
                          f'<span class="wa-score">{score}{link.l2:.3g}{sign}</span></a>\n')
-        return "".join(cards)
+        return cards
 
     def _data(self, layer: Layer, unit: int, weights: UnitWeights) -> dict[str, Any]:
         """The unit's data file: ranked connections as columns, grouped by the layer at the other end."""
@@ -243,6 +339,10 @@ class UnitPages:
 def _frozen(links: list[Link]) -> list[str]:
     """What was frozen to linearise these connections (gates, norms), each said once."""
     return sorted({f for k in links for f in k.weights.frozen})
+
+
+def _shortened(label: str) -> str:
+    return label if len(label) <= LABEL_CHARS else label[:LABEL_CHARS - 1] + "…"
 
 
 def _rounded(x: float) -> float:

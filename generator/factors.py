@@ -1,0 +1,243 @@
+"""Factorised views of weights: non-negative matrix factorisation (NMF).
+
+*One-sided NMF of a unit* (the article's picture of a neuron's weights): the unit's input
+weights ``W[inputs, kh, kw]`` are read as a ``[kh*kw, inputs]`` matrix, their signs are
+split into ``[relu(W), relu(-W)]`` (``2 * inputs`` non-negative features), and three
+factors are fitted. Each factor is a spatial map (where in the kernel) times a
+direction over inputs (which units, excited or inhibited); the three maps become the red,
+green and blue of one small picture.
+
+A layer has hundreds of units, each a small matrix, so :func:`unit_factors` fits all of a
+layer's units at once with batched hierarchical alternating least squares (HALS, the
+coordinate-descent updates scikit-learn's NMF also uses), in torch. The tests hold it to
+scikit-learn's NMF on the same matrices.
+
+*Factors of a group* (:func:`group_factors`): the expanded weights of a family of units,
+stacked with samples = unit x sign x position and features = input units, factorised with
+scikit-learn's NMF. Each factor is a direction over input units; each member gets a signed
+map per factor.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .expanded import LayerWeights
+
+COMPONENTS = 3  # a unit's factors: red, green, blue
+ITERATIONS = 60
+CHUNK_BYTES = 256 * 2**20  # the largest batch of units' matrices fitted at once
+EPS = 1e-12
+
+
+@dataclass(frozen=True)
+class Source:
+    """The columns of one input layer in a unit's factor directions."""
+
+    layer: str
+    start: int  # first column among the excitatory half; inhibitory ones are ``inputs`` later
+    stop: int
+
+
+@dataclass(frozen=True)
+class LayerFactors:
+    """The three factors of every unit of one layer, reading ``sources``.
+
+    ``spatial[u, c]`` is factor ``c``'s map over the kernel window, ``channels[u, c]`` its
+    direction over inputs: the first ``inputs`` columns are excitation (``relu(W)``), the next
+    ``inputs`` inhibition (``relu(-W)``). ``spatial[u, c] (x) channels[u, c]`` summed over
+    ``c`` approximates the unit's split weights. ``explained[u]`` is the share of their
+    squared L2 norm that approximation reproduces, ``shares[u, c]`` factor ``c``'s share of
+    the approximation's total weight (they sum to one).
+    """
+
+    layer: str
+    sources: tuple[Source, ...]
+    spatial: np.ndarray  # [units, 3, kh, kw], each map's largest value is 1
+    channels: np.ndarray  # [units, 3, 2 * inputs]
+    explained: np.ndarray  # [units]
+    shares: np.ndarray  # [units, 3]
+
+    @property
+    def inputs(self) -> int:
+        return self.sources[-1].stop if self.sources else 0
+
+    def source_of(self, column: int) -> tuple[str, int, int]:
+        """``(layer, unit, sign)`` of a column of ``channels``."""
+        sign = 1 if column < self.inputs else -1
+        column %= self.inputs
+        source = next(s for s in self.sources if s.start <= column < s.stop)
+        return source.layer, column - source.start, sign
+
+    def picture(self, unit: int) -> np.ndarray:
+        """``[kh, kw, 3]`` in [0, 1]: each factor's map, weighted by its strength, as red, green, blue."""
+        strength = np.linalg.norm(self.channels[unit], axis=1)  # [3]
+        loadings = self.spatial[unit] * strength[:, None, None]
+        top = loadings.max()
+        return np.moveaxis(loadings / top if top > 0 else loadings, 0, -1)
+
+    def top_inputs(self, unit: int, factor: int, count: int) -> list[tuple[str, int, int, float]]:
+        """The ``count`` strongest inputs of a factor: ``(layer, unit, sign, coefficient)``, the
+        coefficient relative to the factor's strongest."""
+        direction = self.channels[unit, factor]
+        order = np.argsort(-direction, kind="stable")[:count]
+        peak = direction[order[0]] if len(order) else 0.0
+        return [(*self.source_of(int(j)), float(direction[j] / peak)) for j in order if direction[j] > 0]
+
+    def dominant(self, unit: int) -> np.ndarray:
+        """Per input (over all sources), the factor it contributes most to: ``[inputs]``."""
+        size = self.spatial[unit].reshape(COMPONENTS, -1).sum(axis=1)  # each map's total weight
+        both = self.channels[unit, :, :self.inputs] + self.channels[unit, :, self.inputs:]
+        return np.argmax(both * size[:, None], axis=0)
+
+
+def split_signs(kernels: np.ndarray) -> np.ndarray:
+    """``[units, inputs, kh, kw]`` -> ``[units, kh*kw, 2*inputs]``: excitation, then inhibition."""
+    units, inputs = kernels.shape[:2]
+    positions = np.ascontiguousarray(kernels.reshape(units, inputs, -1).transpose(0, 2, 1))
+    return np.concatenate([np.maximum(positions, 0), np.maximum(-positions, 0)], axis=2)
+
+
+def _centred(kernel: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """``kernel [o, i, h, w]`` zero-padded to ``size``, centred (kernels are centred windows)."""
+    h, w = kernel.shape[2:]
+    top, left = (size[0] - h) // 2, (size[1] - w) // 2
+    return np.pad(kernel, ((0, 0), (0, 0), (top, size[0] - h - top), (left, size[1] - w - left)))
+
+
+def unit_factors(weights: list[LayerWeights]) -> dict[str, LayerFactors]:
+    """Per layer with inputs from other browsed layers, every unit's three factors.
+
+    A unit reading several layers is factorised over all of them together, their kernels
+    padded to the largest window. Units reading only the image, or with one-pixel kernels
+    (nothing spatial to show), get none.
+    """
+    found = {}
+    readers: dict[str, list[LayerWeights]] = {}
+    for w in weights:
+        if w.hops == 1 and w.src is not None:
+            readers.setdefault(w.dst, []).append(w)
+    for dst, parts in readers.items():
+        size = (max(p.kernel.shape[2] for p in parts), max(p.kernel.shape[3] for p in parts))
+        if size == (1, 1):
+            continue
+        sources, start = [], 0
+        for p in parts:
+            sources.append(Source(p.src, start, start + p.kernel.shape[1]))
+            start += p.kernel.shape[1]
+        kernels = np.concatenate([_centred(p.kernel, size) for p in parts], axis=1)
+        spatial, channels, explained = fit_units(split_signs(kernels))
+        total = spatial.sum(axis=1)[:, :, None] * channels.sum(axis=2, keepdims=True)  # each factor's total weight
+        total = total[:, :, 0]
+        shares = total / np.where(total.sum(axis=1, keepdims=True) > 0, total.sum(axis=1, keepdims=True), 1)
+        peak = spatial.max(axis=1, keepdims=True)  # each map scaled to a largest value of 1, its direction up
+        peak = np.where(peak > 0, peak, 1)
+        found[dst] = LayerFactors(dst, tuple(sources),
+                                  np.ascontiguousarray((spatial / peak).transpose(0, 2, 1)).reshape(
+                                      len(kernels), COMPONENTS, *size),
+                                  channels * peak.transpose(0, 2, 1), explained, shares)
+    return found
+
+
+def fit_units(matrices: np.ndarray, iterations: int = ITERATIONS) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """NMF of each ``[P, N]`` matrix of ``matrices [U, P, N]`` (non-negative) with three factors.
+
+    Returns ``spatial [U, P, 3]``, ``channels [U, 3, N]`` and the explained share ``[U]``.
+    """
+    units, positions, features = matrices.shape
+    chunk = max(1, CHUNK_BYTES // max(1, positions * features * 4))
+    results = [_hals(torch.from_numpy(matrices[i:i + chunk]).float(), iterations)
+               for i in range(0, units, chunk)]
+    return tuple(np.concatenate(parts) for parts in zip(*results))
+
+
+@torch.no_grad()
+def _hals(x: torch.Tensor, iterations: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Batched HALS from a deterministic start: the spatial maps of all of a unit's weight,
+    of its excitation and of its inhibition."""
+    k = COMPONENTS
+    half = x.shape[2] // 2
+    probes = x.new_zeros(x.shape[2], k)  # all inputs, their excitation, their inhibition
+    probes[:, 0], probes[:half, 1], probes[half:, 2] = 1, 1, 1
+    spatial = x @ probes / x.shape[2] + EPS  # [U, P, 3]: where the weight, the excitation, the inhibition lie
+    channels = x.new_zeros(x.shape[0], k, x.shape[2])
+    for _ in range(iterations):
+        a, b = spatial.transpose(1, 2) @ x, spatial.transpose(1, 2) @ spatial  # [U, k, N], [U, k, k]
+        for c in range(k):
+            step = (a[:, c] - (b[:, c:c + 1] @ channels)[:, 0]) / b[:, c, c, None].clamp(min=EPS)
+            channels[:, c] = (channels[:, c] + step).clamp(min=0)
+        a, b = x @ channels.transpose(1, 2), channels @ channels.transpose(1, 2)  # [U, P, k], [U, k, k]
+        for c in range(k):
+            step = (a[:, :, c] - (spatial @ b[:, :, c:c + 1])[:, :, 0]) / b[:, c, c, None].clamp(min=EPS)
+            spatial[:, :, c] = (spatial[:, :, c] + step).clamp(min=0)
+    error = ((x - spatial @ channels) ** 2).sum(dim=(1, 2))
+    norm = (x**2).sum(dim=(1, 2))
+    explained = torch.where(norm > 0, 1 - error / norm.clamp(min=EPS), torch.zeros_like(norm))
+    return spatial.numpy(), channels.numpy(), explained.numpy()
+
+
+@dataclass(frozen=True)
+class GroupFactors:
+    """The factors of a group of units of one layer, over the input units of ``sources``.
+
+    ``directions[c]`` is factor ``c`` over input columns; ``maps[m, c]`` is member ``m``'s
+    signed map for factor ``c`` (excitation minus inhibition). ``explained``: the share of the
+    stacked weights' squared norm the factors reproduce.
+    """
+
+    layer: str
+    family: str
+    members: tuple[int, ...]
+    sources: tuple[Source, ...]
+    directions: np.ndarray  # [factors, inputs], non-negative
+    maps: np.ndarray  # [members, factors, kh, kw]
+    explained: float
+
+    def top_inputs(self, factor: int, count: int) -> list[tuple[str, int, float]]:
+        """A factor's strongest input units: ``(layer, unit, coefficient)``, relative to the strongest."""
+        direction = self.directions[factor]
+        order = np.argsort(-direction, kind="stable")[:count]
+        peak = direction[order[0]]
+        chosen = []
+        for j in order:
+            if direction[j] <= 0:
+                break
+            source = next(s for s in self.sources if s.start <= j < s.stop)
+            chosen.append((source.layer, int(j) - source.start, float(direction[j] / peak)))
+        return chosen
+
+
+def group_factors(weights: list[LayerWeights], layer: str, family: str, members: list[int],
+                  factors: int = 4) -> GroupFactors:
+    """NMF (scikit-learn) of the stacked weights of the ``members`` of ``family`` in ``layer``
+    from the layers it reads."""
+    from sklearn.decomposition import NMF
+    from sklearn.exceptions import ConvergenceWarning
+
+    parts = [w for w in weights if w.dst == layer and w.hops == 1 and w.src is not None]
+    if not parts:
+        raise ValueError(f"{layer} reads no other browsed layer")
+    size = (max(p.kernel.shape[2] for p in parts), max(p.kernel.shape[3] for p in parts))
+    sources, start = [], 0
+    for p in parts:
+        sources.append(Source(p.src, start, start + p.kernel.shape[1]))
+        start += p.kernel.shape[1]
+    kernels = np.concatenate([_centred(p.kernel[members], size) for p in parts], axis=1)  # [m, I, kh, kw]
+    samples = kernels.reshape(len(members), start, -1).transpose(0, 2, 1)  # [m, P, I]
+    stacked = np.stack([np.maximum(samples, 0), np.maximum(-samples, 0)], axis=1)  # [m, 2, P, I]
+    x = stacked.reshape(-1, start).astype(np.float64)
+    factors = max(1, min(factors, *x.shape))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model = NMF(factors, init="nndsvda", max_iter=400, random_state=0)
+        loadings = model.fit_transform(x)
+    directions = model.components_
+    norm = float((x**2).sum())
+    explained = 1 - float(((x - loadings @ directions) ** 2).sum()) / norm if norm > 0 else 0.0
+    loadings = loadings.reshape(len(members), 2, size[0] * size[1], factors)
+    maps = (loadings[:, 0] - loadings[:, 1]).transpose(0, 2, 1).reshape(len(members), factors, *size)
+    return GroupFactors(layer, family, tuple(members), tuple(sources), directions, maps, explained)

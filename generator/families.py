@@ -1,0 +1,123 @@
+"""Families: the groups a layer's units are shown in.
+
+Annotated families come from the labels file. A layer with none gets *automatic*
+families: k-means (scikit-learn) over what each unit reads (its input L2 norms, each unit
+scaled to one) and, when the atlas has feature visualisations, over how its picture looks,
+both given equal weight. Every unit is in exactly one family; units in no annotated family,
+and automatic families of one unit, are together under "other units".
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections import Counter
+from dataclasses import dataclass
+
+import numpy as np
+
+from PIL import Image
+
+from .annotations import Annotations
+from .expanded import LayerWeights
+from .graph import Layer, LayerGraph
+
+PICTURE_SIDE = 8  # a feature visualisation, shrunk to this many pixels a side, as clustering features
+
+OTHER = "other units"
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str
+    units: tuple[int, ...]
+    automatic: bool  # found by clustering, not named by people
+    note: str = ""  # for automatic families: what they have in common, such as their branch
+
+
+def layer_families(graph: LayerGraph, annotations: Annotations, features: dict[str, list[np.ndarray]],
+                   count: int = 0) -> dict[str, list[Family]]:
+    """Per layer, its families, largest first, "other units" last.
+
+    ``features[layer]`` holds blocks ``[units, d]`` to cluster on (any may be missing);
+    ``count`` is the number of automatic families per layer (0: about sqrt(units / 2)).
+    """
+    found = {}
+    for layer in graph.layers:
+        named = annotations.families(layer.name)
+        if named:
+            families = [Family(name, tuple(units), False) for name, units in named.items()]
+        else:
+            families = _clustered(layer, features.get(layer.name, []), count)
+        found[layer.name] = _ordered(layer, families)
+    return found
+
+
+def family_features(graph: LayerGraph, weights: list[LayerWeights], norms: list[np.ndarray],
+                    pictures=None) -> dict[str, list[np.ndarray]]:
+    """Per layer, what its units are clustered on: the norms of their input kernels from each
+    layer they read (a first layer's kernels themselves) and, with ``pictures``, their positive
+    feature visualisations shrunk to a few pixels."""
+    read: dict[str, list[np.ndarray]] = {}
+    for w, l2 in zip(weights, norms):
+        if w.hops == 1:
+            block = w.kernel if w.src is None else l2
+            read.setdefault(w.dst, []).append(block.reshape(len(block), -1))
+    found = {name: [np.concatenate(blocks, axis=1)] for name, blocks in read.items()}
+    if pictures is not None:
+        for layer in graph.layers:
+            shrunk = np.stack([_shrunk(pictures.image(layer.name, u)) for u in range(layer.channels)])
+            found.setdefault(layer.name, []).append(shrunk)
+    return found
+
+
+def _shrunk(path) -> np.ndarray:
+    with Image.open(path) as image:
+        return np.asarray(image.convert("RGB").resize((PICTURE_SIDE, PICTURE_SIDE), Image.Resampling.BOX),
+                          dtype=np.float32)
+
+
+def _ordered(layer: Layer, families: list[Family]) -> list[Family]:
+    """Largest first; units in no family, and families of one, as "other units" at the end."""
+    kept = sorted((f for f in families if len(f.units) > 1), key=lambda f: (-len(f.units), f.units[0]))
+    placed = {u for f in kept for u in f.units}
+    rest = tuple(u for u in range(layer.channels) if u not in placed)
+    return kept + ([Family(OTHER, rest, all(f.automatic for f in families))] if rest else [])
+
+
+def _clustered(layer: Layer, blocks: list[np.ndarray], count: int) -> list[Family]:
+    from sklearn.cluster import KMeans
+
+    units = layer.channels
+    count = min(count or max(2, round(np.sqrt(units / 2))), units)
+    if not blocks or units < 4:
+        return []
+    data = np.concatenate([_unit_rows(b) for b in blocks], axis=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # k-means warns when there are fewer distinct points than clusters
+        assigned = KMeans(count, n_init=3, random_state=0).fit_predict(data)
+    families = []
+    for cluster in range(count):
+        members = tuple(int(u) for u in np.flatnonzero(assigned == cluster))
+        if members:
+            families.append(Family("", members, True, _common_branch(layer, members)))
+    ordered = sorted(families, key=lambda f: (-len(f.units), f.units[0]))
+    return [Family(f"family {i + 1}", f.units, True, f.note) for i, f in enumerate(ordered)]
+
+
+def _unit_rows(block: np.ndarray) -> np.ndarray:
+    """Each row centred and scaled to length one, so units compare by pattern, not strength."""
+    block = block.reshape(len(block), -1).astype(np.float64)
+    block = block - block.mean(axis=1, keepdims=True)
+    norm = np.linalg.norm(block, axis=1, keepdims=True)
+    return block / np.where(norm > 0, norm, 1)
+
+
+def _common_branch(layer: Layer, members: tuple[int, ...]) -> str:
+    """"mostly BRANCH" when at least 60% of the members lie in one branch."""
+    if not layer.branches:
+        return ""
+    counts = Counter(b.name for u in members if (b := layer.branch_of(u)))
+    if not counts:
+        return ""
+    name, n = counts.most_common(1)[0]
+    return f"all {name}" if n == len(members) else f"mostly {name}" if n >= 0.6 * len(members) else ""
