@@ -21,6 +21,7 @@ map per factor.
 from __future__ import annotations
 
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,7 +30,11 @@ import torch
 from .expanded import LayerWeights
 
 COMPONENTS = 3  # a unit's factors: red, green, blue
-ITERATIONS = 60
+ITERATIONS = 60  # at most; fits stop once the mean explained share gains less than TOLERANCE a step
+MIN_ITERATIONS = 8
+TOLERANCE = 2e-4
+LEADING = 96  # a unit's strongest columns (input units and signs) its spatial factors are first fitted on
+REFINING = 2  # rounds over all columns after that
 CHUNK_BYTES = 256 * 2**20  # the largest batch of units' matrices fitted at once
 EPS = 1e-12
 
@@ -84,7 +89,7 @@ class LayerFactors:
         """The ``count`` strongest inputs of a factor: ``(layer, unit, sign, coefficient)``, the
         coefficient relative to the factor's strongest."""
         direction = self.channels[unit, factor]
-        order = np.argsort(-direction, kind="stable")[:count]
+        order = _strongest(direction, count)
         peak = direction[order[0]] if len(order) else 0.0
         return [(*self.source_of(int(j)), float(direction[j] / peak)) for j in order if direction[j] > 0]
 
@@ -93,6 +98,16 @@ class LayerFactors:
         size = self.spatial[unit].reshape(COMPONENTS, -1).sum(axis=1)  # each map's total weight
         both = self.channels[unit, :, :self.inputs] + self.channels[unit, :, self.inputs:]
         return np.argmax(both * size[:, None], axis=0)
+
+
+def _strongest(values: np.ndarray, count: int) -> np.ndarray:
+    """Indices of the ``count`` largest ``values``, largest first (ties: lower index first)."""
+    if len(values) > count:
+        cut = np.partition(values, len(values) - count)[len(values) - count]
+        chosen = np.flatnonzero(values >= cut)
+    else:
+        chosen = np.arange(len(values))
+    return chosen[np.argsort(-values[chosen], kind="stable")][:count]
 
 
 def split_signs(kernels: np.ndarray) -> np.ndarray:
@@ -129,8 +144,9 @@ def unit_factors(weights: list[LayerWeights]) -> dict[str, LayerFactors]:
         for p in parts:
             sources.append(Source(p.src, start, start + p.kernel.shape[1]))
             start += p.kernel.shape[1]
-        kernels = np.concatenate([_centred(p.kernel, size) for p in parts], axis=1)
-        spatial, channels, explained = fit_units(split_signs(kernels))
+        kernels = np.concatenate([_centred(p.kernel, size) for p in parts], axis=1) if len(parts) > 1 \
+            else parts[0].kernel
+        spatial, channels, explained = fit_units(kernels)
         total = spatial.sum(axis=1)[:, :, None] * channels.sum(axis=2, keepdims=True)  # each factor's total weight
         total = total[:, :, 0]
         shares = total / np.where(total.sum(axis=1, keepdims=True) > 0, total.sum(axis=1, keepdims=True), 1)
@@ -143,41 +159,100 @@ def unit_factors(weights: list[LayerWeights]) -> dict[str, LayerFactors]:
     return found
 
 
-def fit_units(matrices: np.ndarray, iterations: int = ITERATIONS) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """NMF of each ``[P, N]`` matrix of ``matrices [U, P, N]`` (non-negative) with three factors.
+def fit_units(kernels: np.ndarray, iterations: int = ITERATIONS) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """NMF with three factors of each unit's kernels ``[U, I, kh, kw]``, signs split
+    (:func:`split_signs`): ``P = kh*kw`` positions by ``N = 2*I`` features.
 
     Returns ``spatial [U, P, 3]``, ``channels [U, 3, N]`` and the explained share ``[U]``.
     """
-    units, positions, features = matrices.shape
-    chunk = max(1, CHUNK_BYTES // max(1, positions * features * 4))
-    results = [_hals(torch.from_numpy(matrices[i:i + chunk]).float(), iterations)
-               for i in range(0, units, chunk)]
+    units, inputs = kernels.shape[:2]
+    positions = kernels.shape[2] * kernels.shape[3]
+    chunk = max(1, min(CHUNK_BYTES // max(1, positions * inputs * 8), -(-units // torch.get_num_threads())))
+
+    def fit(start: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        part = torch.from_numpy(kernels[start:start + chunk]).float().reshape(-1, inputs, positions)
+        part = part.transpose(1, 2).contiguous()  # [units, positions, inputs]
+        x = part.new_empty(*part.shape[:2], 2 * inputs)
+        torch.clamp(part, min=0, out=x[:, :, :inputs])
+        torch.clamp(part.neg_(), min=0, out=x[:, :, inputs:])
+        return _hals(x, iterations)
+
+    # torch runs one batched product on one core; chunks on threads use them all
+    with ThreadPoolExecutor(torch.get_num_threads()) as pool:
+        results = list(pool.map(fit, range(0, units, chunk)))
     return tuple(np.concatenate(parts) for parts in zip(*results))
 
 
 @torch.no_grad()
 def _hals(x: torch.Tensor, iterations: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Batched HALS from a deterministic start: the spatial maps of all of a unit's weight,
-    of its excitation and of its inhibition."""
-    k = COMPONENTS
+    """Batched HALS of ``x [U, P, N]``.
+
+    The spatial factors are fitted first on each unit's ``LEADING`` strongest columns (most of
+    the weight of a trained unit, and a small fraction of the work), then refined on all
+    columns for ``REFINING`` rounds; every round reads ``x`` twice. The explained share is
+    exact for the whole of ``x``.
+    """
+    columns = min(LEADING, x.shape[2])
+    leading = torch.topk(torch.linalg.vector_norm(x, dim=1), columns, dim=1, sorted=False).indices  # [U, columns]
+    spatial, _ = _fit(x.gather(2, leading[:, None, :].expand(-1, x.shape[1], -1)), iterations)
+    norm = torch.linalg.vector_norm(x, dim=(1, 2)).double() ** 2
+    channels = x.new_zeros(x.shape[0], COMPONENTS, x.shape[2])
+    for _ in range(REFINING):
+        channels = _update_channels(spatial, spatial.transpose(1, 2) @ x, channels)
+        a, b = x @ channels.transpose(1, 2), channels @ channels.transpose(1, 2)
+        spatial = _update_spatial(spatial, a, b)
+    channels = _update_channels(spatial, spatial.transpose(1, 2) @ x, channels)
+    a, b = x @ channels.transpose(1, 2), channels @ channels.transpose(1, 2)
+    explained = torch.where(norm > 0, 1 - _error(spatial, a, b, norm) / norm.clamp(min=EPS), torch.zeros_like(norm))
+    return spatial.numpy(), channels.numpy(), explained.float().numpy()
+
+
+def _fit(x: torch.Tensor, iterations: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """HALS from a deterministic start (the spatial maps of all of a unit's weight, of its
+    excitation and of its inhibition) until the mean explained share gains less than
+    ``TOLERANCE`` a step."""
     half = x.shape[2] // 2
-    probes = x.new_zeros(x.shape[2], k)  # all inputs, their excitation, their inhibition
+    probes = x.new_zeros(x.shape[2], COMPONENTS)
     probes[:, 0], probes[:half, 1], probes[half:, 2] = 1, 1, 1
-    spatial = x @ probes / x.shape[2] + EPS  # [U, P, 3]: where the weight, the excitation, the inhibition lie
-    channels = x.new_zeros(x.shape[0], k, x.shape[2])
-    for _ in range(iterations):
-        a, b = spatial.transpose(1, 2) @ x, spatial.transpose(1, 2) @ spatial  # [U, k, N], [U, k, k]
-        for c in range(k):
+    spatial = x @ probes / x.shape[2] + EPS  # [U, P, 3]
+    channels = x.new_zeros(x.shape[0], COMPONENTS, x.shape[2])
+    norm = (x**2).sum(dim=(1, 2)).double()
+    previous = 0.0
+    for step in range(iterations):
+        channels = _update_channels(spatial, spatial.transpose(1, 2) @ x, channels)
+        a, b = x @ channels.transpose(1, 2), channels @ channels.transpose(1, 2)
+        spatial = _update_spatial(spatial, a, b)
+        now = float((1 - _error(spatial, a, b, norm) / norm.clamp(min=EPS)).mean())
+        if step + 1 >= MIN_ITERATIONS and now - previous < TOLERANCE:
+            break
+        previous = now
+    return spatial, channels
+
+
+def _update_channels(spatial: torch.Tensor, a: torch.Tensor, channels: torch.Tensor, sweeps: int = 2) -> torch.Tensor:
+    """HALS sweeps over the channel factors, given ``a = S^T x``: no pass over ``x`` itself."""
+    b = spatial.transpose(1, 2) @ spatial  # [U, k, k]
+    channels = channels.clone()
+    for _ in range(sweeps):
+        for c in range(COMPONENTS):
             step = (a[:, c] - (b[:, c:c + 1] @ channels)[:, 0]) / b[:, c, c, None].clamp(min=EPS)
             channels[:, c] = (channels[:, c] + step).clamp(min=0)
-        a, b = x @ channels.transpose(1, 2), channels @ channels.transpose(1, 2)  # [U, P, k], [U, k, k]
-        for c in range(k):
-            step = (a[:, :, c] - (spatial @ b[:, :, c:c + 1])[:, :, 0]) / b[:, c, c, None].clamp(min=EPS)
-            spatial[:, :, c] = (spatial[:, :, c] + step).clamp(min=0)
-    error = ((x - spatial @ channels) ** 2).sum(dim=(1, 2))
-    norm = (x**2).sum(dim=(1, 2))
-    explained = torch.where(norm > 0, 1 - error / norm.clamp(min=EPS), torch.zeros_like(norm))
-    return spatial.numpy(), channels.numpy(), explained.numpy()
+    return channels
+
+
+def _update_spatial(spatial: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """One HALS sweep over the spatial factors, given ``a = x F^T`` and ``b = F F^T``."""
+    spatial = spatial.clone()
+    for c in range(COMPONENTS):
+        step = (a[:, :, c] - (spatial @ b[:, :, c:c + 1])[:, :, 0]) / b[:, c, c, None].clamp(min=EPS)
+        spatial[:, :, c] = (spatial[:, :, c] + step).clamp(min=0)
+    return spatial
+
+
+def _error(spatial: torch.Tensor, a: torch.Tensor, b: torch.Tensor, norm: torch.Tensor) -> torch.Tensor:
+    """``|x - S F|^2 = |x|^2 - 2 <S, x F^T> + <S^T S, F F^T>``, from ``a = x F^T``, ``b = F F^T``."""
+    s, a, b = spatial.double(), a.double(), b.double()
+    return (norm - 2 * (s * a).sum(dim=(1, 2)) + ((s.transpose(1, 2) @ s) * b).sum(dim=(1, 2))).clamp(min=0)
 
 
 @dataclass(frozen=True)
@@ -200,7 +275,7 @@ class GroupFactors:
     def top_inputs(self, factor: int, count: int) -> list[tuple[str, int, float]]:
         """A factor's strongest input units: ``(layer, unit, coefficient)``, relative to the strongest."""
         direction = self.directions[factor]
-        order = np.argsort(-direction, kind="stable")[:count]
+        order = _strongest(direction, count)
         peak = direction[order[0]]
         chosen = []
         for j in order:

@@ -3,7 +3,8 @@
 Annotated families come from the labels file. A layer with none gets *automatic*
 families: k-means (scikit-learn) over what each unit reads (its input L2 norms, each unit
 scaled to one) and, when the atlas has feature visualisations, over how its picture looks,
-both given equal weight. Every unit is in exactly one family; units in no annotated family,
+both given equal weight. A mixed layer is clustered branch by branch, so its families
+keep to one branch. Every unit is in exactly one family; units in no annotated family,
 and automatic families of one unit, are together under "other units".
 """
 
@@ -85,23 +86,35 @@ def _ordered(layer: Layer, families: list[Family]) -> list[Family]:
 
 
 def _clustered(layer: Layer, blocks: list[np.ndarray], count: int) -> list[Family]:
-    from sklearn.cluster import KMeans
-
-    units = layer.channels
-    count = min(count or max(2, round(np.sqrt(units / 2))), units)
-    if not blocks or units < 4:
+    """Automatic families: k-means within each branch (so a family never mixes branches), or
+    over the whole layer when it has none; ``count`` families per layer, shared out by size."""
+    if not blocks or layer.channels < 4:
         return []
     data = np.concatenate([_unit_rows(b) for b in blocks], axis=1)
+    spans = [(b.start, b.stop) for b in layer.branches] or [(0, layer.channels)]
+    total = count or max(2, round(np.sqrt(layer.channels / 2)))
+    families = []
+    for start, stop in spans:
+        share = max(1, round(total * (stop - start) / layer.channels)) if count else \
+            max(1, round(np.sqrt((stop - start) / 2)))
+        for members in _kmeans(data[start:stop], share):
+            families.append(Family("", tuple(start + u for u in members), True,
+                                   _common_branch(layer, tuple(start + u for u in members))))
+    ordered = sorted(families, key=lambda f: (-len(f.units), f.units[0]))
+    return [Family(f"family {i + 1}", f.units, True, f.note) for i, f in enumerate(ordered)]
+
+
+def _kmeans(data: np.ndarray, count: int) -> list[list[int]]:
+    """``data``'s rows in ``count`` clusters (scikit-learn's k-means, seeded)."""
+    from sklearn.cluster import KMeans
+
+    count = min(count, len(data))
+    if count <= 1:
+        return [list(range(len(data)))]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # k-means warns when there are fewer distinct points than clusters
         assigned = KMeans(count, n_init=3, random_state=0).fit_predict(data)
-    families = []
-    for cluster in range(count):
-        members = tuple(int(u) for u in np.flatnonzero(assigned == cluster))
-        if members:
-            families.append(Family("", members, True, _common_branch(layer, members)))
-    ordered = sorted(families, key=lambda f: (-len(f.units), f.units[0]))
-    return [Family(f"family {i + 1}", f.units, True, f.note) for i, f in enumerate(ordered)]
+    return [members for c in range(count) if (members := np.flatnonzero(assigned == c).tolist())]
 
 
 def _unit_rows(block: np.ndarray) -> np.ndarray:

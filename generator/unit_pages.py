@@ -40,6 +40,7 @@ FACTOR_LARGE = 120  # about this many screen pixels for a unit's own factor pict
 FACTOR_COLUMNS = 64  # units per row of a layer's factor-picture sprite
 FACTOR_INPUTS = 6  # input units listed per factor on a unit page
 FACTOR_NAMES = ("red", "green", "blue")
+SHOWN_SHARE = 0.005  # factors with less of a unit's weight are left out of its page
 LABEL_CHARS = 28  # a label longer than this is shortened on cards (in full on hover)
 
 
@@ -116,6 +117,8 @@ class UnitPages:
             return None
         rows = []
         for c in np.argsort(-factors.shares[unit], kind="stable").tolist():
+            if factors.shares[unit, c] < SHOWN_SHARE:
+                continue
             inputs = []
             for source, other, sign, coefficient in factors.top_inputs(unit, c, FACTOR_INPUTS):
                 inputs.append({"href": f"../{self.slugs[source]}/{other}.html", "unit": other, "sign": sign,
