@@ -103,6 +103,7 @@ def build_atlas(config: AtlasConfig, output: str | Path | None = None) -> BuildR
         writer = PageWriter(graph, units, config, summary, structure, pictures, examples, composed.skipped)
         nav = writer.write_docs(stage / "docs")
         mkdocs_site(stage / "docs", stage / "site", config.title, nav)
+        writer.fill_layers(stage / "site")
         t = done("mkdocs", t)
         add_to_search(stage / "site", writer.unit_pages.write(stage / "site", PageShell.take(stage / "site")))
         pages = sum(1 for _ in (stage / "site").rglob("*.html"))

@@ -90,8 +90,11 @@ class LayerFactors:
         coefficient relative to the factor's strongest."""
         direction = self.channels[unit, factor]
         order = _strongest(direction, count)
-        peak = direction[order[0]] if len(order) else 0.0
-        return [(*self.source_of(int(j)), float(direction[j] / peak)) for j in order if direction[j] > 0]
+        order = order[direction[order] > 0]
+        if not len(order):
+            return []
+        values = (direction[order] / direction[order[0]]).tolist()
+        return [(*self.source_of(j), value) for j, value in zip(order.tolist(), values)]
 
     def dominant(self, unit: int) -> np.ndarray:
         """Per input (over all sources), the factor it contributes most to: ``[inputs]``."""

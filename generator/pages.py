@@ -31,6 +31,7 @@ from .featurevis import Pictures
 from .unit_pages import UnitPages
 
 SAMPLER = 8  # units of each layer shown on the index
+UNITS_MARK = "@@atlas-layer-units@@"
 COLLAPSED = 48  # families with more units than this start collapsed on their layer page
 PREVIEW = 8  # units of a collapsed family shown beside its name
 GROUP_INPUTS = 8  # input units listed per factor of a group
@@ -95,6 +96,7 @@ class PageWriter:
                  examples: Examples | None = None, skipped: list[str] | None = None):
         self.graph, self.units, self.config, self.summary = graph, units, config, summary
         self.structure = structure
+        self.layer_units: dict[str, str] = {}  # per layer page, the HTML of its units (see fill_layers)
         self.skipped = skipped or []  # pairs of layers shown without weights, and why
         self.slugs = layer_slugs(graph)
         self.env = jinja2.Environment(
@@ -117,6 +119,7 @@ class PageWriter:
                         pictures=self._pictures_summary())
         self._render_to(docs, "how-to-read.md.j2", "how-to-read.md", title="How to read this atlas",
                         root="", top_k=self.config.ranking.top_k, featurevis=self.pictures is not None,
+                        grouped=self.config.factors.grouped,
                         examples=self.examples is not None)
         for layer in self.graph.layers:
             self._write_layer(docs, layer)
@@ -146,8 +149,10 @@ class PageWriter:
                             np.array([w.input_l2 for w in units]), np.array([w.excitatory for w in units]),
                             np.array([w.inhibitory for w in units]), sources)
         factors = self.structure.factors.get(layer.name)
-        self._render_to(docs, "layer.md.j2", f"layers/{name}.md", title=layer.name,
-                        root="../", layer=layer, sections=sections, cells=cells, direct=self._sources(layer),
+        self.layer_units[name] = self.env.get_template("layer_units.html.j2").render(
+            layer=layer, sections=sections, cells=cells, activity=self.examples is not None)
+        self._render_to(docs, "layer.md.j2", f"layers/{name}.md", title=layer.name, units_mark=UNITS_MARK,
+                        root="../", layer=layer, cells=cells, direct=self._sources(layer),
                         sources=[s for s, d in self.graph.adjacent if d == layer.name],
                         targets=[d for s, d in self.graph.adjacent if s == layer.name], slugs=self.slugs,
                         plots=[{"src": f"{name}/{p.file}", "title": p.title, "caption": p.caption} for p in plots],
@@ -155,7 +160,17 @@ class PageWriter:
                         explained=float(np.median(factors.explained)) if factors else None,
                         grouped=self.config.factors.grouped,
                         automatic=any(f.automatic for f in self.structure.families[layer.name]),
-                        activity=self.examples is not None, labels_file=self.structure.annotations.source)
+                        labels_file=self.structure.annotations.source)
+
+    def fill_layers(self, site: Path) -> None:
+        """Put each layer's units into its built page. Written after mkdocs, they cost no
+        Markdown parsing and stay out of the search index (unit pages are in it)."""
+        for name, units in self.layer_units.items():
+            page = site / "layers" / f"{name}.html"
+            built = page.read_text(encoding="utf-8")
+            if built.count(UNITS_MARK) != 1:
+                raise RuntimeError(f"the built page {page} lost its units mark; check templates/layer.md.j2")
+            page.write_text(built.replace(UNITS_MARK, units), encoding="utf-8")
 
     def _cells(self, layer: Layer) -> list[dict[str, Any]]:
         """Every unit of ``layer`` as a grid cell and a row of statistics."""

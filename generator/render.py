@@ -24,7 +24,7 @@ DIVERGING = LinearSegmentedColormap.from_list("atlas_rdbu", RDBU_STOPS, N=1025)
 def png(pixels: np.ndarray) -> bytes:
     """PNG bytes of an ``[h, w, 3]`` uint8 array."""
     buffer = io.BytesIO()
-    Image.fromarray(pixels, mode="RGB").save(buffer, format="PNG")
+    Image.fromarray(pixels, mode="RGB").save(buffer, format="PNG", compress_level=1)  # small images: as small, faster
     return buffer.getvalue()
 
 

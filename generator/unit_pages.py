@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import html
 import json
+import multiprocessing
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,9 +34,12 @@ if TYPE_CHECKING:
     from .pages import Structure
     from .site import PageShell
 
+CHUNK = 64  # units written by one task
+MAX_WORKERS = 4  # processes writing unit pages (each a copy-on-write fork of the build)
 SIGNS = {1: ("wa-exc", "+"), -1: ("wa-inh", "&minus;"), 0: ("", "")}
 THUMBNAIL = 96  # pixels of a feature visualisation's small copy (shown at 40 or 48 px, sharp on dense screens)
 CARD_PICTURE = 40  # screen pixels of a unit's picture on a connection card
+CHIP_PICTURE = 24  # screen pixels of a unit's picture on a factor's input link
 LARGE = 128  # at least this many screen pixels for a unit's own feature visualisation
 FACTOR_LARGE = 120  # about this many screen pixels for a unit's own factor picture
 FACTOR_COLUMNS = 64  # units per row of a layer's factor-picture sprite
@@ -51,6 +56,8 @@ class UnitPages:
         self.graph, self.units, self.config, self.slugs = graph, units, config, slugs
         self.structure, self.group_files = structure, group_files
         self.pictures, self.examples = pictures, examples
+        self.family_of = {(layer, u): f for layer, families in structure.families.items() for f in families
+                          for u in f.units}
         self.labels = {  # per unit with a label, the escaped label for its cards
             key: (f'<span class="wa-label" title="{html.escape(a.label, quote=True)}">'
                   f'{html.escape(_shortened(a.label))}</span>')
@@ -110,28 +117,30 @@ class UnitPages:
         return (f'<i class="wa-nmf" style="background-position:-{column * w * f}px -{row * h * f}px" '
                 f'title="weight factors: {100 * factors.explained[unit]:.0f}% explained"></i>')
 
-    def _factor_view(self, layer: Layer, unit: int, weights: UnitWeights) -> dict[str, Any] | None:
-        """The unit's three weight factors, strongest first, each with its top input units."""
+    def _factor_view(self, layer: Layer, unit: int) -> dict[str, Any] | None:
+        """The unit's weight factors, strongest first, each with its top input units as links."""
         factors = self.structure.factors.get(layer.name)
         if factors is None:
             return None
         rows = []
         for c in np.argsort(-factors.shares[unit], kind="stable").tolist():
-            if factors.shares[unit, c] < SHOWN_SHARE:
-                continue
-            inputs = []
-            for source, other, sign, coefficient in factors.top_inputs(unit, c, FACTOR_INPUTS):
-                inputs.append({"href": f"../{self.slugs[source]}/{other}.html", "unit": other, "sign": sign,
-                               "layer": source, "coefficient": coefficient,
-                               "picture": self.picture_tag(source, other, "../../", CARD_PICTURE),
-                               "label": self.structure.annotations.label(source, other) or ""})
+            top = factors.top_inputs(unit, c, FACTOR_INPUTS)
+            chips = "".join(self._chip(source, other, sign, k, len(factors.sources) > 1) for source, other, sign, k in top)
             rows.append({"factor": c, "colour": FACTOR_NAMES[c], "share": float(factors.shares[unit, c]),
-                         "inputs": inputs})
+                         "inputs": top, "chips": chips})
         return {"explained": float(factors.explained[unit]), "rows": rows,
                 "grouped": factors.explained[unit] >= self.config.factors.grouped,
                 "tag": self.factor_tag(layer.name, unit, FACTOR_LARGE),
-                "css": self.factor_css(layer.name, "../../", FACTOR_LARGE),
-                "named": len(factors.sources) > 1}
+                "css": self.factor_css(layer.name, "../../", FACTOR_LARGE), "shown": SHOWN_SHARE}
+
+    def _chip(self, layer: str, unit: int, sign: int, coefficient: float, named: bool) -> str:
+        """A small link to an input unit of a factor: picture, name, label, sign and coefficient."""
+        style, mark = SIGNS[sign]
+        name = f"{self.names[layer]} " if named else ""
+        label = self.labels.get((layer, unit), "")
+        return (f'<a class="wa-chip {style}" href="../{self.slugs[layer]}/{unit}.html">'
+                f'{self.picture_tag(layer, unit, "../../", CHIP_PICTURE)}{name}<b>{unit}</b>{label} '
+                f'{mark}{coefficient:.2f}</a>')
 
     def _write_pictures(self, folder: Path, layer: str, unit: int) -> dict[str, Any]:
         """Copy a unit's feature visualisations and dataset examples into the site; describe them."""
@@ -167,19 +176,34 @@ class UnitPages:
         for layer, factors in self.structure.factors.items():
             pictures = [factors.picture(u) for u in range(len(factors.spatial))]
             files.write(site / "units" / self.slugs[layer] / "factors.png", factor_grid(pictures, FACTOR_COLUMNS))
+        chunks = [(index, start, min(start + CHUNK, layer.channels)) for index, layer in enumerate(self.graph.layers)
+                  for start in range(0, layer.channels, CHUNK)]
+        workers = min(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1,
+                      MAX_WORKERS, len(chunks))
+        global _WRITING
+        _WRITING = (self, site, shell)
         entries = []
-        with tqdm(total=len(self.units), desc="unit pages", unit="page", leave=False, disable=None) as progress:
-            for layer in self.graph.layers:
-                for unit in range(layer.channels):
-                    entries.append(self._write_unit(site / "units" / self.slugs[layer.name], shell, layer, unit))
-                    progress.update()
+        try:
+            with tqdm(total=len(self.units), desc="unit pages", unit="page", leave=False, disable=None) as progress:
+                if workers > 1 and "fork" in multiprocessing.get_all_start_methods():
+                    # forked workers share everything composed so far; no pickling of the weights
+                    with multiprocessing.get_context("fork").Pool(workers) as pool:
+                        for written in pool.imap(_write_chunk, chunks):
+                            entries += written
+                            progress.update(len(written))
+                else:
+                    for chunk in chunks:
+                        entries += _write_chunk(chunk)
+                        progress.update(chunk[2] - chunk[1])
+        finally:
+            _WRITING = None
         return entries
 
     def _write_unit(self, folder: Path, shell: PageShell, layer: Layer, unit: int) -> dict[str, str]:
         weights = self.units[(layer.name, unit)]
         branch = layer.branch_of(unit)
         note = self.structure.annotations.of(layer.name, unit)
-        family = next(f for f in self.structure.families[layer.name] if unit in f.units)
+        family = self.family_of[(layer.name, unit)]
         title = f"{layer.name} {unit}" + (f" · {note.label}" if note.label else "")
         shown = self._write_pictures(folder, layer.name, unit)
         channels = list(weights.rgb_kernel) if weights.rgb_kernel is not None else []
@@ -201,7 +225,7 @@ class UnitPages:
         outputs = "".join(self._cards(weights.outputs, tiles, "out", own))
         further = [{"layer": f.layer, "hops": f.hops, "scale": f.scale, "count": len(f.links),
                     "cards": "".join(self._cards(f.links, tiles, "in", own))} for f in weights.further]
-        factors = self._factor_view(layer, unit, weights)
+        factors = self._factor_view(layer, unit)
         by_factor = self._by_factor(layer.name, unit, weights.inputs, input_cards) if factors and factors["grouped"] else None
         group = self.group_files.get((layer.name, family.name))
         large = self.size * max(1, round(LARGE / self.size))
@@ -225,7 +249,7 @@ class UnitPages:
         )
         files.write(folder / f"{unit}.html", shell.page(title, body).encode("utf-8"))
         data = dict(self._data(layer, unit, weights), label=note.label, family=family.name,
-                    family_automatic=family.automatic, note=note.note, factors=self._factor_data(layer.name, unit),
+                    family_automatic=family.automatic, note=note.note, factors=_factor_data(factors),
                     feature_visualisation=shown.get("featurevis"), dataset_examples=shown.get("examples"))
         files.write(folder / f"{unit}.json", json.dumps(data, separators=(",", ":")).encode())
         words = [f"unit {unit} of layer {layer.name}", f"branch {branch.name}" if branch else "",
@@ -245,18 +269,6 @@ class UnitPages:
         order = np.argsort(-factors.shares[unit], kind="stable").tolist()
         return [{"factor": c, "colour": FACTOR_NAMES[c], "share": float(factors.shares[unit, c]),
                  "cards": "".join(groups[c])} for c in order if c in groups]
-
-    def _factor_data(self, layer: str, unit: int) -> dict[str, Any] | None:
-        factors = self.structure.factors.get(layer)
-        if factors is None:
-            return None
-        return {"explained": _rounded(float(factors.explained[unit])),
-                "by": "one-sided NMF of the input weights split into excitation and inhibition, three factors",
-                "factors": [{"colour": FACTOR_NAMES[c], "share": _rounded(float(factors.shares[unit, c])),
-                             "map": np.round(factors.spatial[unit, c], 4).tolist(),
-                             "inputs": [{"layer": source, "unit": other, "sign": sign, "coefficient": _rounded(k)}
-                                        for source, other, sign, k in factors.top_inputs(unit, c, FACTOR_INPUTS)]}
-                            for c in range(COMPONENTS)]}
 
     def tiles(self, sprite: str, places: list[tuple[int, int, int]]) -> tuple[list[str], str]:
         """Each tile's HTML, and the page CSS of its shapes: whole screen pixels per weight."""
@@ -342,6 +354,30 @@ class UnitPages:
 def _frozen(links: list[Link]) -> list[str]:
     """What was frozen to linearise these connections (gates, norms), each said once."""
     return sorted({f for k in links for f in k.weights.frozen})
+
+
+_WRITING: tuple[UnitPages, Path, PageShell] | None = None  # what forked workers write (see UnitPages.write)
+
+
+def _write_chunk(chunk: tuple[int, int, int]) -> list[dict[str, str]]:
+    """Write units ``start`` to ``stop`` of the layer numbered ``index``; their search entries."""
+    pages, site, shell = _WRITING
+    index, start, stop = chunk
+    layer = pages.graph.layers[index]
+    folder = site / "units" / pages.slugs[layer.name]
+    return [pages._write_unit(folder, shell, layer, unit) for unit in range(start, stop)]
+
+
+def _factor_data(view: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A unit's weight factors for its data file."""
+    if view is None:
+        return None
+    return {"explained": _rounded(view["explained"]),
+            "by": "one-sided NMF of the input weights split into excitation and inhibition, three factors",
+            "factors": [{"colour": row["colour"], "share": _rounded(row["share"]),
+                         "inputs": [{"layer": source, "unit": other, "sign": sign, "coefficient": round(k, 4)}
+                                    for source, other, sign, k in row["inputs"]]}
+                        for row in view["rows"]]}
 
 
 def _shortened(label: str) -> str:

@@ -108,10 +108,10 @@ def test_unit_page_and_its_data_file(default_site):
     assert 'src="0.png"' in first
 
 
-def test_mixed_layer_pages_group_units_by_branch_and_mark_expanded_weights(default_site):
+def test_mixed_layer_pages_name_branches_and_mark_expanded_weights(default_site):
     html = (default_site / "layers" / "mixed3a.html").read_text(encoding="utf-8")
-    headings = re.findall(r"<h2[^>]*>Branch (\w+)", html)
-    assert headings == ["conv_1x1", "conv_3x3", "conv_5x5", "conv_pool_reduce"]
+    assert re.findall(r"<b>(\w+)</b> \d+&ndash;\d+", html) == ["conv_1x1", "conv_3x3", "conv_5x5", "conv_pool_reduce"]
+    assert 'data-branch="conv_pool_reduce"' in html
     unit = (default_site / "units" / "mixed3b" / "60.html").read_text(encoding="utf-8")
     assert "branch <b>conv_3x3</b>" in unit
     assert '<h2>Inputs <span class="wa-expanded">expanded weights</span></h2>' in unit
@@ -120,6 +120,123 @@ def test_mixed_layer_pages_group_units_by_branch_and_mark_expanded_weights(defau
     assert "These are direct weights" in direct and "<h2>Inputs</h2>" in direct
     read = (default_site / "how-to-read.html").read_text(encoding="utf-8")
     assert 'id="expanded-weights"' in read and "mixed3b 345" in read  # the cancellation caveat
+
+
+def _families(page: Path) -> dict[str, list[int]]:
+    """The families of a layer page: name -> units of its grid, in page order."""
+    html = page.read_text(encoding="utf-8")
+    found = {}
+    for block in html.split('<details class="wa-family"')[1:]:
+        name = re.search(r"<summary><b>([^<]*)</b>", block).group(1)
+        found[name] = [int(u) for u in re.findall(r'<a class="wa-cell[^"]*" href="[^"]*" data-unit="(\d+)"', block)]
+    return found
+
+
+def test_families_cover_every_unit_exactly_once(default_site):
+    from generator.graph import find_layers
+    from generator.network import TracedNetwork
+    from generator.loading import load_model
+
+    config = load_config(ROOT / "site_config" / "default.yml")
+    graph = find_layers(TracedNetwork(load_model(config), config.input.shape))
+    for layer in graph.layers:
+        families = _families(default_site / "layers" / f"{layer.name}.html")
+        units = [u for members in families.values() for u in members]
+        assert sorted(units) == list(range(layer.channels)), layer.name
+        sizes = [len(m) for name, m in families.items() if name != "other units"]
+        assert sizes == sorted(sizes, reverse=True)  # largest first, "other units" last
+        if layer.branches and not layer.name.startswith("mixed3a"):  # automatic families keep to a branch
+            for name, members in families.items():
+                if name != "other units":
+                    assert len({layer.branch_of(u).name for u in members}) == 1, (layer.name, name)
+    annotated = _families(default_site / "layers" / "mixed3a.html")  # from site_config/default.labels.yml
+    assert list(annotated)[:3] == ["grating orientations", "colours", "disks"] and "other units" in annotated
+    assert annotated["disks"] == [32, 47, 56, 57, 67, 82]
+    html = (default_site / "layers" / "mixed3b.html").read_text(encoding="utf-8")
+    assert '<span class="wa-auto">automatic</span>' in html
+
+
+def test_unit_pages_carry_their_weight_factors_and_inputs_grouped_by_factor(default_site):
+    """Every unit with spatial inputs has its factor picture, its factors' top inputs, and (when
+    they explain enough) inputs grouped by factor; the layer grid shows the same pictures."""
+    config = load_config(ROOT / "site_config" / "default.yml")
+    grouped = 0
+    for layer in ("conv2d2", "mixed3a", "mixed3b"):
+        sprite = Image.open(default_site / "units" / layer / "factors.png")
+        grid = (default_site / "layers" / f"{layer}.html").read_text(encoding="utf-8")
+        units = sorted(int(p.stem) for p in (default_site / "units" / layer).glob("*.json"))
+        assert grid.count('<i class="wa-nmf"') == len(units) and "factors.png" in grid
+        for unit in units:
+            html = (default_site / "units" / layer / f"{unit}.html").read_text(encoding="utf-8")
+            data = json.loads((default_site / "units" / layer / f"{unit}.json").read_text(encoding="utf-8"))
+            factors = data["factors"]
+            assert 'id="factors"' in html and '<i class="wa-nmf"' in html and "factors.png" in html
+            assert sum(f["share"] for f in factors["factors"]) == pytest.approx(1, abs=1e-3)
+            by_factor = "Grouped by the weight factor" in html
+            assert by_factor == (factors["explained"] >= config.factors.grouped)
+            if by_factor:
+                grouped += 1
+                # every ranked input is still there, once, under one of the factors
+                cards = re.findall(r'<a class="wa-card[^"]*" href="([^"]+)"', html.split("<h2>Outputs")[0])
+                [inputs] = data["inputs"]
+                assert sorted(cards) == sorted(f"../{inputs['from']}/{u}.html" for u in inputs["units"])
+        assert sprite.size[0] >= min(64, len(units))
+    assert grouped > 100
+    assert (default_site / "units" / "conv2d0" / "0.json").exists()
+    assert json.loads((default_site / "units" / "conv2d0" / "0.json").read_text())["factors"] is None  # reads the image
+
+
+def test_labels_reach_pages_cards_titles_and_search(default_site):
+    logits = (default_site / "units" / "logits" / "3.html").read_text(encoding="utf-8")
+    assert "<title>logits 3 · shape=ring" in logits  # the class name the checkpoint carries
+    assert '<span class="wa-unit-label">shape=ring</span>' in logits
+    assert "family <b>shape head</b>" in logits and "factors of this family" in logits
+    data = json.loads((default_site / "units" / "logits" / "3.json").read_text(encoding="utf-8"))
+    assert data["label"] == "shape=ring" and data["family"] == "shape head" and not data["family_automatic"]
+    reader = json.loads((default_site / "units" / "mixed3b" / "44.json").read_text(encoding="utf-8"))
+    assert reader["label"] == "ring"
+    cards = [(default_site / "units" / "mixed3b" / f"{u}.html").read_text(encoding="utf-8") for u in range(208)]
+    assert any(re.search(r'href="../logits/3.html">.*?<span class="wa-label" title="shape=ring">shape=ring</span>', c)
+               for c in cards)  # an outputs card names the class it feeds
+    index = json.loads((default_site / "search" / "search_index.json").read_text(encoding="utf-8"))
+    entries = {d["location"]: d for d in index["docs"]}
+    assert "shape=ring" in entries["units/logits/3.html"]["text"]
+    assert "ring" in entries["units/mixed3b/44.html"]["text"]
+    assert "branch conv_pool_reduce" in entries["units/mixed3a/120.html"]["text"]
+    mixed3a = (default_site / "layers" / "mixed3a.html").read_text(encoding="utf-8")
+    assert 'data-label="disk"' in mixed3a
+
+
+def test_group_pages_show_each_factor_and_each_member(default_site):
+    pages = sorted((default_site / "families").glob("*.html"))
+    names = {p.stem for p in pages}
+    assert {"mixed3a-disks", "mixed3a-colours", "mixed3a-grating-orientations", "logits-shape-head"} <= names
+    html = (default_site / "families" / "mixed3a-disks.html").read_text(encoding="utf-8")
+    assert html.count("<h3>Factor ") == 4
+    assert all(f'href="../units/mixed3a/{u}.html"' in html for u in (32, 47, 56, 57, 67, 82))
+    assert html.count('class="wa-tile ') == 6 * 4  # a signed map per member and factor
+    assert re.search(r"reproduce \d+\.\d% of the squared weights", html)
+    index = (default_site / "index.html").read_text(encoding="utf-8")
+    assert "families/mixed3a-disks.html" in index  # in the navigation
+
+
+def test_layer_pages_have_statistics_and_plots(default_site):
+    html = (default_site / "layers" / "mixed3b.html").read_text(encoding="utf-8")
+    rows = re.findall(r'<tr data-unit="(\d+)">', html)
+    assert sorted(map(int, rows)) == list(range(208))
+    for unit in (10, 60):
+        data = json.loads((default_site / "units" / "mixed3b" / f"{unit}.json").read_text(encoding="utf-8"))
+        cell = re.search(rf'<a class="wa-cell[^"]*" href="../units/mixed3b/{unit}.html"[^>]*>', html).group(0)
+        l2 = float(re.search(r'data-l2="([^"]+)"', cell).group(1))
+        assert l2 == pytest.approx(data["input_l2"], rel=1e-3)
+        excitatory = float(re.search(r'data-excitatory="([^"]+)"', cell).group(1))
+        total = data["excitatory_inputs"] + data["inhibitory_inputs"]
+        assert excitatory == pytest.approx(data["excitatory_inputs"] / total, abs=1e-3)
+        active = float(re.search(r'data-active="([^"]+)"', cell).group(1))
+        assert (active == 0) == (not data["dataset_examples"]["fired"])
+    for plot in ("kernel-norms.svg", "balance.svg", "branches.svg"):
+        assert f'src="mixed3b/{plot}"' in html and (default_site / "layers" / "mixed3b" / plot).is_file()
+    assert "layer-tools.js" in html and '<div class="wa-layer-tools"></div>' in html
 
 
 def test_search_works_offline(default_site):
@@ -145,7 +262,7 @@ def test_names_are_escaped_and_no_file_lands_outside_the_output(tmp_path):
     text = "".join(p.read_text(encoding="utf-8") for p in pages)
     assert "<script>alert(1)</script>" not in text
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in text
-    assert {p.name for p in (output / "layers").iterdir()} == {"stem.html", "script-alert-1-script.html", "evil.html"}
+    assert {p.name for p in (output / "layers").glob("*.html")} == {"stem.html", "script-alert-1-script.html", "evil.html"}
 
 
 def test_failed_build_leaves_the_existing_site_untouched(tmp_path, monkeypatch):
@@ -196,7 +313,7 @@ def test_layer_selection_and_further_hops(tmp_path):
                                       input={"channels": 3, "size": 12}, layers=["conv1", "conv2", "conv3"],
                                       ranking={"top_k": 4, "hops": 2}, site={"output": str(output)}))
     build_atlas(config)
-    assert sorted(p.name for p in (output / "layers").iterdir()) == ["conv1.html", "conv2.html", "conv3.html"]
+    assert sorted(p.name for p in (output / "layers").glob("*.html")) == ["conv1.html", "conv2.html", "conv3.html"]
     unit = (output / "units" / "conv3" / "0.html").read_text(encoding="utf-8")
     assert "Inputs from conv1, 2 layers up" in unit
     data = json.loads((output / "units" / "conv3" / "0.json").read_text(encoding="utf-8"))
