@@ -14,7 +14,8 @@ Measured in one run on this machine:
 - the default atlas with feature visualisations: a cold build (empty cache) and warm
   rebuilds (median), time per stage, pages, site size, peak memory (ru_maxrss);
 - the full InceptionV1 weights-only atlas (site_config/inceptionv1.yml, random weights in
-  the conversion's format), built in a child process: time, pages, size, peak memory;
+  the conversion's format), built in a child process: time per stage, pages, size, peak
+  memory, and what each view (weight factors, families, statistics, plots) adds to the site;
 - weights-only atlases of torchvision's ResNet-50 and DenseNet-121 at 224 px (random
   weights), the same way (``--zoo`` runs only these).
 """
@@ -99,6 +100,7 @@ def bench_default_atlas(runs: int = 3) -> dict:
         for _ in range(runs):
             reports.append(build_atlas(config, Path(folder) / "site"))
         sizes = [p.stat().st_size for p in reports[-1].output.rglob("*") if p.is_file()]
+        views = view_sizes(reports[-1].output)
     cold, warm = reports[0], reports[1:]
     return {
         "atlas_cold_build_s": cold.seconds, "atlas_cold_stages_s": cold.stages,
@@ -109,6 +111,7 @@ def bench_default_atlas(runs: int = 3) -> dict:
         "atlas_warm_pictures_made": sum(r.pictures_made for r in warm),
         "atlas_pages": cold.pages, "atlas_units": cold.units,
         "atlas_files": len(sizes), "atlas_size_mb": sum(sizes) / 2**20, "atlas_largest_file_kb": max(sizes) / 1024,
+        "atlas_views_mb": views,
     }
 
 
@@ -205,15 +208,36 @@ CHILD = ("import re, resource, sys\nfrom generator.__main__ import main\ncode = 
 def atlas_in_child(config: Path, prefix: str) -> dict:
     """Build ``config`` in a child process (its site next to it): time, pages, size, peak memory."""
     start = time.perf_counter()
-    done = subprocess.run([sys.executable, "-c", CHILD, "build", str(config), "--quiet"],
+    done = subprocess.run([sys.executable, "-c", CHILD, "build", str(config)],
                           cwd=ROOT, check=True, capture_output=True, text=True)
     seconds = time.perf_counter() - start
     site = config.parent / "site"
     sizes = [p.stat().st_size for p in site.rglob("*") if p.is_file()]
     peak = int(re.search(r"peak-rss-kb (\d+)", done.stdout).group(1))
+    stages = re.search(r"pages in [\d.]+s \((.*?)\)\. Feature", done.stdout).group(1)
     return {f"{prefix}_build_s": seconds, f"{prefix}_pages": sum(1 for _ in site.rglob("*.html")),
             f"{prefix}_files": len(sizes), f"{prefix}_size_mb": sum(sizes) / 2**20,
-            f"{prefix}_largest_file_mb": max(sizes) / 2**20, f"{prefix}_peak_rss_mb": peak / 1024}
+            f"{prefix}_largest_file_mb": max(sizes) / 2**20, f"{prefix}_peak_rss_mb": peak / 1024,
+            f"{prefix}_stages_s": {name: float(value) for name, value in re.findall(r"([a-z ]+) ([\d.]+)s", stages)},
+            f"{prefix}_views_mb": view_sizes(site)}
+
+
+def view_sizes(site: Path) -> dict[str, float]:
+    """What each view of the atlas adds to the site, in MB."""
+    def total(paths) -> float:
+        return sum(p.stat().st_size for p in paths) / 2**20
+
+    sections = 0
+    for page in site.glob("units/*/*.html"):
+        text = page.read_text(encoding="utf-8")
+        start = text.find('<h2 id="factors">')
+        if start >= 0:
+            sections += len(text[start:text.find("<h2>Inputs", start)].encode())
+    return {"factor pictures (one sprite per layer)": total(site.glob("units/*/factors.png")),
+            "factor sections of unit pages": sections / 2**20,
+            "layer pages (families, grid, statistics)": total(site.glob("layers/*.html")),
+            "layer plots": total(site.glob("layers/*/*.svg")),
+            "family factor pages": total(site.glob("families/*"))}
 
 
 def bench_inceptionv1_atlas() -> dict:
@@ -291,6 +315,7 @@ def main(argv: list[str] | None = None) -> None:
         ("pages / files", f"{results['atlas_pages']} / {results['atlas_files']}"),
         ("site size", f"{results['atlas_size_mb']:.1f} MB (largest file {results['atlas_largest_file_kb']:.0f} KB)"),
         ("peak memory", f"{results['peak_rss_mb']:.0f} MB"),
+        *[(f"  view: {k}", f"{v:.2f} MB") for k, v in results["atlas_views_mb"].items()],
         *[(f"expanded {r['pair']} {tuple(r['kernel'])}",
            f"ours {r['ours_s']:.3f} s, gradient {r['gradient_s']:.2f} s, {r['speedup']:.0f}x, "
            f"max rel. diff {r['max_relative_difference']:.1e}") for r in results["expanded"]],
@@ -302,6 +327,8 @@ def main(argv: list[str] | None = None) -> None:
         ("InceptionV1 site size", f"{results['inceptionv1_size_mb']:.0f} MB "
                                   f"(largest file {results['inceptionv1_largest_file_mb']:.1f} MB)"),
         ("InceptionV1 build peak memory", f"{results['inceptionv1_peak_rss_mb']:.0f} MB"),
+        *[(f"  stage: {k}", f"{v:.1f} s") for k, v in results["inceptionv1_stages_s"].items()],
+        *[(f"  view: {k}", f"{v:.2f} MB") for k, v in results["inceptionv1_views_mb"].items()],
         *[(f"{title} weights-only atlas, 224 px", f"{results[name + '_build_s']:.1f} s, peak "
            f"{results[name + '_peak_rss_mb']:.0f} MB, {results[name + '_pages']} pages, {results[name + '_size_mb']:.0f} MB")
           for name, title in ZOO.items()],

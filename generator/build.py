@@ -105,6 +105,8 @@ def build_atlas(config: AtlasConfig, output: str | Path | None = None) -> BuildR
         mkdocs_site(stage / "docs", stage / "site", config.title, nav)
         writer.fill_layers(stage / "site")
         t = done("mkdocs", t)
+        stages["mkdocs"] -= writer.plot_seconds  # drawn while writing the layer pages
+        stages["layer plots"] = writer.plot_seconds
         add_to_search(stage / "site", writer.unit_pages.write(stage / "site", PageShell.take(stage / "site")))
         pages = sum(1 for _ in (stage / "site").rglob("*.html"))
         t = done("unit pages", t)

@@ -153,11 +153,17 @@ def fetch(path: str | Path, url: str | None) -> Path:
 
 
 def torchvision_model(name: str, pretrained: bool) -> nn.Module:
+    """torchvision's model ``name``, with its published weights when ``pretrained`` (whose class
+    names then label its classifier)."""
     torchvision = import_torchvision()
     try:
-        return torchvision.models.get_model(name, weights="DEFAULT" if pretrained else None)
+        weights = torchvision.models.get_model_weights(name).DEFAULT if pretrained else None
+        model = torchvision.models.get_model(name, weights=weights)
     except (ValueError, KeyError) as error:
         raise AtlasError(f"torchvision has no model `{name}` ({error}). See torchvision.models.list_models().") from None
+    if weights is not None and weights.meta.get("categories"):
+        model.class_names = list(weights.meta["categories"])
+    return model
 
 
 def checkpoint_classes(path: str | Path) -> list[str] | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -97,6 +98,7 @@ class PageWriter:
         self.graph, self.units, self.config, self.summary = graph, units, config, summary
         self.structure = structure
         self.layer_units: dict[str, str] = {}  # per layer page, the HTML of its units (see fill_layers)
+        self.plot_seconds = 0.0  # spent drawing layer plots
         self.skipped = skipped or []  # pairs of layers shown without weights, and why
         self.slugs = layer_slugs(graph)
         self.env = jinja2.Environment(
@@ -145,9 +147,11 @@ class PageWriter:
         sources = {src: (l2, [(b.name, b.start, b.stop) for b in self.graph.layer(src).branches])
                    for (src, dst), l2 in self.structure.norms.items() if dst == layer.name}
         units = [self.units[(layer.name, u)] for u in range(layer.channels)]
+        start = time.perf_counter()
         plots = layer_plots(docs / "layers" / name, [(b.name, b.start, b.stop) for b in layer.branches],
                             np.array([w.input_l2 for w in units]), np.array([w.excitatory for w in units]),
                             np.array([w.inhibitory for w in units]), sources)
+        self.plot_seconds += time.perf_counter() - start
         factors = self.structure.factors.get(layer.name)
         self.layer_units[name] = self.env.get_template("layer_units.html.j2").render(
             layer=layer, sections=sections, cells=cells, activity=self.examples is not None)

@@ -96,7 +96,11 @@ def branch_shares(branches: list[Branch], sources: dict[str, tuple[np.ndarray, l
 
 def _draw_norms(ax: Axes, groups: list[tuple[str, np.ndarray]], input_l2: np.ndarray) -> None:
     """Histogram of units' input L2 norms."""
-    _hist(ax, [(name, input_l2[idx]) for name, idx in groups], np.histogram_bin_edges(input_l2, bins=30))
+    low, high = float(input_l2.min()), float(input_l2.max())
+    spread = max(high - low, 1e-3 * max(abs(high), 1e-12))  # nearly equal norms still get 30 distinct bins
+    centre = (low + high) / 2
+    _hist(ax, [(name, input_l2[idx]) for name, idx in groups],
+          np.linspace(centre - spread / 2, centre + spread / 2, 31))
     ax.set_xlabel("L2 norm of all of a unit's incoming weights")
 
 

@@ -1,32 +1,22 @@
 """The default atlas in headless Chromium, opened from file:// as a reader would."""
 
 import io
-import os
-import shutil
 import time
 
 import numpy as np
 import pytest
 from PIL import Image
 
-CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
-if not (CHROMIUM and CHROMEDRIVER) and not os.environ.get("CI"):
-    pytest.skip("needs Debian's chromium and chromium-driver (CI installs them)", allow_module_level=True)
+from tests.chromium import require_chromium, start_browser
 
-from selenium import webdriver  # noqa: E402
-from selenium.webdriver.chrome.service import Service  # noqa: E402
+require_chromium()
+
 from selenium.webdriver.common.by import By  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def browser():
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--window-size=1280,1000", "--force-device-scale-factor=1"):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    driver = start_browser()
     yield driver
     driver.quit()
 
@@ -54,3 +44,26 @@ def test_search_works_from_file_urls(browser, default_site):
     assert "matching" in meta.text and not meta.text.startswith("No"), meta.text
     found = [a.get_attribute("href") for a in browser.find_elements(By.CSS_SELECTOR, ".md-search-result__link")]
     assert any(href.endswith("units/mixed3a/40.html") for href in found), found  # unit pages are indexed
+
+
+def _search(browser, site, query: str) -> list[str]:
+    browser.get((site / "index.html").as_uri())
+    box = browser.find_element(By.CSS_SELECTOR, "input.md-search__input")
+    box.click()
+    box.send_keys(query)
+    meta = browser.find_element(By.CSS_SELECTOR, ".md-search-result__meta")
+    deadline = time.time() + 20
+    while "matching" not in meta.text and time.time() < deadline:
+        time.sleep(0.2)
+    assert "matching" in meta.text and not meta.text.startswith("No"), (query, meta.text)
+    return [a.get_attribute("href") for a in browser.find_elements(By.CSS_SELECTOR, ".md-search-result__link")]
+
+
+def test_search_finds_units_by_label_and_by_branch(browser, default_site):
+    ringed = {f"units/mixed3b/{u}.html" for u in (44, 48, 49, 63, 78, 82, 84, 95, 110, 120, 129)} | \
+        {"units/logits/3.html"}  # labelled "ring" in site_config/default.labels.yml, and the class "shape=ring"
+    found = _search(browser, default_site, "ring")
+    assert any(href.split("/site/")[-1] in ringed for href in found), found
+    pooled = {f"units/mixed3a/{u}.html" for u in range(112, 128)} | {f"units/mixed3b/{u}.html" for u in range(176, 208)}
+    found = _search(browser, default_site, "conv_pool_reduce")
+    assert any(href.split("/site/")[-1] in pooled for href in found), found

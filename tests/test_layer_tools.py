@@ -1,17 +1,13 @@
 """The layer page's toolbar (filter, sort, hide dead) and sortable statistics table, in headless Chromium."""
 
-import os
-import shutil
 from pathlib import Path
 
 import pytest
 
-CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
-if not (CHROMIUM and CHROMEDRIVER) and not os.environ.get("CI"):
-    pytest.skip("needs Debian's chromium and chromium-driver (CI installs them)", allow_module_level=True)
+from tests.chromium import require_chromium, start_browser
 
-from selenium import webdriver  # noqa: E402
-from selenium.webdriver.chrome.service import Service  # noqa: E402
+require_chromium()
+
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.common.keys import Keys  # noqa: E402
 from selenium.webdriver.support.ui import Select  # noqa: E402
@@ -86,14 +82,7 @@ def site(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def driver():
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--window-size=1280,1000", "--force-device-scale-factor=1"):
-        options.add_argument(flag)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    drv = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    drv = start_browser()
     yield drv
     drv.quit()
 

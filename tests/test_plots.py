@@ -94,3 +94,11 @@ def test_rebuilds_are_byte_identical(tmp_path: Path, branches):
     assert first == second
     for plot in first:
         assert (tmp_path / "one" / plot.file).read_bytes() == (tmp_path / "two" / plot.file).read_bytes()
+
+
+def test_units_with_equal_kernel_norms_get_a_histogram(tmp_path):
+    """A layer whose units all have the same input norm (to float precision) still plots."""
+    norms = np.full(12, 0.7310586)
+    norms[::2] = np.nextafter(norms[0], 1)  # one step of float precision apart
+    plots = layer_plots(tmp_path, [], norms, np.ones(12, int), np.ones(12, int), {})
+    assert [p.file for p in plots] == ["kernel-norms.svg", "balance.svg"]
