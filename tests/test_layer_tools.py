@@ -1,5 +1,6 @@
 """The layer page's toolbar (filter, sort, hide dead) and sortable statistics table, in headless Chromium."""
 
+import shutil
 from pathlib import Path
 
 import pytest
