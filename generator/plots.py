@@ -160,8 +160,8 @@ def layer_plots(folder: Path, branches: list[Branch], input_l2: np.ndarray, exci
                 "How many units (height) have each share of excitatory input kernels (summing to more than zero) "
                 "among their kernels summing to more or less than zero" + (", stacked by branch" if branches else "")
                 + ". Right of the dashed line at 0.5 a unit has more excitatory than inhibitory inputs.")))
-        if sources and (branches or any(b for _, b in sources.values())):
-            shares, rows, columns = branch_shares(branches, sources)
+        shares, rows, columns = branch_shares(branches, sources) if sources else (None, [], [])
+        if len(columns) > 1:  # one source column says only "100%"
             left = 0.45 + 0.065 * max(len(r) for r in rows)
             bottom = 0.45 + 0.045 * max(len(c) for c in columns)  # column labels turned by 30 degrees
             size = (left + max(3.0, 0.5 * len(columns)) + 1.2, bottom + max(1.2, 0.3 * len(rows)) + 0.2)

@@ -63,13 +63,22 @@ def test_branch_shares_without_branches_on_this_side():
     np.testing.assert_allclose(shares, [[1 / 6, 5 / 6]])
 
 
-def test_no_branches_anywhere_means_no_branch_plot(tmp_path: Path):
+def test_one_plain_source_means_no_branch_plot(tmp_path: Path):
+    """Reading one source without branches, every branch draws 100% on it: nothing to plot."""
+    for branches in ([], BRANCHES):
+        layer = _layer()
+        layer["branches"] = branches
+        layer["sources"] = {"plain": layer["sources"]["plain"]}
+        plots = layer_plots(tmp_path / str(len(branches)), **layer)
+        assert [p.file for p in plots] == ["kernel-norms.svg", "balance.svg"]
+        assert not (tmp_path / str(len(branches)) / "branches.svg").exists()
+
+
+def test_two_plain_sources_give_a_branch_plot(tmp_path: Path):
     layer = _layer()
     layer["branches"] = []
     layer["sources"] = {name: (l2, []) for name, (l2, _) in layer["sources"].items()}
-    plots = layer_plots(tmp_path, **layer)
-    assert [p.file for p in plots] == ["kernel-norms.svg", "balance.svg"]
-    assert not (tmp_path / "branches.svg").exists()
+    assert [p.file for p in layer_plots(tmp_path, **layer)][-1] == "branches.svg"
 
 
 def test_source_branches_alone_give_a_branch_plot(tmp_path: Path):
