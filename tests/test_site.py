@@ -307,6 +307,18 @@ def test_command_line_reports_errors_without_a_traceback(tmp_path):
     assert (output / "keep.txt").read_text() == "keep me"
 
 
+def test_a_labels_file_naming_an_unknown_unit_stops_the_build_with_its_line(tmp_path):
+    output = tmp_path / "site"
+    config = write_config(tmp_path, model={"source": "tests.toy_models:small_cnn"}, input={"channels": 3, "size": 12},
+                          featurevis={"enabled": False}, site={"output": str(output)})
+    (tmp_path / "atlas.labels.yml").write_text("units:\n  conv1:\n    0: edge\n    999: too far\n", encoding="utf-8")
+    result = subprocess.run([sys.executable, "-m", "generator", "build", str(config)], cwd=ROOT,
+                            capture_output=True, text=True)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "atlas.labels.yml:4" in result.stderr and "999" in result.stderr, result.stderr
+    assert not output.exists()
+
+
 def test_layer_selection_and_further_hops(tmp_path):
     output = tmp_path / "site"
     config = load_config(write_config(tmp_path, model={"source": "tests.toy_models:small_cnn"},
