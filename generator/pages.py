@@ -138,10 +138,11 @@ class PageWriter:
         name = self.slugs[layer.name]
         cells = self._cells(layer)
         sections = []
-        for family in self.structure.families[layer.name]:
+        for number, family in enumerate(self.structure.families[layer.name], start=1):
             members = [cells[u] for u in family.units]
             group = self.group_files.get((layer.name, family.name))
-            sections.append({"family": family, "count": len(members), "share": len(members) / layer.channels,
+            sections.append({"family": family, "anchor": f"family-{number}", "count": len(members),
+                             "share": len(members) / layer.channels,
                              "cells": members, "collapsed": len(members) > COLLAPSED, "preview": members[:PREVIEW],
                              "group": f"../{group}.html" if group else None})
         sources = {src: (l2, [(b.name, b.start, b.stop) for b in self.graph.layer(src).branches])

@@ -56,8 +56,8 @@ class UnitPages:
         self.graph, self.units, self.config, self.slugs = graph, units, config, slugs
         self.structure, self.group_files = structure, group_files
         self.pictures, self.examples = pictures, examples
-        self.family_of = {(layer, u): f for layer, families in structure.families.items() for f in families
-                          for u in f.units}
+        self.family_of = {(layer, u): (f, number) for layer, families in structure.families.items()
+                          for number, f in enumerate(families, start=1) for u in f.units}
         self.labels = {  # per unit with a label, the escaped label for its cards
             key: (f'<span class="wa-label" title="{html.escape(a.label, quote=True)}">'
                   f'{html.escape(_shortened(a.label))}</span>')
@@ -203,7 +203,7 @@ class UnitPages:
         weights = self.units[(layer.name, unit)]
         branch = layer.branch_of(unit)
         note = self.structure.annotations.of(layer.name, unit)
-        family = self.family_of[(layer.name, unit)]
+        family, family_number = self.family_of[(layer.name, unit)]
         title = f"{layer.name} {unit}" + (f" · {note.label}" if note.label else "")
         shown = self._write_pictures(folder, layer.name, unit)
         channels = list(weights.rgb_kernel) if weights.rgb_kernel is not None else []
@@ -232,7 +232,8 @@ class UnitPages:
         body = self.template.render(
             root="../../", layer=layer, unit=unit, branch=branch, weights=weights, first=first, tile_css=css,
             inputs="".join(input_cards), outputs=outputs, further=further, factors=factors, by_factor=by_factor,
-            note=note, family=family, group_href=f"../../{group}.html" if group else None,
+            note=note, family=family, family_href=f"../../layers/{self.slugs[layer.name]}.html#family-{family_number}",
+            group_href=f"../../{group}.html" if group else None,
             grouped=self.config.factors.grouped,
             inputs_expanded=any(not k.direct for k in weights.inputs),
             outputs_expanded=any(not k.direct for k in weights.outputs),

@@ -190,7 +190,9 @@ def test_labels_reach_pages_cards_titles_and_search(default_site):
     logits = (default_site / "units" / "logits" / "3.html").read_text(encoding="utf-8")
     assert "<title>logits 3 · shape=ring" in logits  # the class name the checkpoint carries
     assert '<span class="wa-unit-label">shape=ring</span>' in logits
-    assert "family <b>shape head</b>" in logits and "factors of this family" in logits
+    assert 'family <a href="../../layers/logits.html#family-1"><b>shape head</b></a>' in logits
+    assert "factors of this family" in logits
+    assert '<details class="wa-family" id="family-1"' in (default_site / "layers" / "logits.html").read_text()
     data = json.loads((default_site / "units" / "logits" / "3.json").read_text(encoding="utf-8"))
     assert data["label"] == "shape=ring" and data["family"] == "shape head" and not data["family_automatic"]
     reader = json.loads((default_site / "units" / "mixed3b" / "44.json").read_text(encoding="utf-8"))
