@@ -10,8 +10,16 @@ from sklearn.exceptions import ConvergenceWarning
 from torch import nn
 
 from generator.expanded import LayerWeights, layer_weights
-from generator.factors import group_factors, split_signs, unit_factors
+from generator.factors import group_factors, unit_factors
 from generator.graph import trace_layers
+
+
+def split_signs(kernels: np.ndarray) -> np.ndarray:
+    """The matrices the article factorises: ``[units, inputs, kh, kw]`` -> ``[units, kh*kw, 2*inputs]``,
+    each kernel position a row, each input's excitation (relu(W)) then inhibition (relu(-W)) a column."""
+    units, inputs = kernels.shape[:2]
+    positions = kernels.reshape(units, inputs, -1).transpose(0, 2, 1)
+    return np.concatenate([np.maximum(positions, 0), np.maximum(-positions, 0)], axis=2)
 
 
 def _weights(kernel: np.ndarray, src: str = "a", dst: str = "b") -> LayerWeights:
