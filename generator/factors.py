@@ -36,7 +36,7 @@ ITERATIONS = 60  # at most; fits stop once the mean explained share gains less t
 MIN_ITERATIONS = 8
 TOLERANCE = 2e-4
 LEADING = 96  # a unit's strongest columns (input units and signs) its spatial factors are first fitted on
-REFINING = 2  # rounds over all columns after that
+REFINING = 1  # rounds over all columns after that
 CHUNK_BYTES = 256 * 2**20  # the largest batch of units' matrices fitted at once
 EPS = 1e-12
 

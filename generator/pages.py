@@ -24,12 +24,13 @@ from . import files
 from .factors import GroupFactors, LayerFactors
 from .families import Family
 from .graph import Layer, LayerGraph
-from .plots import layer_plots
+from .plots import LayerPlot, layer_plots
 from .ranking import UnitWeights
 from .render import tile_sprite
 from .dataset_examples import Examples
 from .featurevis import Pictures
 from .unit_pages import UnitPages
+from .workers import forked_map
 
 SAMPLER = 8  # units of each layer shown on the index
 UNITS_MARK = "@@atlas-layer-units@@"
@@ -123,8 +124,12 @@ class PageWriter:
                         root="", top_k=self.config.ranking.top_k, featurevis=self.pictures is not None,
                         grouped=self.config.factors.grouped,
                         examples=self.examples is not None)
+        start = time.perf_counter()
+        plots = dict(zip((layer.name for layer in self.graph.layers),
+                         forked_map(lambda layer: self._plots(docs, layer), self.graph.layers)))
+        self.plot_seconds = time.perf_counter() - start
         for layer in self.graph.layers:
-            self._write_layer(docs, layer)
+            self._write_layer(docs, layer, plots[layer.name])
         for group in self.structure.groups:
             self._write_group(docs, group)
         families = [{plain_title(f"{g.layer}: {g.family}"): f"{self.group_files[(g.layer, g.family)]}.md"}
@@ -133,7 +138,16 @@ class PageWriter:
                 {"Layers": [{plain_title(layer.name): f"layers/{self.slugs[layer.name]}.md"}
                             for layer in self.graph.layers]}] + ([{"Families": families}] if families else [])
 
-    def _write_layer(self, docs: Path, layer: Layer) -> None:
+    def _plots(self, docs: Path, layer: Layer) -> list[LayerPlot]:
+        """Draw a layer's plots into its folder beside its page."""
+        sources = {src: (l2, [(b.name, b.start, b.stop) for b in self.graph.layer(src).branches])
+                   for (src, dst), l2 in self.structure.norms.items() if dst == layer.name}
+        units = [self.units[(layer.name, u)] for u in range(layer.channels)]
+        return layer_plots(docs / "layers" / self.slugs[layer.name], [(b.name, b.start, b.stop) for b in layer.branches],
+                           np.array([w.input_l2 for w in units]), np.array([w.excitatory for w in units]),
+                           np.array([w.inhibitory for w in units]), sources)
+
+    def _write_layer(self, docs: Path, layer: Layer, plots: list[LayerPlot]) -> None:
         """A layer's page: its units by family, with their factor pictures, statistics and plots."""
         name = self.slugs[layer.name]
         cells = self._cells(layer)
@@ -145,14 +159,6 @@ class PageWriter:
                              "share": len(members) / layer.channels,
                              "cells": members, "collapsed": len(members) > COLLAPSED, "preview": members[:PREVIEW],
                              "group": f"../{group}.html" if group else None})
-        sources = {src: (l2, [(b.name, b.start, b.stop) for b in self.graph.layer(src).branches])
-                   for (src, dst), l2 in self.structure.norms.items() if dst == layer.name}
-        units = [self.units[(layer.name, u)] for u in range(layer.channels)]
-        start = time.perf_counter()
-        plots = layer_plots(docs / "layers" / name, [(b.name, b.start, b.stop) for b in layer.branches],
-                            np.array([w.input_l2 for w in units]), np.array([w.excitatory for w in units]),
-                            np.array([w.inhibitory for w in units]), sources)
-        self.plot_seconds += time.perf_counter() - start
         factors = self.structure.factors.get(layer.name)
         self.layer_units[name] = self.env.get_template("layer_units.html.j2").render(
             layer=layer, sections=sections, cells=cells, activity=self.examples is not None)

@@ -68,7 +68,8 @@ def mkdocs_site(docs: Path, site: Path, title: str, nav: list) -> None:
     write_shell(docs)
     settings = yaml.safe_load((SITE_CONFIG / "mkdocs.yml").read_text(encoding="utf-8"))
     settings["theme"]["custom_dir"] = str(SITE_CONFIG / settings["theme"].get("custom_dir", "overrides"))
-    settings.update(site_name=title, docs_dir=str(docs), site_dir=str(site), nav=nav)
+    # The theme writes site_name into every page's header and <title> without escaping it.
+    settings.update(site_name=html.escape(title), docs_dir=str(docs), site_dir=str(site), nav=nav)
     config_file = docs.parent / "mkdocs.yml"
     config_file.write_text(yaml.safe_dump(settings, sort_keys=False), encoding="utf-8")
     # mkdocs reports every page left out of nav at INFO level; the shell is, on purpose.

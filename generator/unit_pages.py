@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import html
 import json
-import multiprocessing
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,13 +27,13 @@ from .featurevis import Pictures
 from .graph import Layer, LayerGraph
 from .ranking import Link, UnitWeights
 from .render import factor_grid, jpeg, rgb_kernel, tile_sprite
+from .workers import forked_map
 
 if TYPE_CHECKING:
     from .pages import Structure
     from .site import PageShell
 
-CHUNK = 64  # units written by one task
-MAX_WORKERS = 4  # processes writing unit pages (each a copy-on-write fork of the build)
+CHUNK = 64  # units written by one task of a worker process
 SIGNS = {1: ("wa-exc", "+"), -1: ("wa-inh", "&minus;"), 0: ("", "")}
 THUMBNAIL = 96  # pixels of a feature visualisation's small copy (shown at 40 or 48 px, sharp on dense screens)
 CARD_PICTURE = 40  # screen pixels of a unit's picture on a connection card
@@ -176,27 +174,19 @@ class UnitPages:
         for layer, factors in self.structure.factors.items():
             pictures = [factors.picture(u) for u in range(len(factors.spatial))]
             files.write(site / "units" / self.slugs[layer] / "factors.png", factor_grid(pictures, FACTOR_COLUMNS))
-        chunks = [(index, start, min(start + CHUNK, layer.channels)) for index, layer in enumerate(self.graph.layers)
+        chunks = [(layer, start, min(start + CHUNK, layer.channels)) for layer in self.graph.layers
                   for start in range(0, layer.channels, CHUNK)]
-        workers = min(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1,
-                      MAX_WORKERS, len(chunks))
-        global _WRITING
-        _WRITING = (self, site, shell)
+
+        def write_chunk(chunk: tuple[Layer, int, int]) -> list[dict[str, str]]:
+            layer, start, stop = chunk
+            folder = site / "units" / self.slugs[layer.name]
+            return [self._write_unit(folder, shell, layer, unit) for unit in range(start, stop)]
+
         entries = []
-        try:
-            with tqdm(total=len(self.units), desc="unit pages", unit="page", leave=False, disable=None) as progress:
-                if workers > 1 and "fork" in multiprocessing.get_all_start_methods():
-                    # forked workers share everything composed so far; no pickling of the weights
-                    with multiprocessing.get_context("fork").Pool(workers) as pool:
-                        for written in pool.imap(_write_chunk, chunks):
-                            entries += written
-                            progress.update(len(written))
-                else:
-                    for chunk in chunks:
-                        entries += _write_chunk(chunk)
-                        progress.update(chunk[2] - chunk[1])
-        finally:
-            _WRITING = None
+        with tqdm(total=len(self.units), desc="unit pages", unit="page", leave=False, disable=None) as progress:
+            for written in forked_map(write_chunk, chunks):
+                entries += written
+                progress.update(len(written))
         return entries
 
     def _write_unit(self, folder: Path, shell: PageShell, layer: Layer, unit: int) -> dict[str, str]:
@@ -355,18 +345,6 @@ class UnitPages:
 def _frozen(links: list[Link]) -> list[str]:
     """What was frozen to linearise these connections (gates, norms), each said once."""
     return sorted({f for k in links for f in k.weights.frozen})
-
-
-_WRITING: tuple[UnitPages, Path, PageShell] | None = None  # what forked workers write (see UnitPages.write)
-
-
-def _write_chunk(chunk: tuple[int, int, int]) -> list[dict[str, str]]:
-    """Write units ``start`` to ``stop`` of the layer numbered ``index``; their search entries."""
-    pages, site, shell = _WRITING
-    index, start, stop = chunk
-    layer = pages.graph.layers[index]
-    folder = site / "units" / pages.slugs[layer.name]
-    return [pages._write_unit(folder, shell, layer, unit) for unit in range(start, stop)]
 
 
 def _factor_data(view: dict[str, Any] | None) -> dict[str, Any] | None:

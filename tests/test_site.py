@@ -267,6 +267,19 @@ def test_names_are_escaped_and_no_file_lands_outside_the_output(tmp_path):
     assert {p.name for p in (output / "layers").glob("*.html")} == {"stem.html", "script-alert-1-script.html", "evil.html"}
 
 
+def test_a_hostile_title_is_text_on_every_page(tmp_path):
+    output = tmp_path / "site"
+    title = 'T</title><img src=x onerror="document.body.dataset.pwned=1"><title>'
+    config = load_config(write_config(tmp_path, title=title, model={"source": "tests.toy_models:small_cnn"},
+                                      input={"channels": 3, "size": 12}, featurevis={"enabled": False},
+                                      site={"output": str(output)}))
+    build_atlas(config)
+    pages = list(output.rglob("*.html"))
+    assert pages and not any("<img src=x" in p.read_text(encoding="utf-8") for p in pages)
+    index = (output / "index.html").read_text(encoding="utf-8")
+    assert "T&lt;/title&gt;&lt;img src=x" in index
+
+
 def test_failed_build_leaves_the_existing_site_untouched(tmp_path, monkeypatch):
     output = tmp_path / "site"
     output.mkdir()
