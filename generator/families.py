@@ -22,7 +22,7 @@ from .annotations import Annotations
 from .expanded import LayerWeights
 from .graph import Layer, LayerGraph
 
-DIMENSIONS = 64  # principal components units are clustered on
+DIMENSIONS = 128  # units are clustered in a random projection to this many dimensions
 PICTURE_SIDE = 8  # a feature visualisation, shrunk to this many pixels a side, as clustering features
 
 OTHER = "other units"
@@ -108,13 +108,13 @@ def _clustered(layer: Layer, blocks: list[np.ndarray], count: int) -> list[Famil
 def _kmeans(data: np.ndarray, count: int) -> list[list[int]]:
     """``data``'s rows in ``count`` clusters (scikit-learn's k-means, seeded)."""
     from sklearn.cluster import KMeans
-    from sklearn.decomposition import PCA
+    from sklearn.random_projection import GaussianRandomProjection
 
     count = min(count, len(data))
     if count <= 1:
         return [list(range(len(data)))]
-    if data.shape[1] > DIMENSIONS < len(data):  # the leading principal components hold the clusters' structure
-        data = PCA(DIMENSIONS, svd_solver="randomized", random_state=0).fit_transform(data)
+    if data.shape[1] > DIMENSIONS:  # a random projection keeps distances (Johnson-Lindenstrauss), at a fraction of the work
+        data = GaussianRandomProjection(DIMENSIONS, random_state=0).fit_transform(data)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # k-means warns when there are fewer distinct points than clusters
         assigned = KMeans(count, n_init=2, random_state=0).fit_predict(data)
