@@ -18,6 +18,7 @@ from matplotlib.ticker import MaxNLocator
 
 EXCITATORY, INHIBITORY, NEUTRAL = "#ca0020", "#0571b0", "#555"
 SIZE = (4.5, 2.6)
+ANNOTATED = 48  # a branch heatmap with more cells than this has no numbers on them (colour only: quicker to read and draw)
 Branch = tuple[str, int, int]
 _RC = {"svg.fonttype": "none", "svg.hashsalt": "weight-atlas", "font.size": 8,
        "axes.spines.top": False, "axes.spines.right": False}
@@ -121,7 +122,7 @@ def _draw_balance(ax: Axes, groups: list[tuple[str, np.ndarray]], excitatory: np
 def _draw_shares(fig: Figure, ax: Axes, shares: np.ndarray, rows: list[str], columns: list[str]) -> None:
     """Heatmap of branch_shares, each cell annotated with its percentage."""
     image = ax.imshow(shares * 100, cmap="Blues", vmin=0, vmax=100, aspect="auto")
-    for (r, c), value in np.ndenumerate(shares):
+    for (r, c), value in np.ndenumerate(shares if shares.size <= ANNOTATED else np.empty((0, 0))):
         ax.text(c, r, "<1%" if 0 < value < 0.005 else f"{value:.0%}", ha="center", va="center", fontsize=7,
                 color="white" if value > 0.6 else "black")
     ax.set_xticks(range(len(columns)), columns, rotation=30, ha="right")
@@ -169,5 +170,6 @@ def layer_plots(folder: Path, branches: list[Branch], input_l2: np.ndarray, exci
                    margins=(left, bottom, 1.2, 0.2))
             plots.append(LayerPlot("branches.svg", "Branch to branch", (
                 "Each cell is the share of a row branch's squared input weights (squared kernel L2 norms, summed) "
-                "that comes from the column's source branch, out of all units of all sources.")))
+                "that comes from the column's source branch, out of all units of all sources"
+                + ("." if shares.size <= ANNOTATED else "; the colour scale gives the percentage."))))
     return plots
