@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from pathlib import Path
 
 from .build import build_atlas
 from .config import load_config
@@ -25,7 +26,13 @@ def main(argv: list[str] | None = None) -> int:
     random.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     if args.command == "random-inceptionv1":
-        write_random_checkpoint(args.path, args.seed)
+        try:
+            Path(args.path).parent.mkdir(parents=True, exist_ok=True)
+            write_random_checkpoint(args.path, args.seed)
+        except OSError as error:
+            print(f"error: could not write {args.path} ({error.strerror or error}). Choose a path in a folder "
+                  f"you can write to.", file=sys.stderr)
+            return 2
         print(f"wrote {args.path}: random weights, not the trained model")
         return 0
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")

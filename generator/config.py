@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import re
 import types
 import typing
@@ -220,6 +221,7 @@ def _build(cls: type, values: Any, where: str, source: str) -> Any:
 
 def _check(f: dataclasses.Field, kind: Any, value: Any, where: str, source: str) -> Any:
     """The value of one setting, converted to the field's type, or a clear error."""
+    original = value
     if dataclasses.is_dataclass(f.default_factory):
         return _build(f.default_factory, value, where, source)
     if f.name == "layers":
@@ -243,21 +245,34 @@ def _check(f: dataclasses.Field, kind: Any, value: Any, where: str, source: str)
             what = "a whole number, 0 or more" if smallest == 0 else "a positive whole number"
             raise AtlasError(f"{source}: `{where}` must be {what}, not {value!r}.")
     elif kind is float:
-        if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0 or \
-                (value == 0 and f.name not in ZERO_ALLOWED):
-            raise AtlasError(f"{source}: `{where}` must be a positive number, not {value!r}.")
-        return float(value)
+        value = _number(value)
+        if value is None or value < 0 or (value == 0 and f.name not in ZERO_ALLOWED):
+            raise AtlasError(f"{source}: `{where}` must be a positive, finite number, not {original!r}.")
+        return value
     elif typing.get_origin(kind) is tuple:
-        if not isinstance(value, list) or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
-                                                  for v in value):
+        numbers = [_number(v) for v in value] if isinstance(value, list) else [None]
+        if None in numbers:
             example = list(f.default) if f.default is not None else [0.5, 0.5, 0.5]
-            raise AtlasError(f"{source}: `{where}` must be a list of numbers, such as {example}.")
-        return tuple(float(v) for v in value)
+            raise AtlasError(f"{source}: `{where}` must be a list of finite numbers, such as {example}, "
+                             f"not {original!r}.")
+        return tuple(numbers)
     elif not isinstance(value, str):
         raise AtlasError(f"{source}: `{where}` must be text, not {value!r}.")
     elif not value.strip():
         raise AtlasError(f"{source}: `{where}` is empty; give it a value or leave the key out.")
     return value
+
+
+def _number(value: Any) -> float | None:
+    """A finite number, or None. Text that reads as one counts: YAML reads ``5e-2`` (no dot) as text."""
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            return None
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+        return None
+    return float(value)
 
 
 def _whole(value: Any) -> bool:

@@ -25,10 +25,14 @@ def test_unknown_top_level_key(config_file):
 @pytest.mark.parametrize("settings, message", [
     ({"ranking": {"top_k": 0}}, "positive whole number"),
     ({"ranking": {"top_k": "many"}}, "positive whole number"),
-    ({"input": {"mean": "grey"}}, "list of numbers"),
+    ({"input": {"mean": "grey"}}, "list of finite numbers"),
     ({"input": {"mean": [0.5]}}, "one value per input channel"),
     ({"input": {"std": [0.0, 1.0, 1.0]}}, "must be positive"),
     ({"model": "default"}, "must be a mapping"),
+    ({"featurevis": {"learning_rate": float("inf")}}, "positive, finite number"),
+    ({"featurevis": {"learning_rate": float("nan")}}, "positive, finite number"),
+    ({"input": {"mean": [float("nan"), 0.5, 0.5]}}, "list of finite numbers"),
+    ({"input": {"std": [0.25, float("inf"), 0.25]}}, "list of finite numbers"),
     ({"title": 3}, "must be text"),
 ])
 def test_bad_values_are_reported(config_file, settings, message):
@@ -86,3 +90,11 @@ def test_featurevis_size_is_the_longer_side_keeping_the_input_aspect(config_file
                                                                      picture):
     config = load_config(config_file(input={"size": input_size}, featurevis={"size": featurevis_size}))
     assert config.picture_shape == picture
+
+
+def test_numbers_yaml_reads_as_text_are_numbers(tmp_path):
+    """YAML 1.1 reads ``5e-2`` (no dot) as text; it is the number people mean."""
+    path = tmp_path / "atlas.yml"
+    path.write_text("featurevis:\n  learning_rate: 5e-2\ninput:\n  mean: [5e-1, 0.5, 0.5]\n", encoding="utf-8")
+    config = load_config(path)
+    assert config.featurevis.learning_rate == 0.05 and config.input.mean == (0.5, 0.5, 0.5)

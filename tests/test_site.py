@@ -334,6 +334,13 @@ def test_a_labels_file_naming_an_unknown_unit_stops_the_build_with_its_line(tmp_
     assert not output.exists()
 
 
+def test_random_weights_are_written_into_a_new_folder(tmp_path):
+    path = tmp_path / "checkpoints" / "new" / "inception5h.pth"
+    result = subprocess.run([sys.executable, "-m", "generator", "random-inceptionv1", str(path)], cwd=ROOT,
+                            capture_output=True, text=True)
+    assert result.returncode == 0 and path.is_file(), result.stderr
+
+
 def test_layer_selection_and_further_hops(tmp_path):
     output = tmp_path / "site"
     config = load_config(write_config(tmp_path, model={"source": "tests.toy_models:small_cnn"},
