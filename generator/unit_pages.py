@@ -97,8 +97,7 @@ class UnitPages:
         factors = self.structure.factors.get(layer)
         if factors is None:
             return ""
-        h, w = factors.spatial.shape[2:]
-        f = max(1, round(size / max(h, w)))
+        h, w, f = _factor_scale(factors, size)
         columns = min(FACTOR_COLUMNS, len(factors.spatial))
         rows = -(-len(factors.spatial) // columns)
         return (f".wa-nmf{{width:{w * f}px;height:{h * f}px;background-image:url({root}units/{self.slugs[layer]}/"
@@ -109,8 +108,7 @@ class UnitPages:
         factors = self.structure.factors.get(layer)
         if factors is None:
             return ""
-        h, w = factors.spatial.shape[2:]
-        f = max(1, round(size / max(h, w)))
+        h, w, f = _factor_scale(factors, size)
         row, column = divmod(unit, FACTOR_COLUMNS)
         return (f'<i class="wa-nmf" style="background-position:-{column * w * f}px -{row * h * f}px" '
                 f'title="weight factors: {100 * factors.explained[unit]:.0f}% explained"></i>')
@@ -345,6 +343,13 @@ class UnitPages:
 def _frozen(links: list[Link]) -> list[str]:
     """What was frozen to linearise these connections (gates, norms), each said once."""
     return sorted({f for k in links for f in k.weights.frozen})
+
+
+def _factor_scale(factors: LayerFactors, size: int) -> tuple[int, int, int]:
+    """Height and width of a layer's factor pictures, and the whole screen pixels per kernel
+    position that show them at about ``size`` pixels."""
+    h, w = factors.spatial.shape[2:]
+    return h, w, max(1, round(size / max(h, w)))
 
 
 def _factor_data(view: dict[str, Any] | None) -> dict[str, Any] | None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -212,8 +211,7 @@ def test_invalid_yaml(tmp_path):
 
 
 def test_classes_from_torchvision_weights(tmp_path):
-    if importlib.util.find_spec("torchvision") is None:
-        pytest.skip("torchvision is not installed")
+    """torchvision is installed for the tests (make install), as the zoo tests need it too."""
     config = atlas(tmp_path, "classes: {from: model}\n", model={"source": "torchvision:resnet18"})
     graph = SimpleNamespace(layers=(LAYERS[0], Layer("fc", "linear", (1000,), ("fc",))))
     notes = load_annotations(config, graph, nn.Identity())  # metadata of the published weights
