@@ -1,4 +1,5 @@
-# Weight Atlas. `make atlas` builds the default atlas into site/; `make test` runs the tests.
+# Weight Atlas. `make atlas` builds the default atlas into site/; `make deploy` publishes it to
+# the gh-pages branch of REMOTE (GitHub Pages); `make test` runs the tests.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -12,8 +13,10 @@ TORCH ?= torch==2.13.0
 TEST_MODELS ?= torchvision==0.28.0 facenet-pytorch==2.6.0
 CONFIG ?= site_config/default.yml
 PORT ?= 8000
+REMOTE ?= origin
+BRANCH ?= gh-pages
 
-.PHONY: install atlas serve test bench default-model clean
+.PHONY: install atlas serve deploy test bench default-model clean
 
 install: $(VENV)/.installed
 
@@ -31,6 +34,9 @@ atlas: install
 serve: atlas
 	@echo "Serving site/ at http://localhost:$(PORT)/ (Ctrl-C stops)"
 	$(PY) -m http.server --directory site $(PORT)
+
+deploy: atlas
+	$(PY) -m generator deploy $(CONFIG) --remote $(REMOTE) --branch $(BRANCH)
 
 test: install
 	$(PY) -m pytest -q

@@ -1,14 +1,17 @@
-"""Command line: ``python -m generator build CONFIG`` (also installed as ``weight-atlas``)."""
+"""Command line: ``python -m generator build CONFIG`` (also installed as ``weight-atlas``);
+``deploy CONFIG`` publishes the built atlas to a git branch."""
 
 from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 from pathlib import Path
 
 from .build import build_atlas
 from .config import load_config
+from .deploy import MESSAGE, deploy
 from .errors import AtlasError
 from .inceptionv1 import write_random_checkpoint
 
@@ -20,6 +23,11 @@ def main(argv: list[str] | None = None) -> int:
     build.add_argument("config", help="atlas config (YAML), e.g. site_config/default.yml")
     build.add_argument("--output", help="output folder (default: site.output in the config)")
     build.add_argument("--quiet", action="store_true", help="print only errors")
+    publish = commands.add_parser("deploy", help="publish the built atlas to a git branch (gh-pages), for GitHub Pages")
+    publish.add_argument("config", help="atlas config (YAML) the atlas was built from")
+    publish.add_argument("--output", help="the built atlas (default: site.output in the config)")
+    publish.add_argument("--remote", default="origin", help="git remote to push to (default: origin)")
+    publish.add_argument("--branch", default="gh-pages", help="branch to publish to (default: gh-pages)")
     random = commands.add_parser("random-inceptionv1",
                                  help="write random InceptionV1 weights in the conversion's format (for offline trials)")
     random.add_argument("path")
@@ -35,12 +43,31 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         print(f"wrote {args.path}: random weights, not the trained model")
         return 0
+    if args.command == "deploy":
+        try:
+            config = load_config(args.config)
+            site = Path(args.output or config.site.output)
+            deploy(site, args.remote, args.branch, f"{MESSAGE}: {config.title}")
+        except AtlasError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        print(f"Published {site} to the branch {args.branch} of {args.remote}.")
+        return 0
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
+    # SIGTERM (a CI runner's cancel, `kill`) ends the build the way Ctrl-C does: worker
+    # processes stopped, the staging folder removed, the existing site kept.
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         report = build_atlas(load_config(args.config), args.output)
     except AtlasError as error:
         print(f"error: {error}", file=sys.stderr)
         print("The existing site, if any, was left untouched.", file=sys.stderr)
+        return 2
+    except OSError as error:  # a full disk, a folder that became unwritable
+        where = f" ({error.filename})" if error.filename else ""
+        print(f"error: the build could not write or read a file{where}: {error.strerror or error}. Free disk "
+              f"space or fix the folder's permissions, then build again. The existing site, if any, was left "
+              f"untouched.", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("Interrupted. The existing site, if any, was left untouched; finished feature visualisations "
@@ -51,6 +78,10 @@ def main(argv: list[str] | None = None) -> int:
           f"in {report.seconds:.1f}s ({stages}). Feature visualisations: {report.pictures_made} made, "
           f"{report.pictures_reused} from the cache. Open {report.output}/index.html")
     return 0
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":

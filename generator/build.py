@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from .annotations import load_annotations
+from .annotations import labels_path, load_annotations
 from .config import AtlasConfig
 from .dataset_examples import find_examples, image_source
 from .expanded import REFERENCE_IMAGES, Frozen, freeze, layer_weights, needs_reference
@@ -22,7 +22,7 @@ from .network import TracedNetwork
 from .images import Normalise
 from .pages import ModelSummary, PageWriter, Structure
 from .ranking import kernel_norms, rank
-from .site import PageShell, add_to_search, mkdocs_site, staged_output
+from .site import PageShell, add_to_search, check_output, mkdocs_site, staged_output
 
 log = logging.getLogger("weight_atlas")
 
@@ -45,9 +45,10 @@ def reference_statistics(config: AtlasConfig, network: TracedNetwork) -> Frozen 
     if not needs_reference(network):
         return None
     source = image_source(config)
-    if source is not None:
-        _, images = next(source.batches(REFERENCE_IMAGES))
-        images, description = images[:REFERENCE_IMAGES], f"the first {min(len(images), REFERENCE_IMAGES)} dataset images"
+    first = next(source.batches(REFERENCE_IMAGES), None) if source is not None else None
+    if first is not None:
+        images = first[1][:REFERENCE_IMAGES]
+        description = f"the first {len(images)} dataset images"
     else:
         generator = torch.Generator().manual_seed(0)
         images = torch.rand(REFERENCE_IMAGES, *network.input_shape, generator=generator)
@@ -65,7 +66,10 @@ def build_atlas(config: AtlasConfig, output: str | Path | None = None) -> BuildR
         stages[stage] = now - since
         return now
 
-    output = Path(output or config.site.output)
+    dataset = config.dataset.source if config.dataset.source != "procedural" else None
+    output = check_output(Path(output or config.site.output), {
+        "atlas config": config.path if config.path != "<built-in>" else None, "picture cache": config.cache,
+        "checkpoint": config.model.checkpoint, "dataset folder": dataset, "labels file": (labels_path(config) or (None,))[0]})
     model = load_model(config)
     t = done("load", start)
     input_shape = config.input.shape

@@ -188,9 +188,15 @@ class AtlasConfig:
         return self.featurevis.picture_shape(self.input)
 
     def as_dict(self) -> dict[str, Any]:
-        """The settings as plain data, for the site's index and the units' data files."""
+        """The settings as plain data, for the site's index and the units' data files: paths
+        by their last part only, so no folder of the build machine is published."""
         data = dataclasses.asdict(self)
         data.pop("path")
+        for section, key in (("model", "checkpoint"), ("dataset", "source"), (None, "labels"), ("site", "output"),
+                             (None, "cache")):
+            place = data[section] if section else data
+            if place[key] is not None:
+                place[key] = Path(place[key]).name or place[key]
         return data
 
 
@@ -301,6 +307,12 @@ def load_config(path: str | Path) -> AtlasConfig:
         values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as error:
         raise AtlasError(f"{path} is not valid YAML ({error}). Fix the syntax at the line it names.") from None
+    except UnicodeDecodeError as error:
+        line = path.read_bytes()[: error.start].count(b"\n") + 1
+        raise AtlasError(f"{path}:{line} is not UTF-8 text (byte 0x{path.read_bytes()[error.start]:02x}). Save the "
+                         f"config as UTF-8.") from None
+    except OSError as error:
+        raise AtlasError(f"Atlas config {path} cannot be read ({error.strerror}).") from None
     config = _build(AtlasConfig, values, "", str(path))
     config = dataclasses.replace(config, path=str(path))
     inp = config.input

@@ -64,8 +64,8 @@ class FolderImages:
                 try:
                     pixels.append(load_image(self.files[i], self.size, self.channels))
                     indices.append(i)
-                except (OSError, ValueError) as error:
-                    self.unreadable.append(f"{self.files[i]}: {error}")
+                except (OSError, ValueError, Image.DecompressionBombError) as error:
+                    self.unreadable.append(f"{self.files[i].relative_to(self.root)}: {error}")
             if indices:
                 yield indices, torch.from_numpy(np.stack(pixels)).permute(0, 3, 1, 2).float() / 255
 
@@ -274,7 +274,7 @@ def find_examples(config: AtlasConfig, network: TracedNetwork, graph: LayerGraph
            "input": dataclasses.asdict(config.input), "top": config.dataset.top}
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
     examples = Examples(Path(config.cache) / "examples" / weights[:16] / digest[:16],
-                        f"{len(source):,} {'procedural images' if isinstance(source, ProceduralImages) else 'images from ' + str(config.dataset.source)}")
+                        f"{len(source):,} {'procedural images' if isinstance(source, ProceduralImages) else 'images from ' + Path(config.dataset.source).name}")
     layers = [layer for layer in graph.layers if not (examples._layer(layer.name) / "examples.json").is_file()]
     if not layers:
         log.info("dataset examples: all layers from the cache %s", examples.folder)
@@ -286,7 +286,11 @@ def find_examples(config: AtlasConfig, network: TracedNetwork, graph: LayerGraph
     found = strongest(truncated, names, source, normalise, config.dataset.top, device)
     seen = windows(truncated, names, config.input, normalise, device)
     for reason in getattr(source, "unreadable", []):
-        log.info("skipped an unreadable image: %s", reason)
+        log.warning("skipped an unreadable image: %s", reason)
+    if not found:
+        log.warning("skipped dataset examples: none of the %d images under %s could be read", len(source),
+                    config.dataset.source)
+        return None
     images = source.fetch({int(i) for best in found.values() for i in best.images.flatten().tolist()})
     for layer in layers:
         _write_layer(examples._layer(layer.name), found[layer.name], seen[layer.name], layer.shape, images,

@@ -144,7 +144,12 @@ def unit_factors(weights: list[LayerWeights]) -> dict[str, LayerFactors]:
             start += p.kernel.shape[1]
         kernels = np.concatenate([_centred(p.kernel, size) for p in parts], axis=1) if len(parts) > 1 \
             else parts[0].kernel
-        spatial, channels, explained = fit_units(kernels)
+        # Each unit's kernels scaled to a largest weight of 1: NMF does not care, and float32
+        # squares of weights as large as 1e20 would overflow.
+        unit_scale = np.abs(kernels).max(axis=(1, 2, 3)).astype(np.float64)
+        unit_scale = np.where(unit_scale > 0, unit_scale, 1)
+        spatial, channels, explained = fit_units((kernels / unit_scale[:, None, None, None]).astype(np.float32))
+        channels = channels * unit_scale[:, None, None]
         total = spatial.sum(axis=1)[:, :, None] * channels.sum(axis=2, keepdims=True)  # each factor's total weight
         total = total[:, :, 0]
         shares = total / np.where(total.sum(axis=1, keepdims=True) > 0, total.sum(axis=1, keepdims=True), 1)

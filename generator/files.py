@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import tempfile
 import zlib
 from pathlib import Path
 
@@ -15,11 +16,17 @@ def write(target: Path, data: bytes) -> None:
 
 
 def atomic_write(target: Path, data: bytes) -> None:
-    """Write ``data`` to ``target`` so that it is never seen half-written, even after a crash."""
+    """Write ``data`` to ``target`` so that it is never seen half-written, even after a crash,
+    and so that builds writing the same file at once each write a whole file (the last wins)."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(target.name + ".partial")
-    partial.write_bytes(data)
-    os.replace(partial, target)
+    handle, partial = tempfile.mkstemp(prefix=f".{target.name[:40]}.", suffix=".partial", dir=target.parent)
+    try:
+        with os.fdopen(handle, "wb") as file:
+            file.write(data)
+        os.replace(partial, target)
+    except BaseException:
+        Path(partial).unlink(missing_ok=True)
+        raise
 
 
 def folder_name(name: str) -> str:

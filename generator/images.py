@@ -13,6 +13,7 @@ from .config import InputConfig
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 FILE_CHANNELS = (1, 3)  # image files are read as grey or as RGB
+MAX_PIXELS = 64_000_000  # larger image files are refused unread (Pillow refuses past 179 million)
 
 
 class Normalise(nn.Module):
@@ -32,11 +33,14 @@ def load_image(path: Path, size: tuple[int, int], channels: int) -> np.ndarray:
     """An image file as ``[height, width, channels]`` uint8 for ``size = (height, width)``:
     scaled (keeping its aspect) until it covers that size, then the centre cut out; grey for
     ``channels`` 1, RGB for 3 (:data:`FILE_CHANNELS`). Raises OSError (or ValueError) for a
-    file that is not an image."""
+    file that is not an image or is larger than :data:`MAX_PIXELS`."""
     if channels not in FILE_CHANNELS:
         raise ValueError(f"image files are read as grey or RGB, not as {channels} channels")
     height, width = size
     with Image.open(path) as image:
+        if image.width * image.height > MAX_PIXELS:  # decoding it could take gigabytes
+            raise ValueError(f"its header claims {image.width} x {image.height} pixels, more than "
+                             f"{MAX_PIXELS // 1_000_000} million")
         image = ImageOps.exif_transpose(image).convert("L" if channels == 1 else "RGB")
         image = ImageOps.fit(image, (width, height), method=Image.Resampling.BICUBIC)
         pixels = np.array(image, dtype=np.uint8)

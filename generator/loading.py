@@ -92,11 +92,15 @@ def load_weights(model: nn.Module, state: dict[str, torch.Tensor], source: str) 
             f"module names)."
         )
     model.load_state_dict(state)
+
+
+def check_finite(model: nn.Module, source: str) -> None:
+    """Refuse weights with NaN or infinite values, naming the first such tensor."""
     for name, tensor in model.state_dict().items():
         if tensor.is_floating_point() and not torch.isfinite(tensor).all():
             raise AtlasError(
-                f"The weights of {source} contain NaN or infinite values in `{name}`. The checkpoint "
-                f"comes from a diverged or damaged training run: use an earlier checkpoint."
+                f"The weights of {source} contain NaN or infinite values in `{name}`. They come from a "
+                f"diverged or damaged training run: use an earlier checkpoint."
             )
 
 
@@ -206,6 +210,7 @@ def load_model(config: AtlasConfig) -> nn.Module:
         names = checkpoint_classes(checkpoint)
         if names is not None and not hasattr(model, "class_names"):
             model.class_names = names  # the class names the checkpoint carries label the classifier
+    check_finite(model, str(checkpoint) if checkpoint is not None else f"`model.source: {source}`")
     if not any(isinstance(m, nn.Conv2d) for m in model.modules()):
         raise AtlasError(
             f"`model.source: {source}` has no nn.Conv2d layer: Weight Atlas reads convolutional "

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 import time
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,22 +42,35 @@ CELL_FACTOR = 40  # about this many screen pixels for a unit's factor picture in
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 
 
-def slug(name: str) -> str:
-    """A file-name-safe version of a model name (never empty, never a path)."""
-    cleaned = re.sub(r"[^A-Za-z0-9_-]+", "-", name).strip("-_")
-    return cleaned or "layer"
+SLUG_LENGTH = 60  # file names stay far below every file system's limit (255 bytes)
+
+
+def slug(name: str, empty: str = "layer") -> str:
+    """A file-name-safe version of a model name: ``[A-Za-z0-9_-]`` only, at most
+    :data:`SLUG_LENGTH` characters, never empty, never a path."""
+    ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()  # é -> e
+    cleaned = re.sub(r"[^A-Za-z0-9_-]+", "-", ascii_name).strip("-_")[:SLUG_LENGTH].strip("-_")
+    return cleaned or empty
+
+
+def distinct_slugs(names: list[str], empty: str) -> list[str]:
+    """One distinct file name per name, in order, also where names differ only in case or in
+    the characters :func:`slug` drops (``a/b`` and ``a-b``): later ones get ``-2``, ``-3``..."""
+    result, used = [], set()
+    for name in names:
+        base = candidate = slug(name, empty)
+        i = 2
+        while candidate.lower() in used:
+            candidate, i = f"{base}-{i}", i + 1
+        used.add(candidate.lower())
+        result.append(candidate)
+    return result
 
 
 def layer_slugs(graph: LayerGraph) -> dict[str, str]:
     """One distinct file name per layer."""
-    result, used = {}, set()
-    for layer in graph.layers:
-        base, candidate, i = slug(layer.name), slug(layer.name), 2
-        while candidate.lower() in used:
-            candidate, i = f"{base}-{i}", i + 1
-        used.add(candidate.lower())
-        result[layer.name] = candidate
-    return result
+    names = [layer.name for layer in graph.layers]
+    return dict(zip(names, distinct_slugs(names, "layer")))
 
 
 def plain_title(text: str) -> str:
@@ -106,8 +120,9 @@ class PageWriter:
             loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True, trim_blocks=True,
             lstrip_blocks=True, undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
         )
-        self.group_files = {(g.layer, g.family): f"families/{self.slugs[g.layer]}-{slug(g.family)}"
-                            for g in structure.groups}
+        group_names = distinct_slugs([f"{self.slugs[g.layer]}-{slug(g.family, 'family')}" for g in structure.groups],
+                                     "family")
+        self.group_files = {(g.layer, g.family): f"families/{name}" for g, name in zip(structure.groups, group_names)}
         self.unit_pages = UnitPages(graph, units, config, self.slugs, self.env, structure, self.group_files,
                                     pictures, examples)
         self.pictures, self.examples = pictures, examples
@@ -118,7 +133,7 @@ class PageWriter:
         self._render_to(docs, "index.md.j2", "index.md", title=self.config.title, root="",
                         layers=self._layer_rows(), summary=self.summary, skipped=self.skipped,
                         config_yaml=yaml.safe_dump(self.config.as_dict(), sort_keys=False),
-                        config_path=self.config.path, samplers=self._samplers(),
+                        config_path=Path(self.config.path).name, samplers=self._samplers(),
                         pictures=self._pictures_summary())
         self._render_to(docs, "how-to-read.md.j2", "how-to-read.md", title="How to read this atlas",
                         root="", top_k=self.config.ranking.top_k, featurevis=self.pictures is not None,

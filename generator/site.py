@@ -12,9 +12,11 @@ replaced only when the whole build succeeded, so a failed build loses nothing.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import html
 import json
 import logging
+import os
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -26,6 +28,8 @@ from mkdocs.commands.build import build as mkdocs_build
 from mkdocs.config import load_config
 
 from .errors import AtlasError
+
+log = logging.getLogger("weight_atlas")
 
 SITE_CONFIG = Path(__file__).resolve().parent.parent / "site_config"
 SHELL = Path("units") / "_shell" / "shell"  # same depth as units/<layer>/<unit>.html
@@ -102,14 +106,16 @@ def add_to_search(site: Path, entries: list[dict[str, str]]) -> None:
 
 
 MARK = ".weight-atlas"  # in every built site: a folder without it is never replaced
+KEPT = (".git", "CNAME")  # a gh-pages worktree, a custom domain: carried over into every rebuild
+STAGE_LOCK = ".building"  # held (flock) by the build that writes a staging folder
 
 
-@contextlib.contextmanager
-def staged_output(output: Path) -> Iterator[Path]:
-    """A fresh folder to build into; on success its ``site`` becomes ``output``, else it is removed.
+def check_output(output: Path, inputs: dict[str, str | Path | None]) -> Path:
+    """The resolved ``output``, once it is clear the build may write it: before any expensive stage.
 
-    An existing ``output`` is replaced only if it is empty or an earlier atlas (it holds
-    the mark file), so a mistyped ``site.output`` can never delete other work.
+    An existing folder is replaced only if it is empty or an earlier atlas (it holds the mark
+    file), so a mistyped ``site.output`` can never delete other work. None of ``inputs``
+    (what they are, by name) may lie inside it, since every build replaces it.
     """
     output = output.resolve()
     if output.exists() and (not output.is_dir() or (any(output.iterdir()) and not (output / MARK).exists())):
@@ -118,17 +124,88 @@ def staged_output(output: Path) -> Iterator[Path]:
             f"file), so it is left alone. Set `site.output` (or --output) to a new folder, or to an "
             f"earlier atlas, which is replaced."
         )
-    output.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=f".{output.name}-build-", dir=output.parent))
+    for what, path in inputs.items():
+        if path is not None and Path(path).resolve().is_relative_to(output):
+            raise AtlasError(
+                f"The {what} {path} lies inside the output folder {output}, which every build replaces. Set "
+                f"`site.output` (or --output) to a folder of its own, such as site, or move the {what}."
+            )
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        os.rmdir(tempfile.mkdtemp(prefix=f".{output.name}-probe-", dir=output.parent))
+    except OSError as error:
+        raise AtlasError(f"The output folder {output} cannot be written ({error.strerror}). Choose a folder you "
+                         f"can write to with `site.output` or --output.") from None
+    return output
+
+
+@contextlib.contextmanager
+def _folder_lock(folder: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``folder`` itself (no lock file is left behind)."""
+    handle = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(handle)
+
+
+def _held(lock: Path) -> bool:
+    """Whether a running build holds ``lock``; a build that died holds nothing."""
+    try:
+        with open(lock) as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    return False
+
+
+@contextlib.contextmanager
+def staged_output(output: Path) -> Iterator[Path]:
+    """A fresh folder to build into; on success its ``site`` becomes ``output``, else it is removed.
+
+    The staging folders of builds that died (killed, power lost) are removed first; those of
+    builds running at once into the same output are not, and each swap into place is done
+    under a lock, so concurrent builds never mix their files: the last one to finish wins.
+    Files named in :data:`KEPT` move from the old site into the new one.
+    """
+    output = check_output(output, {})
+    with _folder_lock(output.parent):
+        for stale in output.parent.glob(f".{output.name}-build-*"):
+            if not _held(stale / STAGE_LOCK):
+                shutil.rmtree(stale, ignore_errors=True)
+        for stale in output.parent.glob(f".{output.name}-old-*"):  # a swap that died half way
+            shutil.rmtree(stale, ignore_errors=True)
+        stage = Path(tempfile.mkdtemp(prefix=f".{output.name}-build-", dir=output.parent))
+        lock = open(stage / STAGE_LOCK, "w")
+        fcntl.flock(lock, fcntl.LOCK_EX)
     try:
         yield stage
-        (stage / "site" / MARK).write_text("Built by Weight Atlas; the next build replaces this folder.\n")
-        old = None
-        if output.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{output.name}-old-", dir=output.parent))
-            output.rename(old / output.name)
-        (stage / "site").rename(output)
-        if old is not None:
-            shutil.rmtree(old)
+        site = stage / "site"
+        (site / MARK).write_text("Built by Weight Atlas; the next build replaces this folder.\n")
+        (site / ".nojekyll").write_text("")  # GitHub Pages serves folders whose names start with _
+        with _folder_lock(output.parent):
+            check_output(output, {})  # another program may have written there meanwhile
+            old = None
+            if output.exists():
+                kept = [name for name in KEPT if (output / name).exists() or (output / name).is_symlink()]
+                try:
+                    for name in kept:
+                        (output / name).rename(site / name)
+                    old = Path(tempfile.mkdtemp(prefix=f".{output.name}-old-", dir=output.parent))
+                    output.rename(old / output.name)
+                except BaseException:
+                    for name in kept:  # never lose them with the staging folder
+                        if (site / name).exists() or (site / name).is_symlink():
+                            (site / name).rename(output / name)
+                    raise
+                for name in kept:
+                    log.info("kept %s from the previous site", name)
+            site.rename(output)
+            if old is not None:
+                shutil.rmtree(old)
     finally:
+        lock.close()
         shutil.rmtree(stage, ignore_errors=True)

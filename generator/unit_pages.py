@@ -240,7 +240,7 @@ class UnitPages:
         data = dict(self._data(layer, unit, weights), label=note.label, family=family.name,
                     family_automatic=family.automatic, note=note.note, factors=_factor_data(factors),
                     feature_visualisation=shown.get("featurevis"), dataset_examples=shown.get("examples"))
-        files.write(folder / f"{unit}.json", json.dumps(data, separators=(",", ":")).encode())
+        files.write(folder / f"{unit}.json", json.dumps(data, separators=(",", ":"), allow_nan=False).encode())
         words = [f"unit {unit} of layer {layer.name}", f"branch {branch.name}" if branch else "",
                  note.label or "", f"family {family.name}" if not family.automatic else "", note.note or ""]
         return {"location": f"units/{self.slugs[layer.name]}/{unit}.html", "title": title,
@@ -325,7 +325,7 @@ class UnitPages:
             "input_count": weights.input_count, "output_count": weights.output_count,
             "excitatory_inputs": weights.excitatory, "inhibitory_inputs": weights.inhibitory,
             "input_l2": _rounded(weights.input_l2), "scale": _rounded(weights.scale),
-            "rgb_kernel": None if weights.rgb_kernel is None else np.round(weights.rgb_kernel, 6).tolist(),
+            "rgb_kernel": None if weights.rgb_kernel is None else np.vectorize(_rounded, otypes=[float])(weights.rgb_kernel).tolist(),
             "ranking": {"by": "inputs: L2 norm of the kernel; outputs: share, the kernel's L2 norm over the L2 norm "
                               "of all inputs of the unit it feeds",
                         "sign": "sign of the kernel's sum",
@@ -369,4 +369,5 @@ def _shortened(label: str) -> str:
 
 
 def _rounded(x: float) -> float:
+    """Six significant digits (rounding to decimals would overflow float32 past 1e32)."""
     return float(f"{x:.6g}")

@@ -7,8 +7,11 @@ its result comes back. Where fork is not available, the work runs here, in order
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing
 import os
+import signal
+import sys
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -30,10 +33,22 @@ def forked_map(function: Callable[[Any], Any], items: Sequence[Any]) -> Iterator
         return
     _WORK = (function, items)
     try:
-        with multiprocessing.get_context("fork").Pool(workers) as pool:
+        with multiprocessing.get_context("fork").Pool(workers, initializer=worker_started) as pool:
             yield from pool.imap(_run, range(len(items)))
     finally:
         _WORK = None
+
+
+def worker_started() -> None:
+    """In a new worker process: leave Ctrl-C to the build (which stops its workers), end at
+    SIGTERM, and on Linux die with the build even when it is killed outright."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    if sys.platform == "linux":
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() == 1:  # the build ended before this line
+            os._exit(1)
 
 
 def _run(index: int) -> Any:

@@ -134,6 +134,25 @@ class EvilNames(nn.Module):
         return self._modules["../../evil"](x)
 
 
+class HostileNames(nn.Module):
+    """A chain of convolutions whose names are markup, a path, 300 characters long, unicode,
+    blank, and two that a file name cannot tell apart."""
+
+    NAMES = ('<img src=x onerror="document.body.dataset.pwned=1">', "..", "a" * 300, "ünïcödé ✓", " ",
+             "x/y", "x-y")
+
+    def __init__(self):
+        super().__init__()
+        channels = [3, 4, 5, 4, 5, 4, 5, 3]
+        for name, c_in, c_out in zip(self.NAMES, channels, channels[1:]):
+            self._modules[name] = nn.Conv2d(c_in, c_out, 3, padding=1)
+
+    def forward(self, x):
+        for name in self.NAMES:
+            x = F.relu(self._modules[name](x))
+        return x
+
+
 class Perceptron(nn.Module):
     def __init__(self):
         super().__init__()
@@ -164,6 +183,51 @@ def residual_net():
 
 def evil_names():
     return EvilNames()
+
+
+def seeded_cnn():
+    """:class:`SmallCNN` with the same weights at every call."""
+    torch.manual_seed(0)
+    return SmallCNN()
+
+
+def hostile_names():
+    torch.manual_seed(0)
+    return HostileNames()
+
+
+def _scaled(model: nn.Module, largest: float) -> nn.Module:
+    """``model`` with every weight tensor scaled to a largest absolute value of ``largest``."""
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                m.weight.mul_(largest / m.weight.abs().max())
+    return model
+
+
+def huge_weights():
+    """Weights near 1e37: float32 still holds them, and their squares overflow it."""
+    torch.manual_seed(0)
+    return _scaled(SmallCNN(), 1e37)
+
+
+def overflowing_weights():
+    """Weights near float32's largest value: scaled by the input normalisation, they overflow."""
+    torch.manual_seed(0)
+    return _scaled(SmallCNN(), 2e38)
+
+
+class TwoChannels(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv1, self.conv2 = nn.Conv2d(2, 4, 3, padding=1), nn.Conv2d(4, 3, 3, padding=1)
+
+    def forward(self, x):
+        return self.conv2(F.relu(self.conv1(x)))
+
+
+def two_channels():
+    return TwoChannels()
 
 
 def perceptron():

@@ -23,6 +23,7 @@ from ..config import AtlasConfig
 from ..errors import AtlasError
 from ..graph import LayerGraph, find_layers
 from ..network import TracedNetwork
+from ..workers import worker_started
 from .cache import PictureCache
 from .optimise import Job, Picture, model_for, render
 
@@ -115,9 +116,11 @@ def run_jobs(jobs: list[Job], config: AtlasConfig, network: TracedNetwork, graph
         try:
             for future in as_completed(futures):
                 yield future.result()
-        except BaseException:
-            for future in futures:
-                future.cancel()
+        except BaseException:  # an error, Ctrl-C or SIGTERM: stop now, finished pictures are cached
+            # Running jobs would be waited for and thrown away: end the workers, which fails
+            # every job left (the executor has no public way to before Python 3.14).
+            for process in list((getattr(pool, "_processes", None) or {}).values()):
+                process.terminate()
             raise
 
 
@@ -143,6 +146,7 @@ def _start_worker(config: AtlasConfig, device: str, threads: int) -> None:
     from ..loading import load_model  # the worker's own copy of the model
 
     global _WORKER
+    worker_started()
     torch.set_num_threads(threads)
     network = TracedNetwork(load_model(config), config.input.shape)  # traced once per worker
     _WORKER = _Worker(config, network, find_layers(network), torch.device(device))
