@@ -50,6 +50,7 @@ def diverging_pixels(values: np.ndarray, scale: float) -> np.ndarray:
 
 def rgb_kernel(kernel: np.ndarray) -> bytes:
     """PNG of a first-layer ``[3, kh, kw]`` kernel as a colour image (min-max over all channels)."""
+    kernel = kernel.astype(np.float64)  # the range of float32 weights past 1e38 overflows float32
     low, high = float(kernel.min()), float(kernel.max())
     unit = (kernel - low) / (high - low) if high > low else np.full_like(kernel, 0.5)
     return png(np.round(unit.transpose(1, 2, 0) * 255).astype(np.uint8))
