@@ -20,9 +20,10 @@ from .graph import find_layers
 from .loading import load_model, weights_hash
 from .network import TracedNetwork
 from .images import Normalise
-from .pages import ModelSummary, PageWriter, Structure
+from .pages import UNITS_MARK, ModelSummary, PageWriter, Structure
 from .ranking import kernel_norms, rank
-from .site import PageShell, add_to_search, check_output, mkdocs_site, staged_output
+from .search import page_entries, write_index
+from .site import PageShell, check_output, mkdocs_site, staged_output
 
 log = logging.getLogger("weight_atlas")
 
@@ -107,11 +108,12 @@ def build_atlas(config: AtlasConfig, output: str | Path | None = None) -> BuildR
         writer = PageWriter(graph, units, config, summary, structure, pictures, examples, composed.skipped)
         nav = writer.write_docs(stage / "docs")
         mkdocs_site(stage / "docs", stage / "site", config.title, nav)
+        pages = page_entries(stage / "site", writer.pages, UNITS_MARK)
         writer.fill_layers(stage / "site")
         t = done("mkdocs", t)
         stages["mkdocs"] -= writer.plot_seconds  # drawn while writing the layer pages
         stages["layer plots"] = writer.plot_seconds
-        add_to_search(stage / "site", writer.unit_pages.write(stage / "site", PageShell.take(stage / "site")))
+        write_index(stage / "site", pages + writer.unit_pages.write(stage / "site", PageShell.take(stage / "site")))
         pages = sum(1 for _ in (stage / "site").rglob("*.html"))
         t = done("unit pages", t)
     return BuildReport(output, len(graph.layers), len(units), pages, time.perf_counter() - start, stages,

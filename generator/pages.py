@@ -128,6 +128,12 @@ class PageWriter:
         self.pictures, self.examples = pictures, examples
 
     # -- mkdocs pages ----------------------------------------------------------------------
+    @property
+    def pages(self) -> list[str]:
+        """The pages mkdocs builds, as paths in the built site."""
+        return (["index.html", "how-to-read.html"] + [f"layers/{self.slugs[layer.name]}.html" for layer in self.graph.layers]
+                + [f"{self.group_files[(g.layer, g.family)]}.html" for g in self.structure.groups])
+
     def write_docs(self, docs: Path) -> list[dict]:
         """Write the Markdown pages into ``docs``; return the mkdocs nav (no unit pages)."""
         self._render_to(docs, "index.md.j2", "index.md", title=self.config.title, root="",

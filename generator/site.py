@@ -1,7 +1,7 @@
 """Turn the pages into the static site with mkdocs, and put it in place safely.
 
 mkdocs builds the pages people navigate by, plus one *shell*: an empty page at the depth
-of the unit pages, carrying the theme's header, navigation and search. Unit pages are
+of the unit pages, carrying the theme's header, navigation and search box. Unit pages are
 that shell with their own title and content, written straight into the built site, so
 thousands of them cost no more than the rendering of their content (DESIGN.md).
 
@@ -17,6 +17,7 @@ import html
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -59,11 +60,19 @@ class PageShell:
         head, body_mark, tail = built.partition(BODY_MARK)
         if not body_mark:
             raise RuntimeError(f"the theme dropped the page body of {SHELL}.html; check site_config/overrides")
-        return cls(head, tail)
+        return cls(_slim(head), _slim(tail))
 
     def page(self, title: str, body: str) -> str:
         title = html.escape(title)
         return self.head.replace(TITLE_MARK, title) + body + self.tail.replace(TITLE_MARK, title)
+
+
+def _slim(html_text: str) -> str:
+    """The shell without the theme's indentation and blank lines (it has no <pre> or
+    <textarea>, where they would count), which every unit page would repeat."""
+    if re.search(r"<(pre|textarea)\b", html_text):
+        return html_text
+    return re.sub(r"\n\s+", "\n", html_text)
 
 
 def mkdocs_site(docs: Path, site: Path, title: str, nav: list) -> None:
@@ -84,25 +93,11 @@ def mkdocs_site(docs: Path, site: Path, title: str, nav: list) -> None:
     # the sitemap lists nothing, and it carries the build date: the site is better without.
     for name in ("404.html", "sitemap.xml", "sitemap.xml.gz"):
         (site / name).unlink(missing_ok=True)
-
-
-def add_to_search(site: Path, entries: list[dict[str, str]]) -> None:
-    """Add pages written outside mkdocs to the search index (and its file:// copy).
-
-    The theme shows titles and texts of results as HTML, so names from the model are
-    escaped here, as mkdocs escapes its own pages' entries.
-    """
-    index_file = site / "search" / "search_index.json"
-    if not index_file.exists():
-        return
-    index = json.loads(index_file.read_text(encoding="utf-8"))
-    index["docs"].extend({**entry, "title": html.escape(entry["title"]), "text": html.escape(entry["text"])}
-                         for entry in entries)
-    text = json.dumps(index, ensure_ascii=False, separators=(",", ":"))
-    index_file.write_text(text, encoding="utf-8")
-    script = site / "search" / "search_index.js"
-    if script.exists():  # the offline plugin's copy, loaded by pages opened from file://
-        script.write_text(f"var __index = {text}", encoding="utf-8")
+    # The theme ships its search engine, search worker and source maps whether used or not.
+    for unused in ("assets/javascripts/lunr", "assets/javascripts/workers"):
+        shutil.rmtree(site / unused, ignore_errors=True)
+    for source_map in site.rglob("*.map"):
+        source_map.unlink()
 
 
 MARK = ".weight-atlas"  # in every built site: a folder without it is never replaced

@@ -164,7 +164,7 @@ class UnitPages:
                                               for e in chosen]}
         return shown
 
-    def write(self, site: Path, shell: PageShell) -> list[dict[str, str]]:
+    def write(self, site: Path, shell: PageShell) -> list[list[str]]:
         """Write every unit's files into ``site``; return the units' search entries."""
         for layer, unit in sorted(self.thumbnails):
             kernel = self.units[(layer, unit)].rgb_kernel
@@ -175,7 +175,7 @@ class UnitPages:
         chunks = [(layer, start, min(start + CHUNK, layer.channels)) for layer in self.graph.layers
                   for start in range(0, layer.channels, CHUNK)]
 
-        def write_chunk(chunk: tuple[Layer, int, int]) -> list[dict[str, str]]:
+        def write_chunk(chunk: tuple[Layer, int, int]) -> list[list[str]]:
             layer, start, stop = chunk
             folder = site / "units" / self.slugs[layer.name]
             return [self._write_unit(folder, shell, layer, unit) for unit in range(start, stop)]
@@ -187,7 +187,7 @@ class UnitPages:
                 progress.update(len(written))
         return entries
 
-    def _write_unit(self, folder: Path, shell: PageShell, layer: Layer, unit: int) -> dict[str, str]:
+    def _write_unit(self, folder: Path, shell: PageShell, layer: Layer, unit: int) -> list[str]:
         weights = self.units[(layer.name, unit)]
         branch = layer.branch_of(unit)
         note = self.structure.annotations.of(layer.name, unit)
@@ -243,8 +243,7 @@ class UnitPages:
         files.write(folder / f"{unit}.json", json.dumps(data, separators=(",", ":"), allow_nan=False).encode())
         words = [f"unit {unit} of layer {layer.name}", f"branch {branch.name}" if branch else "",
                  note.label or "", f"family {family.name}" if not family.automatic else "", note.note or ""]
-        return {"location": f"units/{self.slugs[layer.name]}/{unit}.html", "title": title,
-                "text": ", ".join(w for w in words if w)}
+        return [f"units/{self.slugs[layer.name]}/{unit}.html", title, ", ".join(w for w in words if w)]
 
     def _by_factor(self, layer: str, unit: int, links: list[Link], cards: list[str]) -> list[dict[str, Any]]:
         """The unit's input cards grouped by the factor each input contributes most to, strongest

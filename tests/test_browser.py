@@ -32,38 +32,37 @@ def test_tiles_are_enlarged_without_blur(browser, default_site):
     assert len(colours) <= 9, f"{len(colours)} colours in a 3x3 kernel: the tile is interpolated"
 
 
-def test_search_works_from_file_urls(browser, default_site):
-    browser.get((default_site / "index.html").as_uri())
-    box = browser.find_element(By.CSS_SELECTOR, "input.md-search__input")
-    box.click()
-    box.send_keys("mixed3a 40")
-    meta = browser.find_element(By.CSS_SELECTOR, ".md-search-result__meta")
-    deadline = time.time() + 20
-    while "matching" not in meta.text and time.time() < deadline:
-        time.sleep(0.2)
-    assert "matching" in meta.text and not meta.text.startswith("No"), meta.text
-    found = [a.get_attribute("href") for a in browser.find_elements(By.CSS_SELECTOR, ".md-search-result__link")]
-    assert any(href.endswith("units/mixed3a/40.html") for href in found), found  # unit pages are indexed
-
-
-def _search(browser, site, query: str) -> list[str]:
-    browser.get((site / "index.html").as_uri())
-    box = browser.find_element(By.CSS_SELECTOR, "input.md-search__input")
+def _search(browser, page, query: str) -> list[str]:
+    """The result links (from the site root) of ``query`` typed into the search box of ``page``."""
+    browser.get(page.as_uri())
+    box = browser.find_element(By.CSS_SELECTOR, ".wa-search input")
     box.click()
     box.send_keys(query)
-    meta = browser.find_element(By.CSS_SELECTOR, ".md-search-result__meta")
+    meta = browser.find_element(By.CSS_SELECTOR, ".wa-search__meta")
     deadline = time.time() + 20
     while "matching" not in meta.text and time.time() < deadline:
-        time.sleep(0.2)
+        time.sleep(0.1)
     assert "matching" in meta.text and not meta.text.startswith("No"), (query, meta.text)
-    return [a.get_attribute("href") for a in browser.find_elements(By.CSS_SELECTOR, ".md-search-result__link")]
+    return [a.get_attribute("href").split("/site/")[-1]
+            for a in browser.find_elements(By.CSS_SELECTOR, ".wa-search__link")]
+
+
+def test_search_loads_its_index_on_first_use_and_works_from_file_urls(browser, default_site):
+    page = default_site / "units" / "mixed3b" / "12.html"
+    browser.get(page.as_uri())
+    fetched = "return performance.getEntriesByType('resource').map(e => e.name)"
+    assert not [n for n in browser.execute_script(fetched) if "search/" in n]  # nothing until it is used
+    found = _search(browser, page, "mixed3a 40")
+    assert found[0] == "units/mixed3a/40.html", found  # the exact unit first
+    assert [n for n in browser.execute_script(fetched) if n.endswith("search/index.js")]
+    assert _search(browser, default_site / "index.html", "weight factors")  # sections of mkdocs pages
 
 
 def test_search_finds_units_by_label_and_by_branch(browser, default_site):
     ringed = {f"units/mixed3b/{u}.html" for u in (44, 48, 49, 63, 78, 82, 84, 95, 110, 120, 129)} | \
         {"units/logits/3.html"}  # labelled "ring" in site_config/default.labels.yml, and the class "shape=ring"
-    found = _search(browser, default_site, "ring")
-    assert any(href.split("/site/")[-1] in ringed for href in found), found
+    found = _search(browser, default_site / "index.html", "ring")
+    assert set(found) == ringed | {f for f in found if not f.startswith("units/")}, found
     pooled = {f"units/mixed3a/{u}.html" for u in range(112, 128)} | {f"units/mixed3b/{u}.html" for u in range(176, 208)}
-    found = _search(browser, default_site, "conv_pool_reduce")
-    assert any(href.split("/site/")[-1] in pooled for href in found), found
+    found = _search(browser, default_site / "index.html", "conv_pool_reduce")
+    assert pooled & set(found) and all(f in pooled for f in found if f.startswith("units/")), found

@@ -78,6 +78,8 @@ def test_hostile_names_and_labels_are_text_everywhere(hostile_site):
 
 
 def test_hostile_names_stay_text_in_the_browser(hostile_site):
+    from selenium.webdriver.common.by import By
+
     from tests.chromium import require_chromium, start_browser
 
     require_chromium()
@@ -88,6 +90,17 @@ def test_hostile_names_stay_text_in_the_browser(hostile_site):
             browser.get(page.as_uri())
             assert browser.execute_script("return document.body.dataset.pwned") is None, page
             assert "onerror" in browser.execute_script("return document.body.innerText") or "index" in page.name
+        box = browser.find_element(By.CSS_SELECTOR, ".wa-search input")
+        box.click()
+        box.send_keys("onerror")  # results show the layer's name: as text
+        deadline = time.time() + 20
+        while "matching" not in browser.find_element(By.CSS_SELECTOR, ".wa-search__meta").text:
+            assert time.time() < deadline
+            time.sleep(0.1)
+        titles = [t.text for t in browser.find_elements(By.CSS_SELECTOR, ".wa-search__title")]
+        assert any(HostileNames.NAMES[0] in t for t in titles), titles
+        assert browser.execute_script("return document.body.dataset.pwned") is None
+        assert not browser.find_elements(By.CSS_SELECTOR, ".wa-search__results img")
     finally:
         browser.quit()
 

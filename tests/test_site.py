@@ -200,11 +200,10 @@ def test_labels_reach_pages_cards_titles_and_search(default_site):
     cards = [(default_site / "units" / "mixed3b" / f"{u}.html").read_text(encoding="utf-8") for u in range(208)]
     assert any(re.search(r'href="../logits/3.html">.*?<span class="wa-label" title="shape=ring">shape=ring</span>', c)
                for c in cards)  # an outputs card names the class it feeds
-    index = json.loads((default_site / "search" / "search_index.json").read_text(encoding="utf-8"))
-    entries = {d["location"]: d for d in index["docs"]}
-    assert "shape=ring" in entries["units/logits/3.html"]["text"]
-    assert "ring" in entries["units/mixed3b/44.html"]["text"]
-    assert "branch conv_pool_reduce" in entries["units/mixed3a/120.html"]["text"]
+    entries = {location: text for location, _, text in _search_index(default_site)}
+    assert "shape=ring" in entries["units/logits/3.html"]
+    assert "ring" in entries["units/mixed3b/44.html"]
+    assert "branch conv_pool_reduce" in entries["units/mixed3a/120.html"]
     mixed3a = (default_site / "layers" / "mixed3a.html").read_text(encoding="utf-8")
     assert 'data-label="disk"' in mixed3a
 
@@ -241,8 +240,20 @@ def test_layer_pages_have_statistics_and_plots(default_site):
     assert "layer-tools.js" in html and '<div class="wa-layer-tools"></div>' in html
 
 
-def test_search_works_offline(default_site):
-    assert (default_site / "search" / "search_index.js").exists()  # the offline plugin's index
+def test_the_search_index_is_stored_once_and_no_unused_theme_file_is_published(default_site):
+    assert [p.name for p in (default_site / "search").iterdir()] == ["index.js"]
+    published = [p.relative_to(default_site).as_posix() for p in default_site.rglob("*") if p.is_file()]
+    assert not [p for p in published if p.endswith(".map") or "lunr" in p or "workers/" in p]
+    shell = (default_site / "units" / "mixed3b" / "12.html").read_text(encoding="utf-8")
+    assert "\n  " not in shell.split("<article")[0]  # the shell carries no indentation
+    entries = {e[0]: e for e in _search_index(default_site)}
+    assert "units/mixed3b/12.html" in entries and "how-to-read.html#factors" in entries
+    assert "@@" not in json.dumps(list(entries.values()))  # no placeholder reached the index
+
+
+def _search_index(site: Path) -> list[list[str]]:
+    text = (site / "search" / "index.js").read_text(encoding="utf-8")
+    return json.loads(text[text.index("=") + 1:].rstrip().rstrip(";"))
 
 
 def _toy_config(tmp_path, factory, output):
@@ -260,7 +271,7 @@ def test_names_are_escaped_and_no_file_lands_outside_the_output(tmp_path):
     created = {p for p in set(tmp_path.rglob("*")) - before if not p.is_relative_to(config.cache)}
     assert created and all(p.resolve().is_relative_to(output.resolve()) for p in created), \
         sorted(str(p) for p in created if not p.resolve().is_relative_to(output.resolve()))
-    pages = list(output.rglob("*.html")) + list((output / "search").iterdir())
+    pages = list(output.rglob("*.html"))  # the search index holds names as data, shown as text
     text = "".join(p.read_text(encoding="utf-8") for p in pages)
     assert "<script>alert(1)</script>" not in text
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in text
