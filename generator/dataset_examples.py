@@ -31,15 +31,16 @@ from .files import atomic_write, folder_name
 from .graph import LayerGraph
 from .network import TracedNetwork
 from .images import FILE_CHANNELS, IMAGE_SUFFIXES, Normalise, as_rgb, load_image
-from .render import jpeg
+from .render import webp
 
 log = logging.getLogger("weight_atlas")
 
-ALGORITHM = 2  # raise when a change here changes which examples are chosen or how they look
+ALGORITHM = 3  # raise when a change here changes which examples are chosen or how they look
 BATCH = 128
 PROCEDURAL_BATCH = 256
 PICTURE = 64  # pixels per crop and per whole image in a unit's strip of examples
 GAP = 2
+EXAMPLES_QUALITY = 80  # WebP quality of a unit's strip of examples
 
 
 # -- image sources ---------------------------------------------------------------------------
@@ -262,7 +263,7 @@ class Examples:
         return [fired / max(data["images"], 1) for fired in data["fired"]]
 
     def picture(self, layer: str, unit: int) -> Path:
-        return self._layer(layer) / f"{unit}.jpg"
+        return self._layer(layer) / f"{unit}.webp"
 
 
 def find_examples(config: AtlasConfig, network: TracedNetwork, graph: LayerGraph, weights: str) -> Examples | None:
@@ -309,7 +310,7 @@ def _write_layer(folder: Path, best: Strongest, window, shape, images: dict[int,
             box = crop_box(window, tuple(shape[1:3]) if len(shape) == 3 else (1, 1), row, column, size)
             chosen.append({"image": image, "label": images[image][1], "value": round(value, 6), "box": box})
         records.append(chosen)
-        atomic_write(folder / f"{unit}.jpg", _strip([as_rgb(images[e["image"]][0]) for e in chosen],
+        atomic_write(folder / f"{unit}.webp", _strip([as_rgb(images[e["image"]][0]) for e in chosen],
                                                      [e["box"] for e in chosen]))
     atomic_write(folder / "examples.json", json.dumps(records).encode())  # last: the layer is complete
 
@@ -321,7 +322,7 @@ def _fit(width: int, height: int) -> tuple[int, int]:
 
 
 def _strip(images: list[np.ndarray], boxes: list[tuple[int, int, int, int]]) -> bytes:
-    """One JPEG: the crops in the top row, the whole images with the crop outlined below
+    """One WebP picture: the crops in the top row, the whole images with the crop outlined below
     (one row only, when every crop is the whole image). Each column is ``PICTURE`` pixels
     wide; a picture that is not square is fitted into it (keeping its aspect) and centred,
     and the row of whole images is as tall as they are."""
@@ -345,4 +346,4 @@ def _strip(images: list[np.ndarray], boxes: list[tuple[int, int, int, int]]) -> 
         sx, sy = small_size[0] / whole.width, small_size[1] / whole.height
         ImageDraw.Draw(small).rectangle((left * sx, top * sy, right * sx - 1, bottom * sy - 1), outline=(255, 0, 64))
         canvas.paste(small, (x + (PICTURE - small_size[0]) // 2, top_row))
-    return jpeg(canvas)
+    return webp(canvas, quality=EXAMPLES_QUALITY)

@@ -26,7 +26,7 @@ from .factors import COMPONENTS, LayerFactors
 from .featurevis import Pictures
 from .graph import Layer, LayerGraph
 from .ranking import Link, UnitWeights
-from .render import factor_grid, jpeg, rgb_kernel, tile_sprite
+from .render import THUMBNAIL_QUALITY, factor_grid, rgb_kernel, tile_sprite, webp
 from .workers import forked_map
 
 if TYPE_CHECKING:
@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 
 CHUNK = 64  # units written by one task of a worker process
 SIGNS = {1: ("wa-exc", "+"), -1: ("wa-inh", "&minus;"), 0: ("", "")}
-THUMBNAIL = 96  # pixels of a feature visualisation's small copy (shown at 40 or 48 px, sharp on dense screens)
+THUMBNAIL = 48  # pixels of a feature visualisation's small copy, for cards (40 px) and layer grids (48 px)
 CARD_PICTURE = 40  # screen pixels of a unit's picture on a connection card
 CHIP_PICTURE = 24  # screen pixels of a unit's picture on a factor's input link
 LARGE = 128  # at least this many screen pixels for a unit's own feature visualisation
@@ -79,8 +79,7 @@ class UnitPages:
         """Path from the site root of the small picture that stands for a unit wherever it appears:
         its feature visualisation, or (without them) a first-layer unit's colour kernel."""
         if self.pictures is not None:
-            small = "-small" if self.size > THUMBNAIL else ""
-            return f"units/{self.slugs[layer]}/{unit}.fv{small}.jpg"
+            return f"units/{self.slugs[layer]}/{unit}.thumb.webp"
         return self.thumbnail(layer, unit)
 
     def picture_tag(self, layer: str, unit: int, root: str, size: int) -> str:
@@ -144,14 +143,14 @@ class UnitPages:
         if self.pictures is not None:
             shown["featurevis"] = []
             for direction in self.pictures.directions:
-                name = f"{unit}.fv.jpg" if direction > 0 else f"{unit}.fv-negative.jpg"
+                name = f"{unit}.fv.webp" if direction > 0 else f"{unit}.fv-negative.webp"
                 with Image.open(self.pictures.image(layer, unit, direction)) as image:
-                    files.write(folder / name, jpeg(image))
-                    if direction > 0 and self.size > THUMBNAIL:
-                        files.write(folder / f"{unit}.fv-small.jpg", jpeg(image, THUMBNAIL))
+                    files.write(folder / name, webp(image))
+                    if direction > 0:
+                        files.write(folder / f"{unit}.thumb.webp", webp(image, THUMBNAIL, THUMBNAIL_QUALITY))
                 shown["featurevis"].append(dict(self.pictures.provenance(layer, unit, direction), image=name))
         if self.examples is not None:
-            name = f"{unit}.examples.jpg"
+            name = f"{unit}.examples.webp"
             source = self.examples.picture(layer, unit)
             files.write(folder / name, source.read_bytes())
             with Image.open(source) as strip:

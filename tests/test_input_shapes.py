@@ -99,13 +99,13 @@ def test_a_grayscale_model_of_non_square_input_builds_a_full_atlas(tmp_path, mix
         record = json.loads(path.with_suffix(".json").read_text())
         assert (record["height"], record["width"], record["size"]) == (20, 28, 28)
         assert "decorrelated" not in record["parameterisation"]  # one channel: no colour to decorrelate
-    shown = [p for p in (tmp_path / "site").rglob("*.jpg") if ".fv" in p.name]
+    shown = [p for p in (tmp_path / "site").rglob("*.webp") if ".fv" in p.name or ".thumb" in p.name]
     assert shown
     for path in shown:
         with Image.open(path) as picture:
             assert abs(picture.width / picture.height - 28 / 20) < 0.1, path  # the picture's aspect, kept
 
-    strips = sorted((tmp_path / "cache" / "examples").rglob("*.jpg"))
+    strips = sorted((tmp_path / "cache" / "examples").rglob("*.webp"))
     assert len(strips) == units
     for path in strips:
         with Image.open(path) as strip:

@@ -268,7 +268,7 @@ def test_broken_and_oversized_dataset_images_are_skipped(tmp_path, caplog):
     caplog.set_level("WARNING")
     build_atlas(load_config(toy(tmp_path, featurevis={"enabled": False}, dataset={"source": str(images), "top": 2})))
     assert "bomb.png" in caplog.text and "text.jpg" in caplog.text
-    assert list((tmp_path / "site" / "units").rglob("*.examples.jpg"))
+    assert list((tmp_path / "site" / "units").rglob("*.examples.webp"))
 
 
 def test_a_two_channel_model_with_an_image_folder_skips_the_examples(tmp_path, caplog):

@@ -1,5 +1,6 @@
 """End to end: build atlases and walk every page as a browser would."""
 
+import dataclasses
 import json
 import logging
 import re
@@ -321,6 +322,20 @@ def test_rebuild_replaces_the_site_and_is_deterministic(tmp_path):
     assert first == second  # the stale file is gone, every other byte the same
 
 
+def test_the_default_atlas_with_pictures_is_reproducible(default_site, tmp_path):
+    """Built again from nothing (a new cache: every picture and example made again) into another
+    folder, the default atlas is the same, byte for byte."""
+    config = load_config(ROOT / "site_config" / "default.yml")
+    config = dataclasses.replace(config, cache=str(tmp_path / "cache"),
+                                 featurevis=dataclasses.replace(config.featurevis, steps=8),
+                                 dataset=dataclasses.replace(config.dataset, images=512))  # as default_site
+    build_atlas(config, tmp_path / "again")
+    first = {p.relative_to(default_site): p for p in default_site.rglob("*") if p.is_file()}
+    again = {p.relative_to(tmp_path / "again"): p for p in (tmp_path / "again").rglob("*") if p.is_file()}
+    assert sorted(first) == sorted(again)
+    assert [str(path) for path, file in first.items() if file.read_bytes() != again[path].read_bytes()] == []
+
+
 def test_command_line_reports_errors_without_a_traceback(tmp_path):
     output = tmp_path / "site"
     output.mkdir()
@@ -403,16 +418,18 @@ def test_every_unit_is_shown_by_its_feature_visualisation(default_site):
     cards = re.findall(r'<a class="wa-card[^"]*"[^>]*>(.*?)</a>', html)
     assert len(cards) == 48
     for card in cards:
-        assert re.search(r'<span class="wa-flow"><img class="wa-fv" src="[^"]+\.fv\.jpg"[^>]*>'
-                         r'<i class="wa-tile[^>]*></i><img class="wa-fv" src="[^"]+\.fv\.jpg"', card), card
-    assert cards[0].count('src="../../units/mixed3b/60.fv.jpg"') == 1  # this unit on the right of its inputs
+        assert re.search(r'<span class="wa-flow"><img class="wa-fv" src="[^"]+\.thumb\.webp"[^>]*>'
+                         r'<i class="wa-tile[^>]*></i><img class="wa-fv" src="[^"]+\.thumb\.webp"', card), card
+    assert cards[0].count('src="../../units/mixed3b/60.thumb.webp"') == 1  # this unit on the right of its inputs
+    with Image.open(page.parent / "60.thumb.webp") as thumbnail:
+        assert thumbnail.size == (48, 48)  # sized for the cards and grids, never the full picture
     # Pictures are lazily loaded and sized, so a layer of many units stays light.
     grid = (default_site / "layers" / "mixed3b.html").read_text(encoding="utf-8")
     pictures = re.findall(r"<img [^>]*>", grid)
-    assert len([p for p in pictures if ".fv.jpg" in p]) == 208
-    assert all('loading="lazy"' in p and 'width="48"' in p for p in pictures if ".fv.jpg" in p)
+    assert len([p for p in pictures if ".thumb.webp" in p]) == 208
+    assert all('loading="lazy"' in p and 'width="48"' in p for p in pictures if ".thumb.webp" in p)
     index = (default_site / "index.html").read_text(encoding="utf-8")
-    assert "Units at a glance" in index and index.count(".fv.jpg") == 6 * 8
+    assert "Units at a glance" in index and index.count(".thumb.webp") == 6 * 8
 
 
 def test_dataset_examples_on_unit_pages(default_site):
@@ -423,9 +440,9 @@ def test_dataset_examples_on_unit_pages(default_site):
     activations = [e["activation"] for e in examples["examples"]]
     assert activations == sorted(activations, reverse=True)
     html = page.read_text(encoding="utf-8")
-    assert "<h2>Dataset examples</h2>" in html and 'src="3.examples.jpg"' in html
+    assert "<h2>Dataset examples</h2>" in html and 'src="3.examples.webp"' in html
     assert examples["examples"][0]["label"] in html
-    with Image.open(page.parent / "3.examples.jpg") as strip:
+    with Image.open(page.parent / "3.examples.webp") as strip:
         assert strip.size == (examples["width"], examples["height"]) == (8 * 66 - 2, 2 * 64 + 2)
 
 
