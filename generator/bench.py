@@ -16,6 +16,11 @@ Measured in one run on this machine:
 - the full InceptionV1 weights-only atlas (site_config/inceptionv1.yml, random weights in
   the conversion's format), built in a child process: time per stage, pages, size, peak
   memory, and what each view (weight factors, families, statistics, plots) adds to the site;
+- the full InceptionV1 atlas with pictures (1 step each) and dataset examples: size by kind
+  of file, and the size extrapolated to finished pictures (see bench_inceptionv1_pictures);
+- page weights in Chromium (generator.page_weights): the heaviest unit page of each layer
+  and the largest layer page, over the wire, on the default atlas and on InceptionV1 with
+  pictures (``--pages`` runs only these);
 - weights-only atlases of torchvision's ResNet-50 and DenseNet-121 at 224 px (random
   weights), the same way (``--zoo`` runs only these).
 """
@@ -56,6 +61,7 @@ from .images import Normalise  # noqa: E402
 from .loading import load_model  # noqa: E402
 from .inceptionv1 import InceptionV1, write_random_checkpoint  # noqa: E402
 from .reference import gradient_weights, window_of  # noqa: E402
+from .page_weights import measure_site, typical_pages  # noqa: E402
 from .render import DIVERGING, tile_sprite  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -101,6 +107,8 @@ def bench_default_atlas(runs: int = 3) -> dict:
             reports.append(build_atlas(config, Path(folder) / "site"))
         sizes = [p.stat().st_size for p in reports[-1].output.rglob("*") if p.is_file()]
         views = view_sizes(reports[-1].output)
+        kinds = file_kinds(reports[-1].output)
+        weights = measure_site(reports[-1].output, *typical_pages(reports[-1].output))
     cold, warm = reports[0], reports[1:]
     return {
         "atlas_cold_build_s": cold.seconds, "atlas_cold_stages_s": cold.stages,
@@ -111,7 +119,8 @@ def bench_default_atlas(runs: int = 3) -> dict:
         "atlas_warm_pictures_made": sum(r.pictures_made for r in warm),
         "atlas_pages": cold.pages, "atlas_units": cold.units,
         "atlas_files": len(sizes), "atlas_size_mb": sum(sizes) / 2**20, "atlas_largest_file_kb": max(sizes) / 1024,
-        "atlas_views_mb": views,
+        "atlas_views_mb": views, "atlas_kinds_mb": kinds,
+        "atlas_page_weights": weights,
     }
 
 
@@ -240,6 +249,24 @@ def view_sizes(site: Path) -> dict[str, float]:
             "family factor pages": total(site.glob("families/*"))}
 
 
+KINDS = {  # what a site is made of: the first pattern a file's path matches names its kind
+    "unit pages (HTML)": r"^units/.*\.html$", "unit data files (JSON)": r"^units/.*\.json$",
+    "feature visualisations": r"\.fv(-negative)?\.webp$", "thumbnails": r"\.thumb\.webp$",
+    "dataset examples": r"\.examples\.webp$", "kernel tiles": r"\.tiles\.png$", "search index": r"^search/",
+    "layer and other pages": r"\.html$", "theme and assets": r"^assets/"}
+
+
+def file_kinds(site: Path) -> dict[str, float]:
+    """The site's size by kind of file (:data:`KINDS`), in MB."""
+    found = dict.fromkeys([*KINDS, "other"], 0.0)
+    for path in site.rglob("*"):
+        if path.is_file():
+            name = path.relative_to(site).as_posix()
+            kind = next((k for k, pattern in KINDS.items() if re.search(pattern, name)), "other")
+            found[kind] += path.stat().st_size / 2**20
+    return found
+
+
 def bench_inceptionv1_atlas() -> dict:
     with tempfile.TemporaryDirectory() as folder:
         folder = Path(folder)
@@ -250,6 +277,46 @@ def bench_inceptionv1_atlas() -> dict:
         config = re.sub(r"enabled: true", "enabled: false", config)  # weights only: pictures are GPU work
         (folder / "atlas.yml").write_text(config)
         return atlas_in_child(folder / "atlas.yml", "inceptionv1")
+
+
+def bench_inceptionv1_pictures(sample_steps: int = 64) -> dict:
+    """The whole InceptionV1 atlas (random weights) with both pictures of every unit at 1 step
+    and dataset examples (1,024 procedural images, 224 px): its size by kind of file, and its
+    pages' weights in Chromium. One-step pictures are smoother than finished ones and encode
+    smaller, so 8 units of mixed4a are also optimised for ``sample_steps`` steps and the size
+    of the finished atlas is extrapolated from theirs."""
+    from PIL import Image
+
+    from .featurevis.jobs import run_jobs as jobs_run
+    from .images import as_rgb
+    from .render import webp
+
+    with tempfile.TemporaryDirectory() as folder:
+        folder = Path(folder)
+        write_random_checkpoint(str(folder / "inception5h.pth"))
+        text = (ROOT / "site_config" / "inceptionv1.yml").read_text()
+        text = re.sub(r"checkpoint: .*", f"checkpoint: {folder / 'inception5h.pth'}", text)
+        text = re.sub(r"output: .*", f"output: {folder / 'site'}", text)
+        text = re.sub(r"steps: \d+", "steps: 1", text)
+        text += f"dataset: {{source: procedural, images: 1024}}\ncache: {folder / 'cache'}\n"
+        (folder / "atlas.yml").write_text(text)
+        results = atlas_in_child(folder / "atlas.yml", "inceptionv1_pictures")
+        site = folder / "site"
+        kinds = file_kinds(site)
+        pictures = list(site.glob("units/*/*.fv*.webp"))
+        one_step_kb = statistics.mean(p.stat().st_size for p in pictures) / 1024
+        units, layers = typical_pages(site)
+        weights = measure_site(site, units, ["layers/mixed5b.html"])  # 1,024 units
+        config = load_config(folder / "atlas.yml")
+        config = dataclasses.replace(config, featurevis=dataclasses.replace(config.featurevis, steps=sample_steps))
+        network, graph = trace_layers(load_model(config), config.input.shape)
+        made = [p for r in jobs_run([Job("mixed4a", tuple(range(8)), 1)], config, network, graph,
+                                    torch.device("cpu"), 1) for p in r]
+        finished_kb = statistics.mean(len(webp(Image.fromarray(as_rgb(p.image)))) for p in made) / 1024
+    estimate = results["inceptionv1_pictures_size_mb"] + len(pictures) * (finished_kb - one_step_kb) / 1024
+    return {**results, "inceptionv1_pictures_kinds_mb": kinds, "inceptionv1_pictures_page_weights": weights,
+            "inceptionv1_picture_kb_one_step": one_step_kb, "inceptionv1_picture_kb_finished": finished_kb,
+            "inceptionv1_picture_sample_steps": sample_steps, "inceptionv1_pictures_size_mb_finished": estimate}
 
 
 ZOO = {"resnet50": "ResNet-50", "densenet121": "DenseNet-121"}
@@ -280,7 +347,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "bench.json")
     parser.add_argument("--runs", type=int, default=3, help="default atlas builds to take the median of")
     parser.add_argument("--zoo", action="store_true", help="only the ResNet-50 and DenseNet-121 atlases")
+    parser.add_argument("--pages", action="store_true",
+                        help="only the site sizes and page weights (default atlas; InceptionV1 with pictures)")
     args = parser.parse_args(argv)
+    if args.pages:
+        results = {**bench_default_atlas(2), **bench_inceptionv1_pictures()}
+        args.out.write_text(json.dumps(results, indent=1) + "\n")
+        _print(_page_rows(results))
+        print(f"wrote {args.out}")
+        return
     if args.zoo:
         results = bench_zoo_atlases()
         args.out.write_text(json.dumps(results, indent=1) + "\n")
@@ -297,6 +372,7 @@ def main(argv: list[str] | None = None) -> None:
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         **bench_expanded(),
         **bench_inceptionv1_atlas(),
+        **bench_inceptionv1_pictures(),
         **bench_zoo_atlases(),
     }
     with tempfile.TemporaryDirectory() as folder:
@@ -337,10 +413,39 @@ def main(argv: list[str] | None = None) -> None:
            f"processes), one channel at a time {r['reference_s_per_channel']:.2f} s/channel, {r['speedup']:.1f}x")
           for r in results["featurevis"]],
     ]
+    _print(rows + _page_rows(results))
+    print(f"wrote {args.out}")
+
+
+def _page_rows(results: dict) -> list[tuple[str, str]]:
+    """Rows of the site sizes and page weights (targets: unit page 100 KB own, 300 KB first visit;
+    1,024-unit layer page usable in 1 s; InceptionV1 with pictures and examples 500 MB)."""
+    rows = []
+    for prefix, title in (("atlas", "default atlas"), ("inceptionv1_pictures", "InceptionV1 with pictures")):
+        if f"{prefix}_page_weights" not in results:
+            continue
+        w = results[f"{prefix}_page_weights"]
+        rows += [(f"{title}: unit page, own (max / median)",
+                  f"{w['unit_own_kb_max']:.0f} / {w['unit_own_kb_median']:.0f} KB over the wire (gzip)"),
+                 (f"{title}: unit page, first visit (max / median)",
+                  f"{w['unit_first_visit_kb_max']:.0f} / {w['unit_first_visit_kb_median']:.0f} KB"),
+                 *[(f"{title}: {p['path']} ({p['own_kb']:.0f} KB own)", f"usable in {p['ready_s']:.2f} s from file://")
+                   for p in w["layer_pages"]],
+                 *[(f"{title}: {kind}", f"{mb:.1f} MB") for kind, mb in results[f"{prefix}_kinds_mb"].items()]]
+    if "inceptionv1_pictures_size_mb" in results:
+        rows += [("InceptionV1 with pictures (1 step) and examples", f"{results['inceptionv1_pictures_size_mb']:.0f} MB, "
+                  f"built in {results['inceptionv1_pictures_build_s']:.0f} s"),
+                 ("  picture, mean (1 step / finished)", f"{results['inceptionv1_picture_kb_one_step']:.1f} / "
+                  f"{results['inceptionv1_picture_kb_finished']:.1f} KB "
+                  f"({results['inceptionv1_picture_sample_steps']} steps)"),
+                 ("  estimated with finished pictures", f"{results['inceptionv1_pictures_size_mb_finished']:.0f} MB")]
+    return rows
+
+
+def _print(rows: list[tuple[str, str]]) -> None:
     width = max(len(r[0]) for r in rows)
     for name, value in rows:
         print(f"{name:<{width}}  {value}")
-    print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":

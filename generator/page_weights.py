@@ -6,9 +6,7 @@ a layer page of 1,024 units usable within 1 s from file://.
 The site is served over HTTP from a thread here, gzipping text the way GitHub Pages does,
 and each page is loaded cold (the browser's cache disabled). Sizes come from the page's
 Resource Timing entries: ``transferSize`` is the compressed body plus a flat 300 bytes that
-Chromium counts for the headers, i.e. what a visitor downloads. (The CDP events of
-performance logging miss the search worker's script, which the Resource Timing entries of
-the page include.) "Own" bytes are the page and everything it fetches outside ``assets/``
+Chromium counts for the headers, i.e. what a visitor downloads. "Own" bytes are the page and everything it fetches outside ``assets/``
 and ``search/``; those two folders are "shared", fetched once for the whole site. (Chromium
 keeps favicons apart from its HTTP cache: only the first page of a browser session fetches the
 site's favicon, 2 KB of shared bytes.)

@@ -50,11 +50,12 @@ def _search(browser, page, query: str) -> list[str]:
 def test_search_loads_its_index_on_first_use_and_works_from_file_urls(browser, default_site):
     page = default_site / "units" / "mixed3b" / "12.html"
     browser.get(page.as_uri())
-    fetched = "return performance.getEntriesByType('resource').map(e => e.name)"
-    assert not [n for n in browser.execute_script(fetched) if "search/" in n]  # nothing until it is used
+    loaded = ("return [typeof atlasSearchIndex, "
+              "Array.from(document.scripts).filter(s => s.src.endsWith('search/index.js')).length]")
+    assert browser.execute_script(loaded) == ["undefined", 0]  # nothing until search is used
     found = _search(browser, page, "mixed3a 40")
     assert found[0] == "units/mixed3a/40.html", found  # the exact unit first
-    assert [n for n in browser.execute_script(fetched) if n.endswith("search/index.js")]
+    assert browser.execute_script(loaded) == ["object", 1]
     assert _search(browser, default_site / "index.html", "weight factors")  # sections of mkdocs pages
 
 
