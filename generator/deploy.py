@@ -31,6 +31,10 @@ def deploy(site: Path, remote: str = "origin", branch: str = "gh-pages", message
         raise AtlasError(f"{site} is not an atlas built by Weight Atlas (it has no {MARK} file), so it is not "
                          f"published. Build the atlas into it first (make atlas), or pass the folder an atlas "
                          f"was built into with --output.")
+    if (site / ".git").exists():
+        raise AtlasError(f"{site} holds a .git of its own (a worktree or clone of the published branch), which "
+                         f"would be published with it. Publish from there with git (git -C {site} add -A, "
+                         f"commit, push), or remove {site / '.git'} and run this again.")
     if _git("rev-parse", "--git-dir").returncode != 0:
         raise AtlasError("The current folder is not in a git repository, so there is no remote to publish to. "
                          "Run the command from your clone of the project.")

@@ -70,7 +70,7 @@ def test_folder_examples_are_the_true_top_activations(image_folder, tmp_path, ca
                 top, left, bottom, right = e.box
                 assert 0 <= top < bottom <= 64 and 0 <= left < right <= 64 and bottom - top >= 16
     with Image.open(examples.picture("mixed3a", 0)) as strip:
-        assert strip.format == "JPEG" and strip.width == TOP * 66 - 2
+        assert strip.format == "WEBP" and strip.width == TOP * 66 - 2
 
 
 def test_procedural_examples_across_batches(tmp_path):

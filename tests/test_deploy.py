@@ -93,6 +93,7 @@ def test_deploy_to_another_remote_branch_and_folder(repo, tmp_path):
     ("bad branch", "not a valid git branch name"),
     ("no repository", "not in a git repository"),
     ("push refused", "git could not push the branch 'gh-pages' to 'origin'"),
+    ("git inside", "holds a .git of its own"),
 ])
 def test_deploy_errors_name_the_problem(repo, case, expected, capsys):
     work, bare = repo
@@ -109,6 +110,9 @@ def test_deploy_errors_name_the_problem(repo, case, expected, capsys):
         args += ["--branch=-x"]  # would be an option to git
     elif case == "no repository":
         shutil.rmtree(work / ".git")
+    elif case == "git inside":  # a gh-pages worktree kept in the site folder
+        (work / "site" / ".git").mkdir()
+        (work / "site" / ".git" / "HEAD").write_text("ref: refs/heads/gh-pages\n")
     elif case == "push refused":
         hook = bare / "hooks" / "pre-receive"
         hook.write_text("#!/bin/sh\necho 'publishing is closed' >&2\nexit 1\n")
