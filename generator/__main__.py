@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
     # SIGTERM (a CI runner's cancel, `kill`) ends the build the way Ctrl-C does: worker
     # processes stopped, the staging folder removed, the existing site kept.
-    signal.signal(signal.SIGTERM, _interrupt)
+    previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         report = build_atlas(load_config(args.config), args.output)
     except AtlasError as error:
@@ -73,6 +73,8 @@ def main(argv: list[str] | None = None) -> int:
         print("Interrupted. The existing site, if any, was left untouched; finished feature visualisations "
               "are cached, and the next build goes on from there.", file=sys.stderr)
         return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     stages = ", ".join(f"{name} {seconds:.1f}s" for name, seconds in report.stages.items())
     print(f"Built {report.output}: {report.layers} layers, {report.units} units, {report.pages} pages "
           f"in {report.seconds:.1f}s ({stages}). Feature visualisations: {report.pictures_made} made, "

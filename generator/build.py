@@ -70,7 +70,8 @@ def build_atlas(config: AtlasConfig, output: str | Path | None = None) -> BuildR
     dataset = config.dataset.source if config.dataset.source != "procedural" else None
     output = check_output(Path(output or config.site.output), {
         "atlas config": config.path if config.path != "<built-in>" else None, "picture cache": config.cache,
-        "checkpoint": config.model.checkpoint, "dataset folder": dataset, "labels file": (labels_path(config) or (None,))[0]})
+        "checkpoint": config.model.checkpoint, "dataset folder": dataset, "labels file": (labels_path(config) or (None,))[0]},
+        {"dataset folder": dataset})
     model = load_model(config)
     t = done("load", start)
     input_shape = config.input.shape

@@ -12,6 +12,7 @@ import math
 import re
 import types
 import typing
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -197,6 +198,10 @@ class AtlasConfig:
             place = data[section] if section else data
             if place[key] is not None:
                 place[key] = Path(place[key]).name or place[key]
+        if data["model"]["url"] is not None:  # no credentials, query or local folder
+            url = urllib.parse.urlsplit(data["model"]["url"])
+            data["model"]["url"] = (Path(url.path).name if url.scheme in ("", "file") else
+                                    urllib.parse.urlunsplit((url.scheme, url.hostname or "", url.path, "", "")))
         return data
 
 

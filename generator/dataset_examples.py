@@ -27,6 +27,7 @@ from PIL import Image, ImageDraw
 from tqdm import tqdm
 
 from .config import AtlasConfig
+from .errors import AtlasError
 from .files import atomic_write, folder_name
 from .graph import LayerGraph
 from .network import TracedNetwork
@@ -45,11 +46,13 @@ EXAMPLES_QUALITY = 80  # WebP quality of a unit's strip of examples
 
 # -- image sources ---------------------------------------------------------------------------
 class FolderImages:
-    """Every .jpg/.png under a folder, sorted by path, at the model's input size ``(height, width)``."""
+    """Every .jpg/.png under a folder (hidden files and folders left out), sorted by path, at the
+    model's input size ``(height, width)``."""
 
     def __init__(self, root: Path, limit: int, size: tuple[int, int], channels: int):
         self.root, self.size, self.channels = root, size, channels
-        files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+                       and not any(part.startswith(".") for part in p.relative_to(root).parts))  # no hidden ones
         self.files = files[:limit]
         listing = [(str(p.relative_to(root)), p.stat().st_size, p.stat().st_mtime_ns) for p in self.files]
         self.key = {"folder": str(root.resolve()), "files": hashlib.sha256(json.dumps(listing).encode()).hexdigest()}
@@ -176,6 +179,11 @@ def strongest(model: torch.nn.Module, names: list[str], source, normalise: Norma
             for name, value in zip(names, values):
                 flat = value.float().reshape(len(value), value.shape[1], -1).cpu()
                 peak, where = flat.max(dim=2)  # [B, units]; the first position on ties
+                if not torch.isfinite(peak).all():
+                    raise AtlasError(
+                        f"The activations of `{name}` on dataset images are not finite (NaN or infinity): the model "
+                        f"overflows float32 (are its weights far too large?). Check the checkpoint, or build "
+                        f"without dataset examples (leave `dataset.source` out).")
                 width = value.shape[3] if value.dim() == 4 else 1
                 batch = (peak.T, index.expand(peak.shape[1], -1), (where // width).T, (where % width).T)
                 if name not in found:
@@ -312,7 +320,7 @@ def _write_layer(folder: Path, best: Strongest, window, shape, images: dict[int,
         records.append(chosen)
         atomic_write(folder / f"{unit}.webp", _strip([as_rgb(images[e["image"]][0]) for e in chosen],
                                                      [e["box"] for e in chosen]))
-    atomic_write(folder / "examples.json", json.dumps(records).encode())  # last: the layer is complete
+    atomic_write(folder / "examples.json", json.dumps(records, allow_nan=False).encode())  # last: the layer is complete
 
 
 def _fit(width: int, height: int) -> tuple[int, int]:

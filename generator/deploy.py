@@ -55,7 +55,8 @@ def deploy(site: Path, remote: str = "origin", branch: str = "gh-pages", message
                               push=False, nojekyll=True)
     except ghp_import.GhpError as error:
         raise AtlasError(f"git could not commit the atlas to {branch!r}: {error.message}") from None
-    except TypeError:  # ghp_import 2.1 writes bytes to sys.stdout when fast-import fails; checked below
+    except (TypeError, BrokenPipeError):  # ghp_import 2.1 when fast-import fails (it writes bytes to
+        # sys.stdout, or to a closed pipe): whether the branch moved is checked below
         pass
     if _commit(f"refs/heads/{branch}") in before:
         raise AtlasError(f"git could not commit the atlas to the branch {branch!r} (git fast-import failed; its "

@@ -9,6 +9,10 @@ import zlib
 from pathlib import Path
 
 
+UMASK = os.umask(0o022)  # read once, at import, before any thread could create a file
+os.umask(UMASK)
+
+
 def write(target: Path, data: bytes) -> None:
     """Write ``data`` to ``target``, creating its folder."""
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -21,6 +25,7 @@ def atomic_write(target: Path, data: bytes) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     handle, partial = tempfile.mkstemp(prefix=f".{target.name[:40]}.", suffix=".partial", dir=target.parent)
     try:
+        os.fchmod(handle, 0o666 & ~UMASK)  # as open() would create it, not mkstemp's 0600
         with os.fdopen(handle, "wb") as file:
             file.write(data)
         os.replace(partial, target)

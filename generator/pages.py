@@ -192,7 +192,7 @@ class PageWriter:
                         explained=float(np.median(factors.explained)) if factors else None,
                         grouped=self.config.factors.grouped,
                         automatic=any(f.automatic for f in self.structure.families[layer.name]),
-                        labels_file=self.structure.annotations.source)
+                        labels_file=self.structure.annotations.source and Path(self.structure.annotations.source).name)
 
     def fill_layers(self, site: Path) -> None:
         """Put each layer's units into its built page. Written after mkdocs, they cost no

@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import glob
 import html
 import json
 import logging
 import os
 import re
 import shutil
+import signal
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -41,8 +43,7 @@ def write_shell(docs: Path) -> None:
     """The shell page's source: a title and a body that are placeholders."""
     path = docs / SHELL.with_suffix(".md")
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(f'---\ntitle: "{TITLE_MARK}"\nsearch:\n  exclude: true\n---\n<div>{BODY_MARK}</div>\n',
-                    encoding="utf-8")
+    path.write_text(f'---\ntitle: "{TITLE_MARK}"\n---\n<div>{BODY_MARK}</div>\n', encoding="utf-8")
 
 
 @dataclass(frozen=True)
@@ -105,12 +106,15 @@ KEPT = (".git", "CNAME")  # a gh-pages worktree, a custom domain: carried over i
 STAGE_LOCK = ".building"  # held (flock) by the build that writes a staging folder
 
 
-def check_output(output: Path, inputs: dict[str, str | Path | None]) -> Path:
+def check_output(output: Path, inputs: dict[str, str | Path | None],
+                 containers: dict[str, str | Path | None] | None = None, probe: bool = True) -> Path:
     """The resolved ``output``, once it is clear the build may write it: before any expensive stage.
 
     An existing folder is replaced only if it is empty or an earlier atlas (it holds the mark
     file), so a mistyped ``site.output`` can never delete other work. None of ``inputs``
-    (what they are, by name) may lie inside it, since every build replaces it.
+    (what they are, by name) may lie inside it, since every build replaces it, and it may not
+    lie inside any of ``containers`` (folders the build reads all of). ``probe``: also try
+    writing and locking beside it, as the build will.
     """
     output = output.resolve()
     if output.exists() and (not output.is_dir() or (any(output.iterdir()) and not (output / MARK).exists())):
@@ -120,14 +124,22 @@ def check_output(output: Path, inputs: dict[str, str | Path | None]) -> Path:
             f"earlier atlas, which is replaced."
         )
     for what, path in inputs.items():
-        if path is not None and Path(path).resolve().is_relative_to(output):
+        if path is not None and Path(path).expanduser().resolve().is_relative_to(output):
             raise AtlasError(
                 f"The {what} {path} lies inside the output folder {output}, which every build replaces. Set "
                 f"`site.output` (or --output) to a folder of its own, such as site, or move the {what}."
             )
+    for what, path in (containers or {}).items():
+        if path is not None and output.is_relative_to(Path(path).expanduser().resolve()):
+            raise AtlasError(f"The output folder {output} lies inside the {what} {path}, whose files the build "
+                             f"reads. Set `site.output` (or --output) to a folder outside it.")
+    if not probe:
+        return output
     try:
         output.parent.mkdir(parents=True, exist_ok=True)
         os.rmdir(tempfile.mkdtemp(prefix=f".{output.name}-probe-", dir=output.parent))
+        with _folder_lock(output.parent):  # what the swap into place needs
+            pass
     except OSError as error:
         raise AtlasError(f"The output folder {output} cannot be written ({error.strerror}). Choose a folder you "
                          f"can write to with `site.output` or --output.") from None
@@ -158,20 +170,39 @@ def _held(lock: Path) -> bool:
 
 
 @contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """Ctrl-C and SIGTERM wait until the block is done (they are delivered after it)."""
+    held = {signal.SIGINT, signal.SIGTERM}
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def _exists(path: Path) -> bool:
+    return path.exists() or path.is_symlink()
+
+
+@contextlib.contextmanager
 def staged_output(output: Path) -> Iterator[Path]:
     """A fresh folder to build into; on success its ``site`` becomes ``output``, else it is removed.
 
     The staging folders of builds that died (killed, power lost) are removed first; those of
     builds running at once into the same output are not, and each swap into place is done
     under a lock, so concurrent builds never mix their files: the last one to finish wins.
-    Files named in :data:`KEPT` move from the old site into the new one.
+    The swap runs with Ctrl-C and SIGTERM held back, puts the old site back if a step fails,
+    and carries the files named in :data:`KEPT` from the old site into the new one.
     """
     output = check_output(output, {})
+    name = glob.escape(output.name)
     with _folder_lock(output.parent):
-        for stale in output.parent.glob(f".{output.name}-build-*"):
+        for stale in output.parent.glob(f".{name}-build-*"):
             if not _held(stale / STAGE_LOCK):
                 shutil.rmtree(stale, ignore_errors=True)
-        for stale in output.parent.glob(f".{output.name}-old-*"):  # a swap that died half way
+        for stale in output.parent.glob(f".{name}-old-*"):  # a swap cut short by a power loss or SIGKILL
+            if not _exists(output) and _exists(stale / output.name):
+                (stale / output.name).rename(output)  # the previous site, put back
             shutil.rmtree(stale, ignore_errors=True)
         stage = Path(tempfile.mkdtemp(prefix=f".{output.name}-build-", dir=output.parent))
         lock = open(stage / STAGE_LOCK, "w")
@@ -181,26 +212,27 @@ def staged_output(output: Path) -> Iterator[Path]:
         site = stage / "site"
         (site / MARK).write_text("Built by Weight Atlas; the next build replaces this folder.\n")
         (site / ".nojekyll").write_text("")  # GitHub Pages serves folders whose names start with _
-        with _folder_lock(output.parent):
-            check_output(output, {})  # another program may have written there meanwhile
-            old = None
-            if output.exists():
-                kept = [name for name in KEPT if (output / name).exists() or (output / name).is_symlink()]
-                try:
-                    for name in kept:
-                        (output / name).rename(site / name)
-                    old = Path(tempfile.mkdtemp(prefix=f".{output.name}-old-", dir=output.parent))
-                    output.rename(old / output.name)
-                except BaseException:
-                    for name in kept:  # never lose them with the staging folder
-                        if (site / name).exists() or (site / name).is_symlink():
-                            (site / name).rename(output / name)
-                    raise
-                for name in kept:
-                    log.info("kept %s from the previous site", name)
-            site.rename(output)
-            if old is not None:
-                shutil.rmtree(old)
+        with _folder_lock(output.parent), _signals_held():
+            check_output(output, {}, probe=False)  # another program may have written there meanwhile
+            old = Path(tempfile.mkdtemp(prefix=f".{output.name}-old-", dir=output.parent)) / output.name
+            kept = []
+            try:
+                if _exists(output):
+                    output.rename(old)
+                    for kept_name in KEPT:
+                        if _exists(old / kept_name):
+                            (old / kept_name).rename(site / kept_name)
+                            kept.append(kept_name)
+                site.rename(output)
+            except BaseException:
+                for kept_name in kept:
+                    (site / kept_name).rename(old / kept_name)
+                if _exists(old) and not _exists(output):
+                    old.rename(output)
+                raise
+            shutil.rmtree(old.parent, ignore_errors=True)  # a leftover is removed by the next build
+        for kept_name in kept:
+            log.info("kept %s from the previous site", kept_name)
     finally:
         lock.close()
         shutil.rmtree(stage, ignore_errors=True)

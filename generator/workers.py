@@ -33,21 +33,23 @@ def forked_map(function: Callable[[Any], Any], items: Sequence[Any]) -> Iterator
         return
     _WORK = (function, items)
     try:
-        with multiprocessing.get_context("fork").Pool(workers, initializer=worker_started) as pool:
+        with multiprocessing.get_context("fork").Pool(workers, initializer=worker_started,
+                                                      initargs=(os.getpid(),)) as pool:
             yield from pool.imap(_run, range(len(items)))
     finally:
         _WORK = None
 
 
-def worker_started() -> None:
-    """In a new worker process: leave Ctrl-C to the build (which stops its workers), end at
-    SIGTERM, and on Linux die with the build even when it is killed outright."""
+def worker_started(build: int) -> None:
+    """In a new worker process of the build process ``build``: leave Ctrl-C to the build (which
+    stops its workers), end at SIGTERM, and on Linux die with the build even when it is killed
+    outright."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     if sys.platform == "linux":
         PR_SET_PDEATHSIG = 1
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-        if os.getppid() == 1:  # the build ended before this line
+        if os.getppid() != build:  # the build ended before this line
             os._exit(1)
 
 

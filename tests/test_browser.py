@@ -67,3 +67,18 @@ def test_search_finds_units_by_label_and_by_branch(browser, default_site):
     pooled = {f"units/mixed3a/{u}.html" for u in range(112, 128)} | {f"units/mixed3b/{u}.html" for u in range(176, 208)}
     found = _search(browser, default_site / "index.html", "conv_pool_reduce")
     assert pooled & set(found) and all(f in pooled for f in found if f.startswith("units/")), found
+
+
+def test_cards_load_thumbnails_from_file_urls(browser, default_site):
+    """Every card's picture is a 48-pixel thumbnail that loads from file:// (nothing from the network)."""
+    browser.get((default_site / "units" / "mixed3b" / "60.html").as_uri())
+    browser.execute_script("document.querySelectorAll('img').forEach(i => i.loading = 'eager')")
+    deadline = time.time() + 20
+    pending = "return Array.from(document.images).filter(i => !i.complete).length"
+    while browser.execute_script(pending) and time.time() < deadline:
+        time.sleep(0.1)
+    cards = browser.execute_script(
+        "return Array.from(document.querySelectorAll('.wa-card img.wa-fv')).map(i => [i.src, i.naturalWidth])")
+    assert len(cards) == 2 * 48
+    assert all(src.startswith("file://") and src.endswith(".thumb.webp") and width == 48 for src, width in cards), cards
+

@@ -111,3 +111,15 @@ def test_typical_pages_are_the_worst_cases(tmp_path):
         (tmp_path / "layers" / f"{layer}.html").write_text(cells, encoding="utf-8")
     assert page_weights.typical_pages(tmp_path) == (["units/a/1.html", "units/b/1.html"], ["layers/b.html"])
     assert page_weights.typical_pages(tmp_path, limit=1) == (["units/a/1.html"], ["layers/b.html"])
+
+
+def test_the_default_atlas_pages_are_light(default_site):
+    """The targets make bench checks, on the test build of the default atlas: the heaviest unit
+    page of each layer at most 100 KB of its own and 300 KB on a first visit, over the wire."""
+    units, layers = page_weights.typical_pages(default_site)
+    measured = page_weights.measure_site(default_site, units, [])
+    assert len(measured["unit_pages"]) == 6
+    assert measured["unit_own_kb_max"] <= 100, measured["unit_pages"]
+    assert measured["unit_first_visit_kb_max"] <= 300, measured["unit_pages"]
+    for page in measured["unit_pages"]:
+        assert not [name for name, _ in page["largest"] if name.endswith((".fv.webp", "search/index.js"))], page

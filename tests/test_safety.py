@@ -163,6 +163,27 @@ def test_staging_folders_of_dead_builds_are_removed_and_running_ones_kept(tmp_pa
     assert sorted(p.name for p in tmp_path.iterdir()) == ["atlas.yml", "site"]
 
 
+def test_a_swap_cut_short_is_repaired_by_the_next_build(tmp_path):
+    """Killed between moving the old site aside and putting the new one in place: the next
+    build puts the old site back first, so its CNAME reaches the new one."""
+    config = load_config(toy(tmp_path, featurevis={"enabled": False}, site={"output": str(tmp_path / "s[1]")}))
+    old = tmp_path / ".s[1]-old-x" / "s[1]"
+    old.mkdir(parents=True)
+    (old / MARK).write_text("")
+    (old / "CNAME").write_text("atlas.example.org\n")
+    build_atlas(config)
+    assert (tmp_path / "s[1]" / "CNAME").read_text() == "atlas.example.org\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["atlas.yml", "s[1]"]  # the name is no pattern
+
+
+def test_an_output_inside_the_dataset_folder_is_refused(tmp_path):
+    images = tmp_path / "images"
+    images.mkdir()
+    config = load_config(toy(tmp_path, featurevis={"enabled": False}, dataset={"source": str(images)}))
+    with pytest.raises(AtlasError, match="lies inside the dataset folder"):
+        build_atlas(config, images / "site")
+
+
 def test_concurrent_writes_of_one_file_leave_one_whole_file(tmp_path):
     target = tmp_path / "cache" / "picture.png"
     payloads = [bytes([i]) * 300_000 for i in range(8)]
@@ -173,6 +194,7 @@ def test_concurrent_writes_of_one_file_leave_one_whole_file(tmp_path):
         thread.join()
     assert target.read_bytes() in payloads
     assert [p.name for p in target.parent.iterdir()] == ["picture.png"]
+    assert target.stat().st_mode & 0o777 == 0o666 & ~files_module.UMASK  # readable as any file written
 
 
 def test_two_builds_at_once_into_one_output_and_cache(tmp_path):
@@ -299,6 +321,12 @@ def test_huge_weights_give_valid_json_and_overflowing_ones_an_error(tmp_path):
     expanded = load_config(toy(tmp_path, "huge_weights", featurevis={"enabled": False}, ranking={"hops": 2}))
     with pytest.raises(AtlasError, match="are not finite"):  # products of two such weights
         build_atlas(expanded)
+    # Running the model overflows: pictures and examples are refused, and nothing is cached.
+    for settings in ({"featurevis": {"steps": 2, "batch": 64, "jobs": 1}},
+                     {"featurevis": {"enabled": False}, "dataset": {"source": "procedural", "images": 64}}):
+        with pytest.raises(AtlasError, match=r"activations of `conv1`.* are not finite"):
+            build_atlas(load_config(toy(tmp_path, "huge_weights", **settings)))
+    assert not [p for p in (tmp_path / "cache").rglob("*") if p.is_file()]
 
 
 def test_published_files_carry_no_path_of_the_build_machine(tmp_path):
@@ -312,14 +340,18 @@ def test_published_files_carry_no_path_of_the_build_machine(tmp_path):
         from tests.toy_models import small_cnn
 
         torch.save(small_cnn().state_dict(), checkpoint)
-        config = write_config(folder, model={"source": "tests.toy_models:small_cnn", "checkpoint": str(checkpoint)},
+        (folder / "units.yml").write_text("units:\n  conv1:\n    0: edge\n", encoding="utf-8")
+        config = write_config(folder, model={"source": "tests.toy_models:small_cnn", "checkpoint": str(checkpoint),
+                                             "url": "https://user:token@example.org/w/weights.pth?key=1"},
                               input={"channels": 3, "size": 12}, featurevis={"enabled": False},
-                              site={"output": str(folder / "site")}, cache=str(tmp_path / "cache"))
+                              labels=str(folder / "units.yml"), site={"output": str(folder / "site")},
+                              cache=str(tmp_path / "cache"))
         assert main(["build", str(config), "--quiet"]) == 0
         sites.append({p.relative_to(folder / "site"): p.read_bytes()
                       for p in (folder / "site").rglob("*") if p.is_file()})
     assert sites[0] == sites[1]
-    assert not [p for p, data in sites[0].items() if str(tmp_path).encode() in data]
+    assert not [p for site in sites for p, data in site.items() if str(tmp_path).encode() in data or b"token" in data]
+    assert "labels: units.yml" in (tmp_path / "first" / "deep" / "site" / "index.html").read_text(encoding="utf-8")
 
 
 def test_a_pickle_payload_in_a_checkpoint_never_runs(tmp_path):

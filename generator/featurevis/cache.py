@@ -72,4 +72,4 @@ class PictureCache:
             "optimiser": "Adam", **settings, "device": device, "weights_sha256": self.key["weights"],
         }
         atomic_write(image, png(as_rgb(picture.image)))
-        atomic_write(image.with_suffix(".json"), json.dumps(record, sort_keys=True).encode())
+        atomic_write(image.with_suffix(".json"), json.dumps(record, sort_keys=True, allow_nan=False).encode())

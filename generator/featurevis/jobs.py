@@ -8,6 +8,7 @@ from the atlas config, or in the build's own process when there is one job or a 
 from __future__ import annotations
 
 import logging
+import math
 import multiprocessing
 import os
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -94,6 +95,11 @@ def visualise_units(config: AtlasConfig, network: TracedNetwork, graph: LayerGra
               disable=None) as progress:
         for result in run_jobs(jobs, config, network, graph, device, processes):
             for picture in result:
+                if not (math.isfinite(picture.objective) and math.isfinite(picture.noise)):
+                    raise AtlasError(
+                        f"The activations of `{picture.layer}` are not finite (NaN or infinity) while its pictures "
+                        f"are optimised: the model overflows float32 (are its weights far too large?). Check the "
+                        f"checkpoint, or build without pictures (`featurevis.enabled: false`).")
                 cache.put(picture, device.type)
             pictures.made += len(result)
             progress.update(len(result))
@@ -111,7 +117,7 @@ def run_jobs(jobs: list[Job], config: AtlasConfig, network: TracedNetwork, graph
     threads = max(1, torch.get_num_threads() // processes)
     context = multiprocessing.get_context("spawn")  # forking a process that holds torch threads can hang
     with ProcessPoolExecutor(processes, mp_context=context, initializer=_start_worker,
-                             initargs=(config, device.type, threads)) as pool:
+                             initargs=(config, device.type, threads, os.getpid())) as pool:
         futures = [pool.submit(_work, job) for job in jobs]
         try:
             for future in as_completed(futures):
@@ -142,11 +148,11 @@ class _Worker:
 _WORKER: _Worker | None = None
 
 
-def _start_worker(config: AtlasConfig, device: str, threads: int) -> None:
+def _start_worker(config: AtlasConfig, device: str, threads: int, build: int) -> None:
     from ..loading import load_model  # the worker's own copy of the model
 
     global _WORKER
-    worker_started()
+    worker_started(build)
     torch.set_num_threads(threads)
     network = TracedNetwork(load_model(config), config.input.shape)  # traced once per worker
     _WORKER = _Worker(config, network, find_layers(network), torch.device(device))

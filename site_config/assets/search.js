@@ -161,4 +161,10 @@
   document.addEventListener("click", function (event) {
     if (!form.contains(event.target)) panel.hidden = true;
   });
+  panel.addEventListener("click", function (event) {
+    if (event.target.closest(".wa-search__link")) {  // also a section of this very page
+      panel.hidden = true;
+      input.blur();
+    }
+  });
 })();
