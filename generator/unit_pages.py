@@ -26,7 +26,7 @@ from .factors import COMPONENTS, LayerFactors
 from .featurevis import Pictures
 from .graph import Layer, LayerGraph
 from .ranking import Link, UnitWeights
-from .render import THUMBNAIL_QUALITY, factor_grid, rgb_kernel, tile_sprite, webp
+from .render import factor_grid, rgb_kernel, tile_sprite, webp
 from .workers import forked_map
 
 if TYPE_CHECKING:
@@ -36,8 +36,6 @@ if TYPE_CHECKING:
 CHUNK = 64  # units written by one task of a worker process
 SIGNS = {1: ("wa-exc", "+"), -1: ("wa-inh", "&minus;"), 0: ("", "")}
 THUMBNAIL = 48  # pixels of a feature visualisation's small copy, for cards (40 px) and layer grids (48 px)
-CARD_PICTURE = 40  # screen pixels of a unit's picture on a connection card
-CHIP_PICTURE = 24  # screen pixels of a unit's picture on a factor's input link
 LARGE = 128  # at least this many screen pixels for a unit's own feature visualisation
 FACTOR_LARGE = 120  # about this many screen pixels for a unit's own factor picture
 FACTOR_COLUMNS = 64  # units per row of a layer's factor-picture sprite
@@ -90,6 +88,26 @@ class UnitPages:
         style = "wa-fv" if self.pictures is not None else "wa-thumb"
         return f'<img class="{style}" src="{root}{path}" alt="" width="{size}" height="{size}" loading="lazy">'
 
+    def card_picture(self, layer: str, unit: int) -> str:
+        """:meth:`picture_tag` as a unit page's cards and chips carry it, a hundred to a page: the
+        path from the page's folder, the size set by the page's CSS (``.wa-flow img``,
+        ``.wa-chip img``), or '' without a picture."""
+        path = self.picture(layer, unit)
+        if path is None:
+            return ""
+        style = "wa-fv" if self.pictures is not None else "wa-thumb"
+        return f'<img class="{style}" src="../{path.removeprefix("units/")}" alt="" loading="lazy">'
+
+    def own_picture(self, layer: str, unit: int) -> tuple[str, str]:
+        """This unit's picture on each of its page's cards, and the page CSS that draws it:
+        written once per page, not once per card."""
+        path = self.picture(layer, unit)
+        if path is None:
+            return "", ""
+        style = "wa-fv" if self.pictures is not None else "wa-thumb"
+        return (f'<i class="{style} wa-own"></i>',
+                f".wa-own{{background:url({Path(path).name}) center/100% 100%}}")
+
     def factor_css(self, layer: str, root: str, size: int) -> str:
         """The page CSS of class ``wa-nmf``: a unit's factor picture of ``layer`` at about ``size``
         screen pixels, whole pixels per weight, cut from the layer's sprite ('' without factors)."""
@@ -134,7 +152,7 @@ class UnitPages:
         name = f"{self.names[layer]} " if named else ""
         label = self.labels.get((layer, unit), "")
         return (f'<a class="wa-chip {style}" href="../{self.slugs[layer]}/{unit}.html">'
-                f'{self.picture_tag(layer, unit, "../../", CHIP_PICTURE)}{name}<b>{unit}</b>{label} '
+                f'{self.card_picture(layer, unit)}{name}<b>{unit}</b>{label} '
                 f'{mark}{coefficient:.2f}</a>')
 
     def _write_pictures(self, folder: Path, layer: str, unit: int) -> dict[str, Any]:
@@ -147,7 +165,7 @@ class UnitPages:
                 with Image.open(self.pictures.image(layer, unit, direction)) as image:
                     files.write(folder / name, webp(image))
                     if direction > 0:
-                        files.write(folder / f"{unit}.thumb.webp", webp(image, THUMBNAIL, THUMBNAIL_QUALITY))
+                        files.write(folder / f"{unit}.thumb.webp", webp(image, THUMBNAIL))
                 shown["featurevis"].append(dict(self.pictures.provenance(layer, unit, direction), image=name))
         if self.examples is not None:
             name = f"{unit}.examples.webp"
@@ -207,7 +225,8 @@ class UnitPages:
             names = ("red", "green", "blue") if len(channels) == 3 else [f"channel {i}" for i in range(len(channels))]
             first = {"image": f"{unit}.png" if (layer.name, unit) in self.thumbnails else None,
                      "channels": [(name, tiles.pop()) for name in names]}
-        own = self.picture_tag(layer.name, unit, "../../", CARD_PICTURE)
+        own, own_css = self.own_picture(layer.name, unit)
+        css += own_css
         input_cards = self._cards(weights.inputs, tiles, "in", own)
         outputs = "".join(self._cards(weights.outputs, tiles, "out", own))
         further = [{"layer": f.layer, "hops": f.hops, "scale": f.scale, "count": len(f.links),
@@ -283,7 +302,7 @@ class UnitPages:
         cards = []
         for link in links:
             style, sign = SIGNS[link.sign]
-            other = self.picture_tag(link.layer, link.unit, "../../", CARD_PICTURE)
+            other = self.card_picture(link.layer, link.unit)
             tile = tiles.pop()
             if other or own:
                 tile = f'<span class="wa-flow">{other + tile + own if direction == "in" else own + tile + other}</span>'
