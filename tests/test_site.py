@@ -418,9 +418,11 @@ def test_every_unit_is_shown_by_its_feature_visualisation(default_site):
     cards = re.findall(r'<a class="wa-card[^"]*"[^>]*>(.*?)</a>', html)
     assert len(cards) == 48
     for card in cards:
-        assert re.search(r'<span class="wa-flow"><img class="wa-fv" src="[^"]+\.thumb\.webp"[^>]*>'
-                         r'<i class="wa-tile[^>]*></i><img class="wa-fv" src="[^"]+\.thumb\.webp"', card), card
-    assert cards[0].count('src="../../units/mixed3b/60.thumb.webp"') == 1  # this unit on the right of its inputs
+        other = r'<img class="wa-fv" src="\.\./(mixed3a|logits)/\d+\.thumb\.webp"[^>]*>'
+        own, tile = r'<i class="wa-fv wa-own"></i>', r'<i class="wa-tile[^>]*></i>'
+        assert re.search(f'<span class="wa-flow">({other}{tile}{own}|{own}{tile}{other})</span>', card), card
+    # this unit's own thumbnail, on the right of each input card, drawn by one rule of the page's CSS
+    assert html.count(".wa-own{background:url(60.thumb.webp)") == 1
     with Image.open(page.parent / "60.thumb.webp") as thumbnail:
         assert thumbnail.size == (48, 48)  # sized for the cards and grids, never the full picture
     # Pictures are lazily loaded and sized, so a layer of many units stays light.
