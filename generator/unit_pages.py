@@ -8,6 +8,7 @@ from the model escaped), and the page is the theme's shell around the rendered
 
 from __future__ import annotations
 
+import base64
 import html
 import json
 from pathlib import Path
@@ -34,7 +35,7 @@ if TYPE_CHECKING:
     from .site import PageShell
 
 CHUNK = 64  # units written by one task of a worker process
-SIGNS = {1: ("wa-exc", "+"), -1: ("wa-inh", "&minus;"), 0: ("", "")}
+SIGNS = {1: ("wa-exc", "+"), -1: ("wa-inh", "\u2212"), 0: ("", "")}  # +, minus sign
 THUMBNAIL = 48  # pixels of a feature visualisation's small copy, for cards (40 px) and layer grids (48 px)
 LARGE = 128  # at least this many screen pixels for a unit's own feature visualisation
 FACTOR_LARGE = 120  # about this many screen pixels for a unit's own factor picture
@@ -141,10 +142,14 @@ class UnitPages:
             chips = "".join(self._chip(source, other, sign, k, len(factors.sources) > 1) for source, other, sign, k in top)
             rows.append({"factor": c, "colour": FACTOR_NAMES[c], "share": float(factors.shares[unit, c]),
                          "inputs": top, "chips": chips})
+        # The page carries its own picture (a few hundred bytes), not the layer's sprite.
+        h, w, f = _factor_scale(factors, FACTOR_LARGE)
+        picture = base64.b64encode(factor_grid([factors.picture(unit)], 1)).decode()
         return {"explained": float(factors.explained[unit]), "rows": rows,
                 "grouped": factors.explained[unit] >= self.config.factors.grouped,
-                "tag": self.factor_tag(layer.name, unit, FACTOR_LARGE),
-                "css": self.factor_css(layer.name, "../../", FACTOR_LARGE), "shown": SHOWN_SHARE}
+                "tag": f'<i class="wa-nmf" title="weight factors: {100 * factors.explained[unit]:.0f}% explained"></i>',
+                "css": f".wa-nmf{{width:{w * f}px;height:{h * f}px;background-image:url(data:image/png;base64,"
+                       f"{picture});background-size:100% 100%}}", "shown": SHOWN_SHARE}
 
     def _chip(self, layer: str, unit: int, sign: int, coefficient: float, named: bool) -> str:
         """A small link to an input unit of a factor: picture, name, label, sign and coefficient."""

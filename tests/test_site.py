@@ -171,7 +171,7 @@ def test_unit_pages_carry_their_weight_factors_and_inputs_grouped_by_factor(defa
             html = (default_site / "units" / layer / f"{unit}.html").read_text(encoding="utf-8")
             data = json.loads((default_site / "units" / layer / f"{unit}.json").read_text(encoding="utf-8"))
             factors = data["factors"]
-            assert 'id="factors"' in html and '<i class="wa-nmf"' in html and "factors.png" in html
+            assert 'id="factors"' in html and '<i class="wa-nmf"' in html and "url(data:image/png;base64," in html
             assert sum(f["share"] for f in factors["factors"]) == pytest.approx(1, abs=1e-3)
             by_factor = "Grouped by the weight factor" in html
             assert by_factor == (factors["explained"] >= config.factors.grouped)
