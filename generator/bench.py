@@ -267,16 +267,22 @@ def file_kinds(site: Path) -> dict[str, float]:
     return found
 
 
+def inceptionv1_config(folder: Path, *changes: tuple[str, str], extra: str = "") -> Path:
+    """site_config/inceptionv1.yml in ``folder``, reading random weights written there and
+    building into ``folder/site``, with ``changes`` (pattern, replacement) and ``extra`` lines."""
+    write_random_checkpoint(str(folder / "inception5h.pth"))
+    text = (ROOT / "site_config" / "inceptionv1.yml").read_text()
+    for pattern, replacement in (("checkpoint: .*", f"checkpoint: {folder / 'inception5h.pth'}"),
+                                 ("output: .*", f"output: {folder / 'site'}"), *changes):
+        text = re.sub(pattern, replacement, text)
+    (folder / "atlas.yml").write_text(text + extra)
+    return folder / "atlas.yml"
+
+
 def bench_inceptionv1_atlas() -> dict:
     with tempfile.TemporaryDirectory() as folder:
-        folder = Path(folder)
-        write_random_checkpoint(str(folder / "inception5h.pth"))
-        config = (ROOT / "site_config" / "inceptionv1.yml").read_text()
-        config = re.sub(r"checkpoint: .*", f"checkpoint: {folder / 'inception5h.pth'}", config)
-        config = re.sub(r"output: .*", f"output: {folder / 'site'}", config)
-        config = re.sub(r"enabled: true", "enabled: false", config)  # weights only: pictures are GPU work
-        (folder / "atlas.yml").write_text(config)
-        return atlas_in_child(folder / "atlas.yml", "inceptionv1")
+        # weights only: pictures are GPU work
+        return atlas_in_child(inceptionv1_config(Path(folder), ("enabled: true", "enabled: false")), "inceptionv1")
 
 
 def bench_inceptionv1_pictures(sample_steps: int = 64) -> dict:
@@ -295,14 +301,9 @@ def bench_inceptionv1_pictures(sample_steps: int = 64) -> dict:
 
     with tempfile.TemporaryDirectory() as folder:
         folder = Path(folder)
-        write_random_checkpoint(str(folder / "inception5h.pth"))
-        text = (ROOT / "site_config" / "inceptionv1.yml").read_text()
-        text = re.sub(r"checkpoint: .*", f"checkpoint: {folder / 'inception5h.pth'}", text)
-        text = re.sub(r"output: .*", f"output: {folder / 'site'}", text)
-        text = re.sub(r"steps: \d+", f"steps: {sample_steps}", text)
-        text += f"dataset: {{source: procedural, images: 1024}}\ncache: {folder / 'cache'}\n"
-        (folder / "atlas.yml").write_text(text)
-        config = load_config(folder / "atlas.yml")
+        path = inceptionv1_config(folder, (r"steps: \d+", f"steps: {sample_steps}"),
+                                  extra=f"dataset: {{source: procedural, images: 1024}}\ncache: {folder / 'cache'}\n")
+        config = load_config(path)
         model = load_model(config)
         network, graph = trace_layers(model, config.input.shape)
         graph = graph.restricted(config.layers)
@@ -314,7 +315,7 @@ def bench_inceptionv1_pictures(sample_steps: int = 64) -> dict:
                 for direction in (1, -1):
                     sample = samples[(unit + (direction < 0)) % len(samples)]
                     cache.put(dataclasses.replace(sample, layer=layer.name, unit=unit, direction=direction), "cpu")
-        results = atlas_in_child(folder / "atlas.yml", "inceptionv1_pictures")
+        results = atlas_in_child(path, "inceptionv1_pictures")
         site = folder / "site"
         kinds = file_kinds(site)
         units, _ = typical_pages(site)

@@ -88,6 +88,20 @@ def serve(site: Path) -> Iterator[str]:
         thread.join()
 
 
+def chromium_options(binary: str, width: int, height: int):
+    """Options for a quiet headless Chromium (no background fetches) at ``width`` x ``height``
+    CSS pixels, one device pixel each."""
+    from selenium import webdriver
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = binary
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 f"--window-size={width},{height}", "--force-device-scale-factor=1"):
+        options.add_argument(flag)
+    return options
+
+
 def start_browser():
     """Headless Chromium with a 1280 x 800 CSS pixel viewport at one device pixel each, its cache
     disabled and room for every Resource Timing entry. Quit it with ``driver.quit()``."""
@@ -97,13 +111,7 @@ def start_browser():
     chromium, chromedriver = shutil.which("chromium"), shutil.which("chromedriver")
     if not (chromium and chromedriver):
         raise RuntimeError("page weights need Debian's chromium and chromium-driver")
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--window-size=1280,800", "--force-device-scale-factor=1"):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(chromedriver), options=options)
+    driver = webdriver.Chrome(service=Service(chromedriver), options=chromium_options(chromium, 1280, 800))
     try:
         driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
                                {"width": 1280, "height": 800, "deviceScaleFactor": 1, "mobile": False})
