@@ -18,7 +18,6 @@ from typing import Any
 
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from ..config import AtlasConfig
 from ..errors import AtlasError
@@ -27,6 +26,7 @@ from ..network import TracedNetwork
 from ..workers import worker_started
 from .cache import PictureCache
 from .optimise import Job, Picture, model_for, render
+from .progress import Progress
 
 log = logging.getLogger("weight_atlas")
 
@@ -91,8 +91,7 @@ def visualise_units(config: AtlasConfig, network: TracedNetwork, graph: LayerGra
     log.info("feature visualisation: %d of %d pictures to make (%d steps each), %d jobs on %s in %d process%s",
              total - pictures.reused, total, settings.steps, len(jobs), device, processes,
              "" if processes == 1 else "es")
-    with tqdm(total=total - pictures.reused, desc="feature visualisation", unit="picture", leave=False,
-              disable=None) as progress:
+    with Progress(total - pictures.reused) as progress:
         for result in run_jobs(jobs, config, network, graph, device, processes):
             for picture in result:
                 if not (math.isfinite(picture.objective) and math.isfinite(picture.noise)):
@@ -102,7 +101,8 @@ def visualise_units(config: AtlasConfig, network: TracedNetwork, graph: LayerGra
                         f"checkpoint, or build without pictures (`featurevis.enabled: false`).")
                 cache.put(picture, device.type)
             pictures.made += len(result)
-            progress.update(len(result))
+            progress.made(len(result))
+    log.info(progress.summary())
     return pictures
 
 
