@@ -61,8 +61,7 @@ def page_entries(site: Path, pages: list[str], placeholder: str = "") -> list[li
     entries = []
     for page in pages:
         reader = _Sections()
-        reader.feed((site / page).read_text(encoding="utf-8").replace(placeholder, "") if placeholder else
-                    (site / page).read_text(encoding="utf-8"))
+        reader.feed((site / page).read_text(encoding="utf-8").replace(placeholder, ""))
         for section in reader.sections:
             title = " ".join(section["title"].replace("¶", "").split())
             location = f"{page}#{section['anchor']}" if section["anchor"] else page

@@ -81,23 +81,26 @@ class UnitPages:
             return f"units/{self.slugs[layer]}/{unit}.thumb.webp"
         return self.thumbnail(layer, unit)
 
+    @property
+    def picture_class(self) -> str:
+        """The CSS class of :meth:`picture`: a feature visualisation, or a colour kernel drawn crisp."""
+        return "wa-fv" if self.pictures is not None else "wa-thumb"
+
     def picture_tag(self, layer: str, unit: int, root: str, size: int) -> str:
         """An ``<img>`` of :meth:`picture` (lazily loaded, its size fixed), or '' without one."""
         path = self.picture(layer, unit)
         if path is None:
             return ""
-        style = "wa-fv" if self.pictures is not None else "wa-thumb"
-        return f'<img class="{style}" src="{root}{path}" alt="" width="{size}" height="{size}" loading="lazy">'
+        return f'<img class="{self.picture_class}" src="{root}{path}" alt="" width="{size}" height="{size}" loading="lazy">'
 
     def card_picture(self, layer: str, unit: int) -> str:
         """:meth:`picture_tag` as a unit page's cards and chips carry it, a hundred to a page: the
-        path from the page's folder, the size set by the page's CSS (``.wa-flow img``,
+        path from the page's folder, the size set by the site's CSS (``.wa-flow .wa-fv``,
         ``.wa-chip img``), or '' without a picture."""
         path = self.picture(layer, unit)
         if path is None:
             return ""
-        style = "wa-fv" if self.pictures is not None else "wa-thumb"
-        return f'<img class="{style}" src="../{path.removeprefix("units/")}" alt="" loading="lazy">'
+        return f'<img class="{self.picture_class}" src="../{path.removeprefix("units/")}" alt="" loading="lazy">'
 
     def own_picture(self, layer: str, unit: int) -> tuple[str, str]:
         """This unit's picture on each of its page's cards, and the page CSS that draws it:
@@ -105,8 +108,7 @@ class UnitPages:
         path = self.picture(layer, unit)
         if path is None:
             return "", ""
-        style = "wa-fv" if self.pictures is not None else "wa-thumb"
-        return (f'<i class="{style} wa-own"></i>',
+        return (f'<i class="{self.picture_class} wa-own"></i>',
                 f".wa-own{{background:url({Path(path).name}) center/100% 100%}}")
 
     def factor_css(self, layer: str, root: str, size: int) -> str:
