@@ -11,6 +11,7 @@ import torch
 
 from .annotations import labels_path, load_annotations
 from .config import AtlasConfig
+from .cluster import held
 from .dataset_examples import find_examples, image_source
 from .expanded import REFERENCE_IMAGES, Frozen, freeze, layer_weights, needs_reference
 from .factors import group_factors, unit_factors
@@ -90,10 +91,11 @@ def build_atlas(config: AtlasConfig, output: str | Path | None = None) -> BuildR
     factors = unit_factors(composed.weights)
     t = done("factors", t)
     weights = weights_hash(model)
-    pictures = visualise_units(config, network, graph, weights) if config.featurevis.enabled else None
-    t = done("feature visualisation", t)
-    examples = find_examples(config, network, graph, weights)
-    t = done("dataset examples", t)
+    with held():  # a Ray cluster joined for pictures serves dataset examples too
+        pictures = visualise_units(config, network, graph, weights) if config.featurevis.enabled else None
+        t = done("feature visualisation", t)
+        examples = find_examples(config, network, graph, weights)
+        t = done("dataset examples", t)
     readers = {w.dst for w in composed.weights if w.hops == 1 and w.src is not None}
     structure = Structure(
         factors, annotations,

@@ -131,6 +131,9 @@ class FeatureVisConfig:
     (:meth:`picture_shape`). ``jobs`` is how many processes share the work
     (``auto``: one per CPU core, or one on a GPU); ``device`` is ``auto``, ``cpu`` or
     ``cuda`` (``cuda:N``). ``batch`` is how many units are optimised together in one job.
+    ``engine`` is where jobs run: ``local`` (this machine) or ``ray`` (a Ray cluster, at
+    ``address`` when given, else the one Ray finds or starts; dataset examples then run
+    there too, in shards).
     """
 
     enabled: bool = True
@@ -144,6 +147,8 @@ class FeatureVisConfig:
     batch: int = 32
     jobs: str = "auto"
     device: str = "auto"
+    engine: str = "local"
+    address: str | None = None
 
     def picture_shape(self, inp: InputConfig) -> tuple[int, int]:
         """``(height, width)`` of a picture for a model that reads ``inp``."""
@@ -345,6 +350,11 @@ def _check_featurevis(fv: FeatureVisConfig, path: Path) -> None:
         raise AtlasError(f"{path}: `featurevis.jobs` must be `auto` or a positive whole number, not {fv.jobs!r}.")
     if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", fv.device):
         raise AtlasError(f"{path}: `featurevis.device` must be auto, cpu, cuda or cuda:N, not {fv.device!r}.")
+    if fv.engine not in ("local", "ray"):
+        raise AtlasError(f"{path}: `featurevis.engine` must be local (this machine) or ray (a Ray cluster), "
+                         f"not {fv.engine!r}.")
+    if fv.address is not None and fv.engine != "ray":
+        raise AtlasError(f"{path}: `featurevis.address` names a Ray cluster; it needs `featurevis.engine: ray`.")
     scale = fv.transforms.scale
     if len(scale) != 2 or not 0 < scale[0] <= scale[1]:
         raise AtlasError(f"{path}: `featurevis.transforms.scale` must be [smallest, largest] factor, "

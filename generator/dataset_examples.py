@@ -17,7 +17,7 @@ import dataclasses
 import hashlib
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,7 +29,7 @@ from tqdm import tqdm
 from .config import AtlasConfig
 from .errors import AtlasError
 from .files import atomic_write, folder_name
-from .graph import LayerGraph
+from .graph import LayerGraph, find_layers
 from .network import TracedNetwork
 from .images import FILE_CHANNELS, IMAGE_SUFFIXES, Normalise, as_rgb, load_image
 from .render import webp
@@ -61,10 +61,12 @@ class FolderImages:
     def __len__(self) -> int:
         return len(self.files)
 
-    def batches(self, size: int) -> Iterator[tuple[list[int], torch.Tensor]]:
-        for start in range(0, len(self.files), size):
+    def batches(self, size: int, first: int = 0, stop: int | None = None) -> Iterator[tuple[list[int], torch.Tensor]]:
+        """Images ``first`` to ``stop`` (default: the last) in batches of ``size``, unreadable ones left out."""
+        stop = len(self.files) if stop is None else min(stop, len(self.files))
+        for start in range(first, stop, size):
             indices, pixels = [], []
-            for i in range(start, min(start + size, len(self.files))):
+            for i in range(start, min(start + size, stop)):
                 try:
                     pixels.append(load_image(self.files[i], self.size, self.channels))
                     indices.append(i)
@@ -97,8 +99,11 @@ class ProceduralImages:
         generator = torch.Generator().manual_seed(int(state >> np.uint64(1)))
         return draw(min(PROCEDURAL_BATCH, self.count - number * PROCEDURAL_BATCH), self.size, generator)
 
-    def batches(self, size: int) -> Iterator[tuple[list[int], torch.Tensor]]:
-        for number in range((self.count + PROCEDURAL_BATCH - 1) // PROCEDURAL_BATCH):
+    def batches(self, size: int, first: int = 0, stop: int | None = None) -> Iterator[tuple[list[int], torch.Tensor]]:
+        """The batches (always of ``PROCEDURAL_BATCH``, whatever ``size``) that hold images ``first``
+        to ``stop``; a shard starts and ends at multiples of ``PROCEDURAL_BATCH``."""
+        stop = self.count if stop is None else min(stop, self.count)
+        for number in range(first // PROCEDURAL_BATCH, (stop + PROCEDURAL_BATCH - 1) // PROCEDURAL_BATCH):
             images = self._batch(number).images
             yield list(range(number * PROCEDURAL_BATCH, number * PROCEDURAL_BATCH + len(images))), images
 
@@ -156,24 +161,34 @@ class Strongest:
     images: torch.Tensor  # [units, top] image indices
     rows: torch.Tensor  # [units, top] position of the maximum (0 for a layer with no positions)
     columns: torch.Tensor
-    fired: torch.Tensor | None = None  # [units]: on how many images the unit's maximum is above zero
+    fired: torch.Tensor  # [units]: on how many images the unit's maximum is above zero
 
-    def merged(self, values, images, rows, columns, top: int) -> Strongest:
-        """These and a batch's ``[units, B]`` maxima, the strongest ``top`` kept (earlier first on ties)."""
-        joined = [torch.cat(pair, dim=1) for pair in
-                  zip((self.values, self.images, self.rows, self.columns), (values, images, rows, columns))]
-        order = torch.sort(joined[0], dim=1, descending=True, stable=True).indices[:, :top]
-        fired = (values > 0).sum(dim=1) + (self.fired if self.fired is not None else 0)
-        return Strongest(*(t.gather(1, order) for t in joined), fired=fired)
+    @staticmethod
+    def empty(units: int) -> Strongest:
+        nothing = torch.empty(units, 0)
+        return Strongest(nothing, nothing.long(), nothing.long(), nothing.long(), fired=torch.zeros(units, dtype=torch.long))
+
+    def merged(self, other: Strongest, top: int) -> Strongest:
+        """The strongest ``top`` of both, by value, ties to the earlier image: the same whatever
+        order parts of the images are merged in (each image is in one part only)."""
+        joined = [torch.cat(pair, dim=1) for pair in zip((self.values, self.images, self.rows, self.columns),
+                                                         (other.values, other.images, other.rows, other.columns))]
+        by_image = torch.sort(joined[1], dim=1, stable=True).indices
+        strongest_first = torch.sort(joined[0].gather(1, by_image), dim=1, descending=True, stable=True).indices
+        order = by_image.gather(1, strongest_first[:, :top])
+        return Strongest(*(t.gather(1, order) for t in joined), fired=self.fired + other.fired)
 
 
-def strongest(model: torch.nn.Module, names: list[str], source, normalise: Normalise, top: int,
-              device: torch.device) -> dict[str, Strongest]:
-    """Every unit's strongest images; ``model`` maps images to the values of ``names``."""
+SHARD = 1024  # images per task on a Ray cluster: a multiple of both batch sizes, so batches are alike
+
+
+def strongest(model: torch.nn.Module, names: list[str], batches: Iterable[tuple[list[int], torch.Tensor]],
+              normalise: Normalise, top: int, device: torch.device,
+              progress: Callable[[int], object] = lambda count: None) -> dict[str, Strongest]:
+    """Every unit's strongest images among ``batches``; ``model`` maps images to the values of ``names``."""
     found: dict[str, Strongest] = {}
-    with torch.no_grad(), tqdm(total=len(source), desc="dataset examples", unit="image", leave=False,
-                               disable=None) as progress:
-        for indices, images in source.batches(BATCH):
+    with torch.no_grad():
+        for indices, images in batches:
             values = model(normalise(images.to(device)))
             index = torch.tensor(indices)
             for name, value in zip(names, values):
@@ -185,12 +200,19 @@ def strongest(model: torch.nn.Module, names: list[str], source, normalise: Norma
                         f"overflows float32 (are its weights far too large?). Check the checkpoint, or build "
                         f"without dataset examples (leave `dataset.source` out).")
                 width = value.shape[3] if value.dim() == 4 else 1
-                batch = (peak.T, index.expand(peak.shape[1], -1), (where // width).T, (where % width).T)
-                if name not in found:
-                    empty = torch.empty(peak.shape[1], 0)
-                    found[name] = Strongest(empty, empty.long(), empty.long(), empty.long())
-                found[name] = found[name].merged(*batch, top=top)
-            progress.update(len(indices))
+                batch = Strongest(peak.T, index.expand(peak.shape[1], -1), (where // width).T, (where % width).T,
+                                  fired=(peak > 0).sum(dim=0))
+                found[name] = found.get(name, Strongest.empty(peak.shape[1])).merged(batch, top=top)
+            progress(len(indices))
+    return found
+
+
+def merge_parts(parts: Iterable[dict[str, Strongest]], top: int) -> dict[str, Strongest]:
+    """One result from the results of disjoint parts of the images, in any order."""
+    found: dict[str, Strongest] = {}
+    for part in parts:
+        for name, best in part.items():
+            found[name] = found[name].merged(best, top=top) if name in found else best
     return found
 
 
@@ -292,9 +314,15 @@ def find_examples(config: AtlasConfig, network: TracedNetwork, graph: LayerGraph
     names = [layer.name for layer in layers]
     truncated = network.truncated([graph.values[name] for name in names]).eval().requires_grad_(False)
     normalise = Normalise(config.input, device)
-    found = strongest(truncated, names, source, normalise, config.dataset.top, device)
+    with tqdm(total=len(source), desc="dataset examples", unit="image", leave=False, disable=None) as progress:
+        if config.featurevis.engine == "ray":
+            found, unreadable = _on_cluster(config, network, names, source, progress.update)
+        else:
+            found = strongest(truncated, names, source.batches(BATCH), normalise, config.dataset.top, device,
+                              progress.update)
+            unreadable = getattr(source, "unreadable", [])
     seen = windows(truncated, names, config.input, normalise, device)
-    for reason in getattr(source, "unreadable", []):
+    for reason in unreadable:
         log.warning("skipped an unreadable image: %s", reason)
     if not found:
         log.warning("skipped dataset examples: none of the %d images under %s could be read", len(source),
@@ -305,6 +333,47 @@ def find_examples(config: AtlasConfig, network: TracedNetwork, graph: LayerGraph
         _write_layer(examples._layer(layer.name), found[layer.name], seen[layer.name], layer.shape, images,
                      config.input.size, len(source))  # (height, width)
     return examples
+
+
+def _on_cluster(config: AtlasConfig, network: TracedNetwork, names: list[str], source,
+                progress: Callable[[int], object]) -> tuple[dict[str, Strongest], list[str]]:
+    """:func:`strongest` over shards of ``SHARD`` images, each a task on a Ray cluster; the
+    parts merge into exactly what one pass gives. Also the images no task could read."""
+    from .cluster import Cluster
+
+    shards = [(config, names, source.key, first, min(first + SHARD, len(source)))
+              for first in range(0, len(source), SHARD)]
+    parts, unreadable = [], []
+    with Cluster(config.featurevis.address, network.model, config.featurevis.device) as cluster:
+        log.info("dataset examples: %d images in %d shards on %s", len(source), len(shards), cluster.description)
+        for (*_, first, stop), (part, skipped) in cluster.run(strongest_on_worker, shards, _describe_shard):
+            parts.append(part)
+            unreadable += skipped
+            progress(stop - first)
+    return merge_parts(parts, config.dataset.top), sorted(unreadable)
+
+
+def _describe_shard(shard) -> str:
+    return f"The dataset examples of images {shard[3]} to {shard[4] - 1}"
+
+
+def strongest_on_worker(shared, shard, device: torch.device) -> tuple[dict[str, Strongest], list[str]]:
+    """On a Ray worker: :func:`strongest` over one shard, and the images of it that could not be read."""
+    config, names, key, first, stop = shard
+    memo = shared.memo.get("examples")
+    if memo is None or memo[0] != (config, names):
+        network = TracedNetwork(shared.model, config.input.shape)
+        graph = find_layers(network)
+        truncated = network.truncated([graph.values[name] for name in names]).eval().requires_grad_(False)
+        memo = shared.memo["examples"] = ((config, names), truncated.to(device), image_source(config))
+    _, truncated, source = memo
+    if source is None or source.key != key:
+        raise AtlasError(f"The dataset images on this Ray worker are not those of the build: `dataset.source` "
+                         f"must be at the same path, with the same files, on every node of the cluster.")
+    source.unreadable = []
+    found = strongest(truncated, names, source.batches(BATCH, first, stop), Normalise(config.input, device),
+                      config.dataset.top, device)
+    return found, source.unreadable
 
 
 def _write_layer(folder: Path, best: Strongest, window, shape, images: dict[int, tuple[np.ndarray, str]],

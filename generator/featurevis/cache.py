@@ -2,10 +2,10 @@
 
 A picture's folder is keyed by a hash of the model's weights and a hash of the settings
 that change what a picture is (model source, input, steps, size, learning rate, seed,
-parameterisation, transforms); settings that only change how fast it is made (batch,
-jobs, device) are not part of it. A picture is written once, atomically (its data file
-last), so an interrupted build leaves only whole pictures behind and the next build
-makes only the missing ones.
+parameterisation, transforms); settings that only change how fast or where it is made
+(batch, jobs, device, engine, address) are not part of it. A picture is written once,
+atomically (its data file last), so an interrupted build leaves only whole pictures
+behind and the next build makes only the missing ones.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from ..render import png
 from .optimise import Picture
 
 ALGORITHM = 1  # raise when a change to the optimisation changes the pictures it makes
-SPEED_ONLY = ("batch", "jobs", "device")
+SPEED_ONLY = ("batch", "jobs", "device", "engine", "address")
 
 
 def picture_settings(config: AtlasConfig) -> dict[str, Any]:

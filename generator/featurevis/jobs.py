@@ -1,8 +1,10 @@
 """The feature visualisation stage: plan the missing pictures as jobs, run them, cache them.
 
 A job (one layer, up to ``batch`` units) needs nothing but the model, so jobs run in any
-order and in any process: here in a pool of worker processes that each load the model
-from the atlas config, or in the build's own process when there is one job or a GPU.
+order and in any process: in a pool of worker processes that each load the model from
+the atlas config, in the build's own process when there is one job or a GPU, or as tasks
+on a Ray cluster (``featurevis.engine: ray``, :mod:`generator.cluster`). Each job's
+pictures go into the cache as soon as it finishes.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import logging
 import math
 import multiprocessing
 import os
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..cluster import Cluster, Shared
 from ..config import AtlasConfig
 from ..errors import AtlasError
 from ..graph import LayerGraph, find_layers
@@ -73,7 +77,6 @@ def visualise_units(config: AtlasConfig, network: TracedNetwork, graph: LayerGra
     """Make (or find in the cache) the pictures of every unit of ``graph``; ``weights`` is the
     model's :func:`generator.loading.weights_hash`."""
     settings = config.featurevis
-    device = resolve_device(settings.device)
     cache = PictureCache(config.cache, weights, config)
     directions = (1, -1) if settings.negative else (1,)
     pictures = Pictures(cache, directions)
@@ -83,27 +86,47 @@ def visualise_units(config: AtlasConfig, network: TracedNetwork, graph: LayerGra
     if not jobs:
         log.info("feature visualisation: all %d pictures from the cache %s", total, cache.folder)
         return pictures
+    to_make = total - pictures.reused
+    if settings.engine == "ray":
+        with Cluster(settings.address, network.model, settings.device) as cluster:
+            log.info("feature visualisation: %d of %d pictures to make (%d steps each), %d jobs on %s",
+                     to_make, total, settings.steps, len(jobs), cluster.description)
+            finished = (result for _, result in cluster.run(render_on_worker, [(config, job) for job in jobs],
+                                                            describe))
+            _store(finished, pictures, "cuda" if cluster.use_gpus else "cpu", to_make)
+        return pictures
+    device = resolve_device(settings.device)
     if settings.jobs == "auto":
         processes = 1 if device.type == "cuda" else min(os.cpu_count() or 1, len(jobs))
     else:
         processes = min(int(settings.jobs), len(jobs))
     pictures.processes = processes
     log.info("feature visualisation: %d of %d pictures to make (%d steps each), %d jobs on %s in %d process%s",
-             total - pictures.reused, total, settings.steps, len(jobs), device, processes,
-             "" if processes == 1 else "es")
-    with Progress(total - pictures.reused) as progress:
-        for result in run_jobs(jobs, config, network, graph, device, processes):
+             to_make, total, settings.steps, len(jobs), device, processes, "" if processes == 1 else "es")
+    _store(run_jobs(jobs, config, network, graph, device, processes), pictures, device.type, to_make)
+    return pictures
+
+
+def describe(item: tuple[AtlasConfig, Job]) -> str:
+    job = item[1]
+    return (f"The job of {len(job.units)} {'negative ' if job.direction < 0 else ''}picture"
+            f"{'s' if len(job.units) != 1 else ''} of `{job.layer}` (units {job.units[0]} to {job.units[-1]})")
+
+
+def _store(results: Iterator[list[Picture]], pictures: Pictures, device: str, to_make: int) -> None:
+    """Put each finished job's pictures in the cache as it comes, counting them."""
+    with Progress(to_make) as progress:
+        for result in results:
             for picture in result:
                 if not (math.isfinite(picture.objective) and math.isfinite(picture.noise)):
                     raise AtlasError(
                         f"The activations of `{picture.layer}` are not finite (NaN or infinity) while its pictures "
                         f"are optimised: the model overflows float32 (are its weights far too large?). Check the "
                         f"checkpoint, or build without pictures (`featurevis.enabled: false`).")
-                cache.put(picture, device.type)
+                pictures.cache.put(picture, device)
             pictures.made += len(result)
             progress.made(len(result))
     log.info(progress.summary())
-    return pictures
 
 
 def run_jobs(jobs: list[Job], config: AtlasConfig, network: TracedNetwork, graph: LayerGraph,
@@ -161,3 +184,13 @@ def _start_worker(config: AtlasConfig, device: str, threads: int, build: int) ->
 def _work(job: Job) -> list[Picture]:
     assert _WORKER is not None, "worker not started"
     return _WORKER(job)
+
+
+def render_on_worker(shared: Shared, item: tuple[AtlasConfig, Job], device: torch.device) -> list[Picture]:
+    """A job's pictures on a Ray worker, which keeps its traced model for the jobs that follow."""
+    config, job = item
+    worker = shared.memo.get("featurevis")
+    if worker is None or worker.config != config:
+        network = TracedNetwork(shared.model, config.input.shape)
+        worker = shared.memo["featurevis"] = _Worker(config, network, find_layers(network), device)
+    return worker(job)
