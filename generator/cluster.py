@@ -16,6 +16,8 @@ reads (a dataset folder) must be at the same path on every node.
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import sys
 from contextlib import contextmanager
 from collections.abc import Callable, Iterable, Iterator
@@ -64,13 +66,38 @@ def _model_code(model: nn.Module) -> dict[str, Any] | None:
     return {"py_modules": [str(path.parent if path.name == "__init__.py" else path)]}
 
 
+def _check_reachable(address: str | None) -> None:
+    """Fail at once where nothing answers at ``host:port`` (Ray itself retries for minutes)."""
+    host, _, port = (address or "").removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        return  # None, "auto" or a form Ray explains itself
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=10).close()
+    except OSError as error:
+        raise AtlasError(f"No Ray cluster answers at {address} ({error.strerror or error}). Start one there with "
+                         f"`ray start --head --port {port}`, or correct `featurevis.address`.") from None
+
+
+def _use_token(address: str | None) -> None:
+    """A cluster started with ``ray start`` checks a token (Ray writes it to ~/.ray/auth_token).
+    Ray sends it when it finds the cluster itself, but not to an address it is given: do as it
+    does there, unless ``RAY_AUTH_MODE`` says otherwise."""
+    if address is None or "RAY_AUTH_MODE" in os.environ or "ray" in sys.modules:
+        return
+    path = Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token")
+    if os.environ.get("RAY_AUTH_TOKEN") or path.is_file():
+        os.environ["RAY_AUTH_MODE"] = "token"
+
+
 class Cluster:
     """A connection to a Ray cluster holding one model; use as a context manager."""
 
     def __init__(self, address: str | None, model: nn.Module, device: str):
+        _use_token(address)  # before Ray reads its settings, on import
         ray = _ray()
         self.started = not ray.is_initialized()  # else the caller's connection is used, and kept
         if self.started:
+            _check_reachable(address)
             try:
                 ray.init(address=address, runtime_env=_model_code(model), logging_level=logging.WARNING)
             except (ConnectionError, RuntimeError, ValueError) as error:
@@ -111,7 +138,7 @@ class Cluster:
         """``function(shared, item, device)`` of every item, run on the cluster, as each finishes.
         ``function`` is a module-level function (workers import it)."""
         ray = _ray()
-        task = ray.remote(_on_worker).options(max_retries=0, **({"num_gpus": 1} if self.use_gpus else {"num_cpus": 1}))
+        task = ray.remote(atlas_task).options(max_retries=0, **({"num_gpus": 1} if self.use_gpus else {"num_cpus": 1}))
         pending = {task.remote(function, self.model, item): (item, 1) for item in items}
         lost = _lost_errors()
         try:
@@ -169,7 +196,7 @@ class Shared:
 _SHARED: dict[str, Shared] = {}
 
 
-def _on_worker(function: Callable[[Shared, Any, torch.device], Any], model: list, item: Any) -> Any:
+def atlas_task(function: Callable[[Shared, Any, torch.device], Any], model: list, item: Any) -> Any:
     ray = _ray()
     key = model[0].hex()
     if key not in _SHARED:

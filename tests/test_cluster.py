@@ -1,0 +1,217 @@
+"""The Ray engine (``featurevis.engine: ray``) on a local cluster of two workers, started the way
+the README says (``ray start --head``), and the exact merge of dataset examples in parts."""
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from PIL import Image
+
+from generator import load_config
+from generator.dataset_examples import BATCH, ProceduralImages, merge_parts, strongest
+from generator.errors import AtlasError
+from generator.graph import trace_layers
+from generator.images import Normalise
+from generator.loading import load_model
+
+from .conftest import ROOT
+
+RAY = Path(sys.executable).with_name("ray")
+
+
+def _require_ray() -> None:
+    """Ray is installed by `make test`; only a hand-made environment outside CI may lack it."""
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        if os.environ.get("CI"):
+            pytest.fail("Ray is not installed: pip install -e '.[ray]'")
+        pytest.skip("Ray is not installed (pip install -e '.[ray]')")
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """``host:port`` of a Ray cluster of this machine with 2 CPUs (so 2 workers)."""
+    _require_ray()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    temp = tempfile.mkdtemp(prefix="ray")  # short: Ray's socket paths must fit in 107 bytes
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    subprocess.run([str(RAY), "start", "--head", f"--port={port}", "--num-cpus=2", "--num-gpus=0",
+                    "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={temp}"],
+                   env=env, check=True, capture_output=True, timeout=300)
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        subprocess.run([str(RAY), "stop", "--force"], capture_output=True, timeout=300)
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def _config(folder: Path, cluster: str | None, **changes) -> Path:
+    """The default atlas's config, with ``changes`` merged in, building into ``folder``."""
+    settings = yaml.safe_load((ROOT / "site_config" / "default.yml").read_text(encoding="utf-8"))
+    settings["site"] = {"output": str(folder / "site")}
+    settings["cache"] = str(folder / "cache")
+    for section, values in changes.items():
+        settings[section] = {**settings.get(section, {}), **values} if isinstance(values, dict) else values
+    if cluster is not None:
+        settings["featurevis"].update(engine="ray", address=cluster)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "atlas.yml"
+    path.write_text(yaml.safe_dump(settings), encoding="utf-8")
+    return path
+
+
+def _build(config: Path, timeout: float = 900) -> subprocess.CompletedProcess:
+    result = subprocess.run([sys.executable, "-m", "generator", "build", str(config)], cwd=ROOT,
+                            capture_output=True, text=True, timeout=timeout)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def _pixels(path: Path) -> np.ndarray:
+    return np.asarray(Image.open(path), dtype=int)
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_a_ray_cluster_builds_the_default_atlas_like_the_local_engine(cluster, default_site, tmp_path):
+    # The settings of the `default_site` fixture (built with the local engine), on the cluster.
+    config = _config(tmp_path, cluster, featurevis={"steps": 8}, dataset={"images": 512})
+    log = _build(config).stderr
+    assert "1104 of 1104 pictures to make" in log and "on a Ray cluster, one task per CPU (2 CPUs)" in log
+    assert "1,104 pictures made" in log
+    local = sorted((default_site.parent / "cache" / "featurevis").rglob("*.png"))
+    on_cluster = tmp_path / "cache" / "featurevis"
+    assert len(local) == 1104
+    for picture in local:
+        twin = on_cluster / picture.relative_to(default_site.parent / "cache" / "featurevis")
+        assert np.abs(_pixels(picture) - _pixels(twin)).max() <= 2, twin  # thread counts round differently
+    # Dataset examples (one shard of 512 images) are the same files, byte for byte.
+    assert _files(tmp_path / "cache" / "examples") == _files(default_site.parent / "cache" / "examples")
+    assert (tmp_path / "site" / "index.html").is_file()
+
+
+def test_sharded_dataset_examples_equal_one_pass_exactly(cluster, tmp_path):
+    # 2,300 image files (3 shards of at most 1,024), two of them unreadable, some alike (ties).
+    images = tmp_path / "images"
+    images.mkdir()
+    generator = np.random.default_rng(0)
+    for i in range(2300):
+        pixels = generator.integers(0, 256, (16, 16, 3), dtype=np.uint8) if i % 7 else np.full((16, 16, 3), 128,
+                                                                                               np.uint8)
+        Image.fromarray(pixels).save(images / f"{i:05d}.png")
+    (images / "00100.png").write_bytes(b"not a picture")
+    (images / "02000.png").write_bytes(b"\x89PNG broken")
+    settings = {"featurevis": {"enabled": False}, "dataset": {"source": str(images), "images": 5000}}
+    one_pass, sharded = _config(tmp_path / "local", None, **settings), _config(tmp_path / "ray", cluster, **settings)
+    local_log, cluster_log = _build(one_pass).stderr, _build(sharded).stderr
+    assert "2300 images in 3 shards on a Ray cluster" in cluster_log
+    assert _files(tmp_path / "ray" / "cache" / "examples") == _files(tmp_path / "local" / "cache" / "examples")
+    for log in (local_log, cluster_log):
+        assert len(re.findall(r"skipped an unreadable image: 0(0100|2000)\.png", log)) == 2
+
+
+def _workers_running_a_task() -> list[int]:
+    """Processes whose title is Ray's for a worker running one of the build's tasks."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and (proc / "cmdline").read_bytes().startswith(b"ray::atlas_task"):
+                found.append(int(proc.name))
+        except OSError:
+            continue
+    return found
+
+
+def test_a_worker_killed_mid_build_loses_only_its_job(cluster, tmp_path):
+    config = _config(tmp_path, cluster, layers=["conv2d1"], featurevis={"steps": 80, "batch": 16},
+                     dataset={"source": None})
+    build = subprocess.Popen([sys.executable, "-m", "generator", "build", str(config)], cwd=ROOT,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while not (running := _workers_running_a_task()) and build.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert running, "no task was seen running"
+    time.sleep(0.3)  # well inside its job (each takes seconds)
+    os.kill(running[0], signal.SIGKILL)
+    out, log = build.communicate(timeout=600)
+    assert build.returncode == 0, log[-3000:]
+    lost = re.findall(r"The job of 16 (?:negative )?pictures of `\w+` \(units \d+ to \d+\) was lost with its Ray "
+                      r"worker .*; it runs again", log)
+    assert len(lost) == 1, log[-3000:]  # that job alone ran again
+    assert "96 pictures made" in log and "96 made, 0 from the cache" in out
+    assert len(list((tmp_path / "cache" / "featurevis").rglob("*.json"))) == 96
+
+
+def test_a_killed_build_resumes_on_the_cluster_with_the_missing_pictures_only(cluster, tmp_path):
+    config = _config(tmp_path, cluster, layers=["conv2d1", "mixed3a"], featurevis={"steps": 16, "batch": 16},
+                     dataset={"source": None})
+    build = subprocess.Popen([sys.executable, "-m", "generator", "build", str(config)], cwd=ROOT,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    done = lambda: len(list((tmp_path / "cache").rglob("*.json")))  # noqa: E731
+    deadline = time.monotonic() + 300
+    while done() < 64 and build.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    build.send_signal(signal.SIGKILL)
+    build.wait()
+    finished = done()
+    assert 64 <= finished < 352, finished
+    result = _build(config)
+    assert f"{352 - finished} of 352 pictures to make" in result.stderr
+    assert f"{352 - finished} made, {finished} from the cache" in result.stdout
+
+
+def test_an_address_where_no_cluster_answers_is_reported_at_once(tmp_path):
+    _require_ray()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # free, so nothing listens there
+    config = _config(tmp_path, f"127.0.0.1:{port}", layers=["conv2d1"], featurevis={"steps": 2})
+    start = time.monotonic()
+    result = subprocess.run([sys.executable, "-m", "generator", "build", str(config)], cwd=ROOT,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert f"No Ray cluster answers at 127.0.0.1:{port}" in result.stderr and "ray start --head" in result.stderr
+    assert time.monotonic() - start < 120
+
+
+def test_engine_settings_are_checked(tmp_path):
+    for settings, message in (({"engine": "spark"}, "`featurevis.engine` must be local"),
+                              ({"address": "10.0.0.1:6379"}, "needs `featurevis.engine: ray`")):
+        path = _config(tmp_path, None, featurevis=settings)
+        with pytest.raises(AtlasError, match=re.escape(message)):
+            load_config(path)
+
+
+def test_parts_of_the_images_merge_into_one_pass_exactly_in_any_order():
+    """Exact top-k merging, ties included: many units of the default model are 0 on many images."""
+    config = load_config(ROOT / "site_config" / "default.yml")
+    network, graph = trace_layers(load_model(config), config.input.shape)
+    names = [layer.name for layer in graph.layers[:4]]
+    model = network.truncated([graph.values[name] for name in names]).eval()
+    source, normalise = ProceduralImages(1280, 0, 64), Normalise(config.input, torch.device("cpu"))
+    whole = strongest(model, names, source.batches(BATCH), normalise, 8, torch.device("cpu"))
+    assert any((best.values == 0).sum() > 8 for best in whole.values())  # ties at zero to break
+    bounds = [0, 256, 768, 1024, 1280]  # parts of whole procedural batches
+    parts = [strongest(model, names, source.batches(BATCH, first, stop), normalise, 8, torch.device("cpu"))
+             for first, stop in zip(bounds, bounds[1:])]
+    for order in ([3, 1, 0, 2], [0, 1, 2, 3], [2, 3, 1, 0]):
+        merged = merge_parts([parts[i] for i in order], 8)
+        for name in names:
+            for field in ("values", "images", "rows", "columns", "fired"):
+                assert torch.equal(getattr(merged[name], field), getattr(whole[name], field)), (order, name, field)
