@@ -17,10 +17,12 @@ from generator.config import AtlasConfig
 from generator.default_model.procedural import draw
 from generator.featurevis import visualise_units
 from generator.featurevis.cache import PictureCache
+from generator.featurevis.layers import fused_local_response_norm, redirected_gradient
 from generator.featurevis.objectives import channels
 from generator.featurevis.optimise import Job, model_for, render
 from generator.featurevis.param import FourierImage, initial_spectra
 from generator.graph import trace_layers
+from generator.inceptionv1 import InceptionV1
 from generator.loading import load_model, weights_hash
 from tests.conftest import ROOT, write_config
 
@@ -229,3 +231,41 @@ def test_cache_key_follows_the_weights():
     with torch.no_grad():
         model.conv2d0.weight[0, 0, 0, 0] += 1e-6
     assert len(before) == 64 and weights_hash(model) != before
+
+
+@pytest.mark.parametrize("shape, size", [((2, 24, 5, 6), 11), ((2, 24, 5, 6), 4), ((3, 9, 7), 5)])
+def test_fused_response_norm_is_pytorchs_with_the_gradient_of_its_definition(shape, size):
+    settings = {"alpha": 0.3, "beta": 0.75, "k": 2.0}
+    x = torch.randn(*shape, dtype=torch.float64, requires_grad=True)
+    ours, theirs = fused_local_response_norm(x, size, **settings), F.local_response_norm(x, size, **settings)
+    assert torch.equal(ours, theirs)  # the same arithmetic forward
+    grad = torch.randn_like(ours)
+    (mine,) = torch.autograd.grad(ours, x, grad)
+    (reference,) = torch.autograd.grad(theirs, x, grad)  # autograd through PyTorch's definition
+    assert torch.allclose(mine, reference, rtol=1e-10, atol=1e-12)
+    assert torch.autograd.gradcheck(lambda t: fused_local_response_norm(t, size, **settings), (x,))
+    single = x.detach().float()  # float32, InceptionV1's own settings
+    assert torch.equal(fused_local_response_norm(single, 11, 11e-4, 0.5, 2.0),
+                       F.local_response_norm(single, 11, 11e-4, 0.5, 2.0))
+
+
+def test_redirected_gradient_is_the_same_with_or_without_the_shortcut():
+    x = torch.randn(4, 3, 5, 5)
+    x[1] = -x[1].abs()  # image 1: every unit off, so its ordinary gradient is zero
+    y, grad = x.clamp_min(0), torch.randn(4, 3, 5, 5)
+    for inputs in ((grad, x, y), (grad[[0, 2, 3]], x[[0, 2, 3]], y[[0, 2, 3]])):  # some images off; none off
+        with_shortcut = redirected_gradient(*inputs, shortcut=True)
+        assert torch.equal(with_shortcut, redirected_gradient(*inputs, shortcut=False))
+    redirected = redirected_gradient(grad, x, y, shortcut=False)
+    assert torch.equal(redirected[0], torch.where(x[0] > 0, grad[0], 0.0))  # ordinary where alive
+    assert torch.equal(redirected[1], torch.where(grad[1] < 0, grad[1], 0.0))  # only what raises image 1
+
+
+def test_the_optimised_model_fuses_response_norms_and_keeps_its_values():
+    torch.manual_seed(0)
+    network, graph = trace_layers(InceptionV1().eval(), (3, 224, 224))  # two response norms before conv2d2
+    model = model_for(network, graph, "mixed3a", 1)
+    targets = [node.target for node in model.graph.nodes if node.op == "call_function"]
+    assert targets.count(fused_local_response_norm) == 2 and F.local_response_norm not in targets
+    images = torch.rand(2, 3, 224, 224)
+    assert torch.equal(model(images)[0], network.truncated([graph.values["mixed3a"]])(images)[0])

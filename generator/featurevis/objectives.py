@@ -38,10 +38,11 @@ def channel_mean(activations: torch.Tensor, units: torch.Tensor) -> torch.Tensor
     return picked.reshape(len(picked), -1).mean(dim=1)
 
 
-def channels(units: list[int], directions: list[int]) -> Objective:
+def channels(units: list[int], directions: list[int], device: torch.device | str = "cpu") -> Objective:
     """Image ``b`` maximises the mean activation of unit ``units[b]`` (or minimises it, for
-    direction -1): the positive and negative feature visualisations of many units at once."""
-    index = torch.tensor(units)
-    sign = torch.tensor(directions, dtype=torch.float32)
+    direction -1): the positive and negative feature visualisations of many units at once.
+    ``device`` is where the activations will be (nothing is copied there per step)."""
+    index = torch.tensor(units, device=device)
+    sign = torch.tensor(directions, dtype=torch.float32, device=device)
     return Objective(lambda a: sign.to(a.device) * channel_mean(a, index.to(a.device)),
                      "mean activation of each image's own unit")

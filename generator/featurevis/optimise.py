@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.fx
+import torch.nn.functional as F
 from torch import nn
 
 from ..config import FeatureVisConfig, InputConfig
@@ -22,6 +23,7 @@ from ..graph import LayerGraph
 from ..network import TracedNetwork
 from ..images import Normalise
 from ..operations import RELU_FUNCTIONS
+from .layers import fused_local_response_norm, redirected_relu
 from .objectives import channel_mean, channels
 from .param import FourierImage, initial_spectra
 from .transforms import RandomViews, resized
@@ -50,46 +52,21 @@ class Picture:
     noise: float  # the same on uniform-noise images
 
 
-class _RedirectedReLU(torch.autograd.Function):
-    """ReLU whose gradient is not lost on units that are off for the whole image.
-
-    Where the ordinary gradient through this ReLU is zero for an entire image (for the
-    last ReLU before a unit: the unit is off at every position), the gradient is passed on
-    where it would raise a negative input, so an image that starts with the unit off can
-    still find how to turn it on (Lucid's "redirected ReLU"). Forward, it is ReLU.
-    """
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
-        y = x.clamp_min(0)
-        ctx.save_for_backward(x, y)
-        return y
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
-        x, y = ctx.saved_tensors
-        ordinary = torch.ops.aten.threshold_backward(grad, y, 0)
-        alive = ordinary.abs().amax(dim=tuple(range(1, x.dim()))) > 0  # per image
-        if bool(alive.all()):
-            return ordinary
-        # Gradient descent moves x along -grad: grad > 0 on a negative input only lowers it further.
-        redirected = grad.masked_fill((x <= 0) & (grad > 0), 0)
-        return torch.where(alive.reshape(-1, *[1] * (x.dim() - 1)), ordinary, redirected)
-
-
-def redirected_relu(x: torch.Tensor, inplace: bool = False) -> torch.Tensor:
-    return _RedirectedReLU.apply(x)
-
-
 def redirected(truncated: torch.fx.GraphModule) -> torch.fx.GraphModule:
-    """A truncated model (:meth:`TracedNetwork.truncated`) with every ReLU redirected, frozen."""
+    """A truncated model (:meth:`TracedNetwork.truncated`) with every ReLU redirected and every
+    local response norm fused (:mod:`.layers`), frozen."""
     modules = dict(truncated.named_modules())
     for node in truncated.graph.nodes:
+        module = modules.get(node.target) if node.op == "call_module" else None
         relu = (node.op == "call_function" and node.target in RELU_FUNCTIONS) or \
-            (node.op == "call_method" and node.target in ("relu", "relu_")) or \
-            (node.op == "call_module" and isinstance(modules.get(node.target), nn.ReLU))
+            (node.op == "call_method" and node.target in ("relu", "relu_")) or isinstance(module, nn.ReLU)
         if relu:
             node.op, node.target, node.args, node.kwargs = "call_function", redirected_relu, node.args[:1], {}
+        elif node.op == "call_function" and node.target is F.local_response_norm:
+            node.target = fused_local_response_norm
+        elif isinstance(module, nn.LocalResponseNorm):
+            node.op, node.target, node.kwargs = "call_function", fused_local_response_norm, {}
+            node.args = (node.args[0], module.size, module.alpha, module.beta, module.k)
     truncated.recompile()
     truncated.eval().requires_grad_(False)
     return truncated
@@ -116,16 +93,17 @@ def render(model: nn.Module, job: Job, settings: FeatureVisConfig, inp: InputCon
                          width=size[1])
     views = RandomViews(settings.transforms, size, inp.size, generators)
     normalise = Normalise(inp, device)
-    objective = channels(list(job.units), [job.direction] * len(job.units))
+    objective = channels(list(job.units), [job.direction] * len(job.units), device)
+    thetas = views.thetas(settings.steps, device)  # every step's views, sent to the device once
 
     def values(images: torch.Tensor) -> torch.Tensor:
         (value,) = model(normalise(images))
         return value
 
     optimiser = torch.optim.Adam(image.parameters(), lr=settings.learning_rate)
-    for _ in range(settings.steps):
+    for step in range(settings.steps):
         optimiser.zero_grad(set_to_none=True)
-        loss = -objective(values(views(image()))).sum()
+        loss = -objective(values(views(image(), thetas[step]))).sum()
         loss.backward()
         optimiser.step()
     with torch.no_grad():

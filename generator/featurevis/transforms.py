@@ -57,8 +57,16 @@ class RandomViews:
         return [[cos * out_width / width, -sin * out_height / width, tx],
                 [sin * out_width / height, cos * out_height / height, ty]]
 
-    def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        theta = torch.tensor([self._theta(g) for g in self.generators], dtype=images.dtype, device=images.device)
+    def thetas(self, count: int, device: torch.device) -> torch.Tensor:
+        """The next ``count`` views of every image, ``[count, B, 2, 3]``, drawn at once and sent to
+        ``device`` once: the same views as ``count`` calls (each image draws from its own generator)."""
+        drawn = [[self._theta(g) for _ in range(count)] for g in self.generators]
+        return torch.tensor(drawn, dtype=torch.float32).transpose(0, 1).contiguous().to(device)
+
+    def __call__(self, images: torch.Tensor, theta: torch.Tensor | None = None) -> torch.Tensor:
+        """One view of each image: drawn now, or ``theta`` (one step of :meth:`thetas`)."""
+        if theta is None:
+            theta = torch.tensor([self._theta(g) for g in self.generators], dtype=images.dtype, device=images.device)
         size = (len(images), images.shape[1], *self.output_size)
         grid = F.affine_grid(theta, size, align_corners=False)
         return F.grid_sample(images - GREY, grid, mode="bilinear", padding_mode="zeros", align_corners=False) + GREY
