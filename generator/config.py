@@ -130,7 +130,10 @@ class FeatureVisConfig:
     pictures and a 40 x 56 input with ``size: 112`` gives 80 x 112 ones
     (:meth:`picture_shape`). ``jobs`` is how many processes share the work
     (``auto``: one per CPU core, or one on a GPU); ``device`` is ``auto``, ``cpu`` or
-    ``cuda`` (``cuda:N``). ``batch`` is how many units are optimised together in one job.
+    ``cuda`` (``cuda:N``). ``batch`` is how many units are optimised together in one job
+    (0: 32 on a CPU; on a GPU, as many as fit in 80% of its free memory, at most 512).
+    ``precision`` is ``float32`` or ``bfloat16`` (the model's forward pass in bfloat16,
+    where the device has it; each picture's objective is still measured in float32).
     ``engine`` is where jobs run: ``local`` (this machine) or ``ray`` (a Ray cluster, at
     ``address`` when given, else the one Ray finds or starts; dataset examples then run
     there too, in shards).
@@ -144,7 +147,8 @@ class FeatureVisConfig:
     negative: bool = True  # also optimise the opposite direction
     decorrelate: bool = True  # Fourier parameterisation with decorrelated colour
     transforms: TransformConfig = field(default_factory=TransformConfig)
-    batch: int = 32
+    batch: int = 0
+    precision: str = "float32"
     jobs: str = "auto"
     device: str = "auto"
     engine: str = "local"
@@ -211,7 +215,7 @@ class AtlasConfig:
 
 
 # Whole-number settings that may be zero (all others must be positive).
-ZERO_ALLOWED = {"seed", "pad", "jitter", "size", "rotate", "families"}
+ZERO_ALLOWED = {"seed", "pad", "jitter", "size", "rotate", "families", "batch"}
 
 
 def _build(cls: type, values: Any, where: str, source: str) -> Any:
@@ -350,6 +354,8 @@ def _check_featurevis(fv: FeatureVisConfig, path: Path) -> None:
         raise AtlasError(f"{path}: `featurevis.jobs` must be `auto` or a positive whole number, not {fv.jobs!r}.")
     if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", fv.device):
         raise AtlasError(f"{path}: `featurevis.device` must be auto, cpu, cuda or cuda:N, not {fv.device!r}.")
+    if fv.precision not in ("float32", "bfloat16"):
+        raise AtlasError(f"{path}: `featurevis.precision` must be float32 or bfloat16, not {fv.precision!r}.")
     if fv.engine not in ("local", "ray"):
         raise AtlasError(f"{path}: `featurevis.engine` must be local (this machine) or ray (a Ray cluster), "
                          f"not {fv.engine!r}.")

@@ -187,6 +187,10 @@ def test_rebuild_takes_every_picture_from_the_cache_byte_for_byte(tmp_path, coun
     # A setting that changes the pictures gets a cache of its own; speed-only settings do not.
     assert _stage(dataclasses.replace(config, featurevis=dataclasses.replace(config.featurevis, batch=8))).made == 0
     assert _stage(dataclasses.replace(config, featurevis=dataclasses.replace(config.featurevis, seed=1))).made == 96
+    # Float32 is keyed as before `precision` existed; bfloat16 pictures are others.
+    assert "precision" not in PictureCache(tmp_path, "w", config).key["picture"]
+    bfloat16 = dataclasses.replace(config, featurevis=dataclasses.replace(config.featurevis, precision="bfloat16"))
+    assert PictureCache(tmp_path, "w", bfloat16).folder != PictureCache(tmp_path, "w", config).folder
 
 
 def test_parallel_jobs_make_the_same_kind_of_pictures(tmp_path):

@@ -35,6 +35,8 @@ def picture_settings(config: AtlasConfig) -> dict[str, Any]:
     settings["height"], settings["width"] = config.picture_shape
     settings["size"] = max(config.picture_shape)
     settings["decorrelate"] = settings["decorrelate"] and config.input.channels == 3
+    if settings["precision"] == "float32":
+        del settings["precision"]  # as before the setting existed: caches made then stay valid
     return settings
 
 

@@ -13,7 +13,7 @@ import logging
 import math
 import multiprocessing
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +29,7 @@ from ..graph import LayerGraph, find_layers
 from ..network import TracedNetwork
 from ..workers import worker_started
 from .cache import PictureCache
-from .optimise import Job, Picture, model_for, render
+from .optimise import Job, Picture, fitting_batch, model_for, render
 from .progress import Progress
 
 log = logging.getLogger("weight_atlas")
@@ -62,15 +62,38 @@ def resolve_device(setting: str) -> torch.device:
     return torch.device(setting)
 
 
-def plan(graph: LayerGraph, cache: PictureCache, directions: tuple[int, ...], batch: int) -> list[Job]:
-    """Jobs for every picture not in the cache, up to ``batch`` pictures each, layer by layer."""
+CPU_BATCH = 32  # pictures a job on a CPU optimises together, when `featurevis.batch` is 0
+
+
+def plan(graph: LayerGraph, cache: PictureCache, directions: tuple[int, ...],
+         batch: Callable[[str], int]) -> list[Job]:
+    """Jobs for every picture not in the cache, up to ``batch(layer)`` pictures each, layer by layer."""
     jobs = []
     for layer in graph.layers:
         for direction in directions:
             missing = [u for u in range(layer.channels) if not cache.has(layer.name, u, direction)]
-            jobs += [Job(layer.name, tuple(missing[start : start + batch]), direction)
-                     for start in range(0, len(missing), batch)]
+            if missing:
+                size = batch(layer.name)
+                jobs += [Job(layer.name, tuple(missing[start : start + size]), direction)
+                         for start in range(0, len(missing), size)]
     return jobs
+
+
+def batch_sizes(config: AtlasConfig, network: TracedNetwork, graph: LayerGraph,
+                device: torch.device | None) -> Callable[[str], int]:
+    """Pictures per job in each layer: ``featurevis.batch``; if 0, what fits on a local GPU
+    (measured once per layer), else ``CPU_BATCH``."""
+    settings = config.featurevis
+    if settings.batch or device is None or device.type != "cuda":
+        return lambda layer: settings.batch or CPU_BATCH
+    network.model.eval().requires_grad_(False).to(device)
+
+    def fitting(layer: str) -> int:
+        size = fitting_batch(model_for(network, graph, layer, 1), layer, graph.layer(layer).channels, settings,
+                             config.input, device)
+        log.info("feature visualisation: %d pictures of `%s` at once fit on %s", size, layer, device)
+        return size
+    return fitting
 
 
 def visualise_units(config: AtlasConfig, network: TracedNetwork, graph: LayerGraph, weights: str) -> Pictures:
@@ -80,7 +103,8 @@ def visualise_units(config: AtlasConfig, network: TracedNetwork, graph: LayerGra
     cache = PictureCache(config.cache, weights, config)
     directions = (1, -1) if settings.negative else (1,)
     pictures = Pictures(cache, directions)
-    jobs = plan(graph, cache, directions, settings.batch)
+    device = resolve_device(settings.device) if settings.engine == "local" else None  # a cluster's are its own
+    jobs = plan(graph, cache, directions, batch_sizes(config, network, graph, device))
     total = sum(layer.channels for layer in graph.layers) * len(directions)
     pictures.reused = total - sum(len(j.units) for j in jobs)
     if not jobs:
@@ -95,7 +119,6 @@ def visualise_units(config: AtlasConfig, network: TracedNetwork, graph: LayerGra
                                                             describe))
             _store(finished, pictures, "cuda" if cluster.use_gpus else "cpu", to_make)
         return pictures
-    device = resolve_device(settings.device)
     if settings.jobs == "auto":
         processes = 1 if device.type == "cuda" else min(os.cpu_count() or 1, len(jobs))
     else:

@@ -9,6 +9,7 @@ depend on which other units share its batch.
 
 from __future__ import annotations
 
+import dataclasses
 import zlib
 from dataclasses import dataclass
 
@@ -96,9 +97,10 @@ def render(model: nn.Module, job: Job, settings: FeatureVisConfig, inp: InputCon
     objective = channels(list(job.units), [job.direction] * len(job.units), device)
     thetas = views.thetas(settings.steps, device)  # every step's views, sent to the device once
 
-    def values(images: torch.Tensor) -> torch.Tensor:
-        (value,) = model(normalise(images))
-        return value
+    def values(images: torch.Tensor, precision: str = settings.precision) -> torch.Tensor:
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bfloat16"):
+            (value,) = model(normalise(images))
+        return value.float()
 
     optimiser = torch.optim.Adam(image.parameters(), lr=settings.learning_rate)
     for step in range(settings.steps):
@@ -109,12 +111,27 @@ def render(model: nn.Module, job: Job, settings: FeatureVisConfig, inp: InputCon
     with torch.no_grad():
         final = image()
         units = torch.tensor(job.units, device=device)
-        achieved = channel_mean(values(resized(final, inp.size)), units).cpu().tolist()
+        achieved = channel_mean(values(resized(final, inp.size), "float32"), units).cpu().tolist()
         noise_images = torch.from_numpy(
             np.random.default_rng([settings.seed, zlib.crc32(job.layer.encode("utf-8"))])
             .random((NOISE_IMAGES, *inp.shape), dtype=np.float32)).to(device)
-        on_noise = values(noise_images)
+        on_noise = values(noise_images, "float32")
         noise = on_noise.reshape(NOISE_IMAGES, on_noise.shape[1], -1).mean(dim=(0, 2)).cpu()
         pixels = (final.permute(0, 2, 3, 1) * 255).round().clamp(0, 255).to(torch.uint8).cpu().numpy()
     return [Picture(job.layer, u, job.direction, pixels[b], float(achieved[b]), float(noise[u]))
             for b, u in enumerate(job.units)]
+
+
+def fitting_batch(model: nn.Module, layer: str, channels: int, settings: FeatureVisConfig, inp: InputConfig,
+                  device: torch.device, share: float = 0.8, most: int = 512) -> int:
+    """How many pictures of ``layer`` one job can optimise at once on a CUDA device: as many
+    as fit in ``share`` of its free memory, from the memory one step of a few takes."""
+    probe = min(4, channels)
+    torch.cuda.synchronize(device)
+    torch.cuda.empty_cache()
+    free, _ = torch.cuda.mem_get_info(device)
+    before = torch.cuda.memory_allocated(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    render(model, Job(layer, tuple(range(probe)), 1), dataclasses.replace(settings, steps=1), inp, device)
+    per_picture = max((torch.cuda.max_memory_allocated(device) - before) / probe, 1.0)
+    return max(1, min(most, int(free * share / per_picture)))
