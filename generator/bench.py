@@ -22,7 +22,8 @@ Measured in one run on this machine:
   and the largest layer page, over the wire, on the default atlas and on InceptionV1 with
   pictures (``--pages`` runs only these);
 - weights-only atlases of torchvision's ResNet-50 and DenseNet-121 at 224 px (random
-  weights), the same way (``--zoo`` runs only these).
+  weights), the same way (``--zoo`` runs only these);
+- where CUDA is present, the GPU rows of :mod:`generator.bench_gpu` (``--gpu`` runs only these).
 """
 
 from __future__ import annotations
@@ -354,7 +355,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--zoo", action="store_true", help="only the ResNet-50 and DenseNet-121 atlases")
     parser.add_argument("--pages", action="store_true",
                         help="only the site sizes and page weights (default atlas; InceptionV1 with pictures)")
+    parser.add_argument("--gpu", action="store_true", help="only the GPU rows (about ten minutes on an H100)")
+    parser.add_argument("--try-gpu-rows-on-cpu", action="store_true",
+                        help="the GPU rows' code on the CPU, with a few steps and units (a check, not a measure)")
     args = parser.parse_args(argv)
+    if args.gpu or args.try_gpu_rows_on_cpu:
+        from .bench_gpu import gpu_rows, run
+
+        if args.gpu and not torch.cuda.is_available():
+            parser.error("--gpu needs a CUDA GPU, and PyTorch sees none here")
+        results = run(torch.device("cuda")) if args.gpu else \
+            run(torch.device("cpu"), steps=2, units=4, layer_steps=1)
+        args.out.write_text(json.dumps(results, indent=1) + "\n")
+        _print(gpu_rows(results))
+        print(f"wrote {args.out}")
+        return
     if args.pages:
         results = {**bench_default_atlas(2), **bench_inceptionv1_pictures()}
         args.out.write_text(json.dumps(results, indent=1) + "\n")
@@ -382,6 +397,10 @@ def main(argv: list[str] | None = None) -> None:
     }
     with tempfile.TemporaryDirectory() as folder:
         results.update(bench_featurevis(Path(folder)))
+    if torch.cuda.is_available():
+        from .bench_gpu import run
+
+        results.update(run(torch.device("cuda")))
     args.out.write_text(json.dumps(results, indent=1) + "\n")
     rows = [
         ("kernel tile, ours (colormap + Pillow, 48 per sprite)", f"{results['tile_ours_ms']:.4f} ms"),
@@ -418,7 +437,9 @@ def main(argv: list[str] | None = None) -> None:
            f"processes), one channel at a time {r['reference_s_per_channel']:.2f} s/channel, {r['speedup']:.1f}x")
           for r in results["featurevis"]],
     ]
-    _print(rows + _page_rows(results))
+    from .bench_gpu import gpu_rows
+
+    _print(rows + _page_rows(results) + gpu_rows(results))
     print(f"wrote {args.out}")
 
 
