@@ -2,8 +2,10 @@
 
 Images come from a folder (every .jpg/.png under it, sorted by path) or from the default
 model's procedural generator. They stream through the model cut after the deepest
-browsed layer, once; per unit the ``top`` images with the largest activation at any
-position are kept, ties going to the earlier image. Each example is shown as the crop
+browsed layer, once, in shards of ``SHARD`` images (in this process, or as tasks on a Ray
+cluster); per unit the ``top`` images with the largest activation at any position are
+kept, ties going to the earlier image. Each shard's result is kept until the layers are
+written, so a stopped build reads only the shards it had not finished. Each example is shown as the crop
 around its strongest position (the part of the image that position can see, at least
 a quarter of the image's shorter side, square where the image allows) and the whole image
 with that crop outlined. Images are read at the model's input size, ``(height, width)``;
@@ -17,6 +19,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import shutil
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +27,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image, ImageDraw
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save
 from tqdm import tqdm
 
 from .config import AtlasConfig
@@ -88,6 +93,7 @@ class ProceduralImages:
     def __init__(self, count: int, seed: int, size: int):
         self.count, self.seed, self.size = count, seed, size
         self.key = {"procedural": count, "seed": seed}
+        self.unreadable: list[str] = []  # never any
 
     def __len__(self) -> int:
         return self.count
@@ -179,7 +185,7 @@ class Strongest:
         return Strongest(*(t.gather(1, order) for t in joined), fired=self.fired + other.fired)
 
 
-SHARD = 1024  # images per task on a Ray cluster: a multiple of both batch sizes, so batches are alike
+SHARD = 1024  # images per shard (a Ray task; a part kept on disk): a multiple of both batch sizes
 
 
 def strongest(model: torch.nn.Module, names: list[str], batches: Iterable[tuple[list[int], torch.Tensor]],
@@ -314,15 +320,26 @@ def find_examples(config: AtlasConfig, network: TracedNetwork, graph: LayerGraph
     names = [layer.name for layer in layers]
     truncated = network.truncated([graph.values[name] for name in names]).eval().requires_grad_(False)
     normalise = Normalise(config.input, device)
+    parts = Parts(examples.folder, names)
+    shards = [(first, min(first + SHARD, len(source))) for first in range(0, len(source), SHARD)]
+    done = {shard: part for shard in shards if (part := parts.load(*shard)) is not None}
+    if done:
+        log.info("dataset examples: %d of %d shards of %d images from an earlier build", len(done), len(shards), SHARD)
+    missing = [shard for shard in shards if shard not in done]
     with tqdm(total=len(source), desc="dataset examples", unit="image", leave=False, disable=None) as progress:
-        if config.featurevis.engine == "ray":
-            found, unreadable = _on_cluster(config, network, names, source, progress.update)
+        progress.update(sum(stop - first for first, stop in done))
+        if not missing:
+            results = iter(())
+        elif config.featurevis.engine == "ray":
+            results = _on_cluster(config, network, names, source, missing, progress.update)
         else:
-            found = strongest(truncated, names, source.batches(BATCH), normalise, config.dataset.top, device,
-                              progress.update)
-            unreadable = getattr(source, "unreadable", [])
+            results = _here(truncated, names, source, missing, normalise, config.dataset.top, device, progress.update)
+        for shard, part in results:
+            parts.save(*shard, *part)
+            done[shard] = part
+    found = merge_parts((part for part, _ in done.values()), config.dataset.top)
     seen = windows(truncated, names, config.input, normalise, device)
-    for reason in unreadable:
+    for reason in sorted(reason for _, skipped in done.values() for reason in skipped):
         log.warning("skipped an unreadable image: %s", reason)
     if not found:
         log.warning("skipped dataset examples: none of the %d images under %s could be read", len(source),
@@ -332,25 +349,72 @@ def find_examples(config: AtlasConfig, network: TracedNetwork, graph: LayerGraph
     for layer in layers:
         _write_layer(examples._layer(layer.name), found[layer.name], seen[layer.name], layer.shape, images,
                      config.input.size, len(source))  # (height, width)
+    parts.clear()
     return examples
 
 
+Part = tuple[dict[str, Strongest], list[str]]  # one shard's strongest images, and its unreadable ones
+
+
+class Parts:
+    """Each finished shard's strongest images of some layers, kept on disk until those layers
+    are written, so a build stopped part way reads only the shards it had not finished."""
+
+    FIELDS = ("values", "images", "rows", "columns", "fired")
+
+    def __init__(self, folder: Path, names: list[str]):
+        self.root = folder / "parts"
+        self.names = names
+        self.folder = self.root / hashlib.sha256(json.dumps(names).encode()).hexdigest()[:16]
+
+    def _path(self, first: int, stop: int) -> Path:
+        return self.folder / f"{first}-{stop}.safetensors"
+
+    def load(self, first: int, stop: int) -> Part | None:
+        path = self._path(first, stop)
+        if not path.is_file():
+            return None
+        try:
+            with safe_open(str(path), "pt") as stored:
+                tensors = {key: stored.get_tensor(key) for key in stored.keys()}
+                unreadable = json.loads(stored.metadata()["unreadable"])
+            found = {name: Strongest(**{field: tensors[f"{i}.{field}"] for field in self.FIELDS})
+                     for i, name in enumerate(self.names) if f"{i}.values" in tensors}
+        except (SafetensorError, OSError, KeyError, ValueError):
+            return None  # damaged: made again
+        return found, unreadable
+
+    def save(self, first: int, stop: int, found: dict[str, Strongest], unreadable: list[str]) -> None:
+        tensors = {f"{i}.{field}": getattr(found[name], field).contiguous()
+                   for i, name in enumerate(self.names) if name in found for field in self.FIELDS}
+        atomic_write(self._path(first, stop), save(tensors, metadata={"unreadable": json.dumps(unreadable)}))
+
+    def clear(self) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def _here(model: torch.nn.Module, names: list[str], source, shards: list[tuple[int, int]], normalise: Normalise,
+          top: int, device: torch.device, progress: Callable[[int], object]) -> Iterator[tuple[tuple[int, int], Part]]:
+    """:func:`strongest` over each shard in this process."""
+    for first, stop in shards:
+        source.unreadable = []
+        found = strongest(model, names, source.batches(BATCH, first, stop), normalise, top, device, progress)
+        yield (first, stop), (found, source.unreadable)
+
+
 def _on_cluster(config: AtlasConfig, network: TracedNetwork, names: list[str], source,
-                progress: Callable[[int], object]) -> tuple[dict[str, Strongest], list[str]]:
-    """:func:`strongest` over shards of ``SHARD`` images, each a task on a Ray cluster; the
-    parts merge into exactly what one pass gives. Also the images no task could read."""
+                shards: list[tuple[int, int]], progress: Callable[[int], object]
+                ) -> Iterator[tuple[tuple[int, int], Part]]:
+    """:func:`strongest` over each shard as a task on a Ray cluster, as tasks finish."""
     from .cluster import Cluster
 
-    shards = [(config, names, source.key, first, min(first + SHARD, len(source)))
-              for first in range(0, len(source), SHARD)]
-    parts, unreadable = [], []
     with Cluster(config.featurevis.address, network.model, config.featurevis.device) as cluster:
-        log.info("dataset examples: %d images in %d shards on %s", len(source), len(shards), cluster.description)
-        for (*_, first, stop), (part, skipped) in cluster.run(strongest_on_worker, shards, _describe_shard):
-            parts.append(part)
-            unreadable += skipped
+        log.info("dataset examples: %d images in %d shards on %s", sum(stop - first for first, stop in shards),
+                 len(shards), cluster.description)
+        tasks = [(config, names, source.key, first, stop) for first, stop in shards]
+        for (*_, first, stop), part in cluster.run(strongest_on_worker, tasks, _describe_shard):
             progress(stop - first)
-    return merge_parts(parts, config.dataset.top), sorted(unreadable)
+            yield (first, stop), part
 
 
 def _describe_shard(shard) -> str:

@@ -1,6 +1,10 @@
 """Shared fixtures: atlas configs for toy models, and one build of the default atlas."""
 
 import dataclasses
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -41,3 +45,17 @@ def default_site(tmp_path_factory) -> Path:
                                  dataset=dataclasses.replace(config.dataset, images=512))
     build_atlas(config, folder / "site")
     return folder / "site"
+
+
+def killed_part_way(config: Path, cache: Path, pictures: int) -> int:
+    """Starts a build of ``config`` and kills it (SIGKILL) once ``cache`` holds ``pictures``
+    finished pictures; returns how many it holds then."""
+    build = subprocess.Popen([sys.executable, "-m", "generator", "build", str(config)], cwd=ROOT,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    done = lambda: len(list(cache.rglob("*.json")))  # noqa: E731
+    deadline = time.monotonic() + 300
+    while done() < pictures and build.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    build.send_signal(signal.SIGKILL)
+    build.wait()
+    return done()

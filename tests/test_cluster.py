@@ -25,7 +25,7 @@ from generator.graph import trace_layers
 from generator.images import Normalise
 from generator.loading import load_model
 
-from .conftest import ROOT
+from .conftest import ROOT, killed_part_way
 
 RAY = Path(sys.executable).with_name("ray")
 
@@ -42,20 +42,36 @@ def _require_ray() -> None:
 
 @pytest.fixture(scope="module")
 def cluster():
-    """``host:port`` of a Ray cluster of this machine with 2 CPUs (so 2 workers)."""
+    """``host:port`` of a Ray cluster of this machine with 2 CPUs (so 2 workers), started with
+    ``ray start --head --block`` in a process group of its own, which is ended afterwards (a
+    plain ``ray stop`` would stop every Ray cluster of this machine)."""
     _require_ray()
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     temp = tempfile.mkdtemp(prefix="ray")  # short: Ray's socket paths must fit in 107 bytes
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    subprocess.run([str(RAY), "start", "--head", f"--port={port}", "--num-cpus=2", "--num-gpus=0",
-                    "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={temp}"],
-                   env=env, check=True, capture_output=True, timeout=300)
+    head = subprocess.Popen([str(RAY), "start", "--head", "--block", f"--port={port}", "--num-cpus=2",
+                             "--num-gpus=0", "--include-dashboard=false", "--disable-usage-stats",
+                             f"--temp-dir={temp}"], env={**os.environ, "PYTHONPATH": str(ROOT)},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
+        deadline = time.monotonic() + 300
+        while head.poll() is None and time.monotonic() < deadline:
+            status = subprocess.run([str(RAY), "status", f"--address=127.0.0.1:{port}"], capture_output=True,
+                                    text=True, timeout=120)
+            if status.returncode == 0 and "2.0 CPU" in status.stdout:
+                break
+            time.sleep(1)
+        else:
+            pytest.fail(f"the Ray cluster did not start (exit code {head.poll()})")
         yield f"127.0.0.1:{port}"
     finally:
-        subprocess.run([str(RAY), "stop", "--force"], capture_output=True, timeout=300)
+        os.killpg(head.pid, signal.SIGTERM)  # `--block` stops the cluster's processes on SIGTERM
+        try:
+            head.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(head.pid, signal.SIGKILL)
+            head.wait()
         shutil.rmtree(temp, ignore_errors=True)
 
 
@@ -161,15 +177,7 @@ def test_a_worker_killed_mid_build_loses_only_its_job(cluster, tmp_path):
 def test_a_killed_build_resumes_on_the_cluster_with_the_missing_pictures_only(cluster, tmp_path):
     config = _config(tmp_path, cluster, layers=["conv2d1", "mixed3a"], featurevis={"steps": 16, "batch": 16},
                      dataset={"source": None})
-    build = subprocess.Popen([sys.executable, "-m", "generator", "build", str(config)], cwd=ROOT,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    done = lambda: len(list((tmp_path / "cache").rglob("*.json")))  # noqa: E731
-    deadline = time.monotonic() + 300
-    while done() < 64 and build.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    build.send_signal(signal.SIGKILL)
-    build.wait()
-    finished = done()
+    finished = killed_part_way(config, tmp_path / "cache", 64)
     assert 64 <= finished < 352, finished
     result = _build(config)
     assert f"{352 - finished} of 352 pictures to make" in result.stderr

@@ -109,3 +109,40 @@ def test_crop_follows_the_strongest_position_and_stays_inside():
     assert crop_box(window, (8, 8), 0, 7, (64, 64)) == (0, 40, 24, 64)  # moved back inside at the corner
     assert crop_box((30, 30, 33, 33), (32, 32), 16, 16, (64, 64)) == (24, 24, 40, 40)  # at least a quarter
     assert crop_box(None, (1, 1), 0, 0, (64, 64)) == (0, 0, 64, 64)
+
+
+def test_a_build_stopped_part_way_reads_only_the_shards_it_had_not_finished(tmp_path, monkeypatch, caplog):
+    import generator.dataset_examples as stage
+
+    config = load_config(write_config(tmp_path, layers=["conv2d1", "mixed3a"],
+                                      dataset={"source": "procedural", "images": 1100, "top": TOP}))
+    model = load_model(config)
+    network, graph = trace_layers(model, config.input.shape)
+    graph = graph.restricted(config.layers)
+    (tmp_path / "whole").mkdir()
+    monkeypatch.setattr(stage, "SHARD", 1024 * 1024)  # one pass
+    whole = find_examples(load_config(write_config(tmp_path / "whole", layers=["conv2d1", "mixed3a"],
+                                                   dataset={"source": "procedural", "images": 1100, "top": TOP})),
+                          network, graph, weights_hash(model))
+    monkeypatch.setattr(stage, "SHARD", 256)  # 5 shards: 4 of 256 images and one of 76
+    original, calls = stage.strongest, []
+
+    def failing_on_the_third_shard(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(stage, "strongest", failing_on_the_third_shard)
+    with pytest.raises(KeyboardInterrupt):
+        find_examples(config, network, graph, weights_hash(model))
+    calls.clear()
+    monkeypatch.setattr(stage, "strongest", lambda *args, **kwargs: calls.append(1) or original(*args, **kwargs))
+    with caplog.at_level(logging.INFO, logger="weight_atlas"):
+        resumed = find_examples(config, network, graph, weights_hash(model))
+    assert "2 of 5 shards of 256 images from an earlier build" in caplog.text and len(calls) == 3
+    for layer in config.layers:
+        assert resumed.of(layer, 0) and [resumed.of(layer, unit) for unit in range(32)] == \
+            [whole.of(layer, unit) for unit in range(32)]
+        assert resumed.activity(layer) == whole.activity(layer)
+    assert not (resumed.folder / "parts").exists()  # kept only until the layers are written

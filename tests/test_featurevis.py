@@ -1,10 +1,6 @@
 """Feature visualisation: pictures that excite their unit, cached, resumable, reproducible."""
 
 import dataclasses
-import signal
-import subprocess
-import sys
-import time
 
 import numpy as np
 import pytest
@@ -24,7 +20,7 @@ from generator.featurevis.param import FourierImage, initial_spectra
 from generator.graph import trace_layers
 from generator.inceptionv1 import InceptionV1
 from generator.loading import load_model, weights_hash
-from tests.conftest import ROOT, write_config
+from tests.conftest import ROOT, killed_part_way, write_config
 
 LAYERS = ("conv2d2", "mixed3a", "mixed3b")
 
@@ -209,15 +205,7 @@ def test_an_interrupted_build_resumes_where_it_stopped(tmp_path, counted_steps):
     config_path = write_config(tmp_path, layers=["conv2d1", "conv2d2"],
                                featurevis={"steps": 20, "batch": 8, "jobs": 1},
                                site={"output": str(tmp_path / "site")})
-    build = subprocess.Popen([sys.executable, "-m", "generator", "build", str(config_path)], cwd=ROOT,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    done = lambda: len(list((tmp_path / "cache").rglob("*.json")))  # noqa: E731
-    deadline = time.monotonic() + 240
-    while done() < 16 and build.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    build.send_signal(signal.SIGKILL)
-    build.wait()
-    finished = done()
+    finished = killed_part_way(config_path, tmp_path / "cache", 16)
     total = (48 + 96) * 2
     assert 16 <= finished < total, finished  # stopped part way
     assert not (tmp_path / "site").exists()
