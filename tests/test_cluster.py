@@ -49,21 +49,18 @@ def cluster():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    temp = tempfile.mkdtemp(prefix="ray")  # short: Ray's socket paths must fit in 107 bytes
+    temp = Path(tempfile.mkdtemp(prefix="ray"))  # short: Ray's socket paths must fit in 107 bytes
+    output = (temp / "head.log").open("w")
     head = subprocess.Popen([str(RAY), "start", "--head", "--block", f"--port={port}", "--num-cpus=2",
                              "--num-gpus=0", "--include-dashboard=false", "--disable-usage-stats",
                              f"--temp-dir={temp}"], env={**os.environ, "PYTHONPATH": str(ROOT)},
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+                            stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         deadline = time.monotonic() + 300
-        while head.poll() is None and time.monotonic() < deadline:
-            status = subprocess.run([str(RAY), "status", f"--address=127.0.0.1:{port}"], capture_output=True,
-                                    text=True, timeout=120)
-            if status.returncode == 0 and "2.0 CPU" in status.stdout:
-                break
-            time.sleep(1)
-        else:
-            pytest.fail(f"the Ray cluster did not start (exit code {head.poll()})")
+        while "Ray runtime started" not in (temp / "head.log").read_text():
+            if head.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"the Ray cluster did not start: {(temp / 'head.log').read_text()[-2000:]}")
+            time.sleep(0.5)
         yield f"127.0.0.1:{port}"
     finally:
         os.killpg(head.pid, signal.SIGTERM)  # `--block` stops the cluster's processes on SIGTERM
@@ -72,6 +69,7 @@ def cluster():
         except subprocess.TimeoutExpired:
             os.killpg(head.pid, signal.SIGKILL)
             head.wait()
+        output.close()
         shutil.rmtree(temp, ignore_errors=True)
 
 
