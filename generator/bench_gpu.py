@@ -120,7 +120,9 @@ def bench_gpu(folder: Path, device: torch.device, steps: int = STEPS, units: int
     probe = dataclasses.replace(config.featurevis, steps=min(16, layer_steps))
     per_picture = {}
     for layer in graph.layers:
-        some = tuple(range(min(units, layer.channels)))
+        fits = fitting_batch(model_for(network, graph, layer.name, 1), layer.name, layer.channels, probe,
+                             config.input, device) if device.type == "cuda" else units
+        some = tuple(range(min(units, layer.channels, fits)))
         seconds, _ = _timed(model_for(network, graph, layer.name, 1), Job(layer.name, some, 1), probe,
                             config.input, device)
         per_picture[layer.name] = seconds

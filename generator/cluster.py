@@ -5,7 +5,7 @@ one Ray finds, through ``RAY_ADDRESS`` or ``ray start`` on this machine; else a 
 it starts for the build), puts the model in the cluster's object store once, and sends
 work items as tasks that take one GPU each where the cluster has GPUs, one CPU each
 otherwise. Results come back as tasks finish, in any order. A task whose worker or node
-is lost is sent again (up to ``TRIES`` times), so a lost machine costs only the work it
+is lost is sent again (``TRIES`` sends in all), so a lost machine costs only the work it
 was doing.
 
 Every node runs the same Python environment (weight-atlas, torch, Ray). The model's own
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import socket
 import sys
 from contextlib import contextmanager
@@ -97,22 +98,29 @@ class Cluster:
         ray = _ray()
         self.started = not ray.is_initialized()  # else the caller's connection is used, and kept
         if self.started:
-            _check_reachable(address)
+            _check_reachable(address or os.environ.get("RAY_ADDRESS"))
+            handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
             try:
                 ray.init(address=address, runtime_env=_model_code(model), logging_level=logging.WARNING)
-            except (ConnectionError, RuntimeError, ValueError) as error:
+            except (ConnectionError, RuntimeError, ValueError, ray.exceptions.RayError) as error:
                 raise AtlasError(
                     f"Could not join the Ray cluster{f' at {address}' if address else ''} "
                     f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else 'no details'}). "
                     f"Start one with `ray start --head`, or correct `featurevis.address`.") from None
-        resources = ray.cluster_resources()
-        self.gpus, self.cpus = int(resources.get("GPU", 0)), int(resources.get("CPU", 0))
-        if device.startswith("cuda") and not self.gpus:
+            finally:  # Ray installs its own; the build's stop cleanly (Ctrl-C and SIGTERM alike)
+                for number, handler in handlers.items():
+                    signal.signal(number, handler)
+        try:
+            resources = ray.cluster_resources()
+            self.gpus, self.cpus = int(resources.get("GPU", 0)), int(resources.get("CPU", 0))
+            if device.startswith("cuda") and not self.gpus:
+                raise AtlasError(f"`featurevis.device` is {device}, but the Ray cluster has no GPU. "
+                                 f"Set `featurevis.device: auto` (or cpu) to run on its CPUs.")
+            self.use_gpus = self.gpus > 0 and device != "cpu"
+            self.model = [ray.put(model)]  # in a list, so tasks get the reference and fetch it once
+        except BaseException:
             self.close()
-            raise AtlasError(f"`featurevis.device` is {device}, but the Ray cluster has no GPU. "
-                             f"Set `featurevis.device: auto` (or cpu) to run on its CPUs.")
-        self.use_gpus = self.gpus > 0 and device != "cpu"
-        self.model = [ray.put(model)]  # in a list, so tasks get the reference and fetch it once
+            raise
 
     @property
     def description(self) -> str:
@@ -162,6 +170,11 @@ class Cluster:
                         raise AtlasError(str(cause)) from None
                     raise AtlasError(f"{describe(item)} failed on the Ray cluster ({type(cause).__name__}: "
                                      f"{cause}).") from None
+                except ray.exceptions.RayError as error:  # out of memory, unschedulable, code not shipped, ...
+                    reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
+                    raise AtlasError(f"{describe(item)} could not run on the Ray cluster ({type(error).__name__}: "
+                                     f"{reason}). Check the cluster (`ray status`), then build again: finished "
+                                     f"work is kept.") from None
                 yield item, result
         finally:  # an error, Ctrl-C or SIGTERM: stop the work still running
             for ref in pending:

@@ -21,6 +21,7 @@ import json
 import logging
 import shutil
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -320,6 +321,7 @@ def find_examples(config: AtlasConfig, network: TracedNetwork, graph: LayerGraph
     names = [layer.name for layer in layers]
     truncated = network.truncated([graph.values[name] for name in names]).eval().requires_grad_(False)
     normalise = Normalise(config.input, device)
+    assert SHARD % BATCH == 0 and SHARD % PROCEDURAL_BATCH == 0, "a shard must hold whole batches"
     parts = Parts(examples.folder, names)
     shards = [(first, min(first + SHARD, len(source))) for first in range(0, len(source), SHARD)]
     done = {shard: part for shard in shards if (part := parts.load(*shard)) is not None}
@@ -334,9 +336,10 @@ def find_examples(config: AtlasConfig, network: TracedNetwork, graph: LayerGraph
             results = _on_cluster(config, network, names, source, missing, progress.update)
         else:
             results = _here(truncated, names, source, missing, normalise, config.dataset.top, device, progress.update)
-        for shard, part in results:
-            parts.save(*shard, *part)
-            done[shard] = part
+        with closing(results):  # on an error, a cluster's tasks are cancelled now
+            for shard, part in results:
+                parts.save(*shard, *part)
+                done[shard] = part
     found = merge_parts((part for part, _ in done.values()), config.dataset.top)
     seen = windows(truncated, names, config.input, normalise, device)
     for reason in sorted(reason for _, skipped in done.values() for reason in skipped):
@@ -408,6 +411,8 @@ def _on_cluster(config: AtlasConfig, network: TracedNetwork, names: list[str], s
     """:func:`strongest` over each shard as a task on a Ray cluster, as tasks finish."""
     from .cluster import Cluster
 
+    if isinstance(source, FolderImages):  # workers look for the folder where the build found it
+        config = dataclasses.replace(config, dataset=dataclasses.replace(config.dataset, source=str(source.root.resolve())))
     with Cluster(config.featurevis.address, network.model, config.featurevis.device) as cluster:
         log.info("dataset examples: %d images in %d shards on %s", sum(stop - first for first, stop in shards),
                  len(shards), cluster.description)

@@ -9,12 +9,14 @@ pictures go into the cache as soon as it finishes.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import multiprocessing
 import os
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -82,15 +84,18 @@ def plan(graph: LayerGraph, cache: PictureCache, directions: tuple[int, ...],
 def batch_sizes(config: AtlasConfig, network: TracedNetwork, graph: LayerGraph,
                 device: torch.device | None) -> Callable[[str], int]:
     """Pictures per job in each layer: ``featurevis.batch``; if 0, what fits on a local GPU
-    (measured once per layer), else ``CPU_BATCH``."""
+    (measured once per layer), else ``CPU_BATCH`` (on a Ray cluster too: the build cannot
+    measure its workers' GPUs)."""
     settings = config.featurevis
     if settings.batch or device is None or device.type != "cuda":
         return lambda layer: settings.batch or CPU_BATCH
     network.model.eval().requires_grad_(False).to(device)
+    processes = 1 if settings.jobs == "auto" else int(settings.jobs)  # sharing the GPU
 
+    @functools.cache
     def fitting(layer: str) -> int:
         size = fitting_batch(model_for(network, graph, layer, 1), layer, graph.layer(layer).channels, settings,
-                             config.input, device)
+                             config.input, device, share=0.8 / processes)
         log.info("feature visualisation: %d pictures of `%s` at once fit on %s", size, layer, device)
         return size
     return fitting
@@ -115,9 +120,8 @@ def visualise_units(config: AtlasConfig, network: TracedNetwork, graph: LayerGra
         with Cluster(settings.address, network.model, settings.device) as cluster:
             log.info("feature visualisation: %d of %d pictures to make (%d steps each), %d jobs on %s",
                      to_make, total, settings.steps, len(jobs), cluster.description)
-            finished = (result for _, result in cluster.run(render_on_worker, [(config, job) for job in jobs],
-                                                            describe))
-            _store(finished, pictures, "cuda" if cluster.use_gpus else "cpu", to_make)
+            with closing(cluster.run(render_on_worker, [(config, job) for job in jobs], describe)) as finished:
+                _store((result for _, result in finished), pictures, "cuda" if cluster.use_gpus else "cpu", to_make)
         return pictures
     if settings.jobs == "auto":
         processes = 1 if device.type == "cuda" else min(os.cpu_count() or 1, len(jobs))

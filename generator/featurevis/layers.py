@@ -92,4 +92,7 @@ def fused_local_response_norm(x: torch.Tensor, size: int, alpha: float = 1e-4, b
                               k: float = 1.0) -> torch.Tensor:
     if x.dim() not in (3, 4):  # the closed form is written for [B, C, L] and [B, C, H, W]
         return F.local_response_norm(x, size, alpha, beta, k)
+    if torch.is_autocast_enabled(x.device.type):  # k + a tiny sum is lost in bfloat16: normalise in float32
+        with torch.autocast(x.device.type, enabled=False):
+            return FusedLRN.apply(x.float(), size, alpha, beta, k)
     return FusedLRN.apply(x, size, alpha, beta, k)

@@ -125,13 +125,18 @@ def render(model: nn.Module, job: Job, settings: FeatureVisConfig, inp: InputCon
 def fitting_batch(model: nn.Module, layer: str, channels: int, settings: FeatureVisConfig, inp: InputConfig,
                   device: torch.device, share: float = 0.8, most: int = 512) -> int:
     """How many pictures of ``layer`` one job can optimise at once on a CUDA device: as many
-    as fit in ``share`` of its free memory, from the memory one step of a few takes."""
-    probe = min(4, channels)
+    as fit in ``share`` of its free memory, from the peak memory of one step with 2 and with
+    6 pictures (their difference is what a picture costs; the rest is fixed)."""
     torch.cuda.synchronize(device)
     torch.cuda.empty_cache()
     free, _ = torch.cuda.mem_get_info(device)
     before = torch.cuda.memory_allocated(device)
-    torch.cuda.reset_peak_memory_stats(device)
-    render(model, Job(layer, tuple(range(probe)), 1), dataclasses.replace(settings, steps=1), inp, device)
-    per_picture = max((torch.cuda.max_memory_allocated(device) - before) / probe, 1.0)
-    return max(1, min(most, int(free * share / per_picture)))
+    peaks = {}
+    for count in (2, 6):
+        torch.cuda.reset_peak_memory_stats(device)
+        units = tuple(u % channels for u in range(count))
+        render(model, Job(layer, units, 1), dataclasses.replace(settings, steps=1), inp, device)
+        peaks[count] = torch.cuda.max_memory_allocated(device) - before
+    per_picture = max((peaks[6] - peaks[2]) / 4, 1.0)
+    fixed = max(peaks[2] - 2 * per_picture, 0.0)
+    return max(1, min(most, int((free * share - fixed) / per_picture)))
