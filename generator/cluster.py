@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from .errors import AtlasError
+from .torchvision_models import ensure_importable
 
 log = logging.getLogger("weight_atlas")
 
@@ -65,6 +66,11 @@ def _model_code(model: nn.Module) -> dict[str, Any] | None:
     if any(part in ("site-packages", "dist-packages") for part in path.parts):
         return None
     return {"py_modules": [str(path.parent if path.name == "__init__.py" else path)]}
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else ""
 
 
 def _check_reachable(address: str | None) -> None:
@@ -105,7 +111,7 @@ class Cluster:
             except (ConnectionError, RuntimeError, ValueError, ray.exceptions.RayError) as error:
                 raise AtlasError(
                     f"Could not join the Ray cluster{f' at {address}' if address else ''} "
-                    f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else 'no details'}). "
+                    f"({type(error).__name__}: {_first_line(error) or 'no details'}). "
                     f"Start one with `ray start --head`, or correct `featurevis.address`.") from None
             finally:  # Ray installs its own; the build's stop cleanly (Ctrl-C and SIGTERM alike)
                 for number, handler in handlers.items():
@@ -156,7 +162,7 @@ class Cluster:
                 try:
                     result = ray.get(ref)
                 except lost as error:
-                    reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+                    reason = _first_line(error) or type(error).__name__
                     if tries >= TRIES:
                         raise AtlasError(f"{describe(item)} was lost with its Ray worker {tries} times "
                                          f"({reason}). Check the cluster's nodes, then build again: "
@@ -169,11 +175,10 @@ class Cluster:
                     if isinstance(cause, AtlasError):
                         raise AtlasError(str(cause)) from None
                     raise AtlasError(f"{describe(item)} failed on the Ray cluster ({type(cause).__name__}: "
-                                     f"{cause}).") from None
+                                     f"{_first_line(cause)}).") from None
                 except ray.exceptions.RayError as error:  # out of memory, unschedulable, code not shipped, ...
-                    reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
                     raise AtlasError(f"{describe(item)} could not run on the Ray cluster ({type(error).__name__}: "
-                                     f"{reason}). Check the cluster (`ray status`), then build again: finished "
+                                     f"{_first_line(error)}). Check the cluster (`ray status`), then build again: finished "
                                      f"work is kept.") from None
                 yield item, result
         finally:  # an error, Ctrl-C or SIGTERM: stop the work still running
@@ -213,6 +218,7 @@ def atlas_task(function: Callable[[Shared, Any, torch.device], Any], model: list
     ray = _ray()
     key = model[0].hex()
     if key not in _SHARED:
+        ensure_importable()  # the model's classes may import torchvision, as the build's loading did
         _SHARED.clear()  # a worker serves one build at a time
         _SHARED[key] = Shared(ray.get(model[0]))
     cpus = ray.get_runtime_context().get_assigned_resources().get("CPU")

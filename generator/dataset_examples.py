@@ -209,7 +209,8 @@ def strongest(model: torch.nn.Module, names: list[str], batches: Iterable[tuple[
                 width = value.shape[3] if value.dim() == 4 else 1
                 batch = Strongest(peak.T, index.expand(peak.shape[1], -1), (where // width).T, (where % width).T,
                                   fired=(peak > 0).sum(dim=0))
-                found[name] = found.get(name, Strongest.empty(peak.shape[1])).merged(batch, top=top)
+                found[name] = found[name].merged(batch, top=top) if name in found else \
+                    Strongest.empty(peak.shape[1]).merged(batch, top=top)
             progress(len(indices))
     return found
 

@@ -226,9 +226,7 @@ def test_a_killed_build_resumes_on_the_cluster_with_the_missing_pictures_only(cl
 
 def test_an_address_where_no_cluster_answers_is_reported_at_once(tmp_path):
     _require_ray()
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]  # free, so nothing listens there
+    (port,) = _free_ports(1)  # nothing listens there
     config = _config(tmp_path, f"127.0.0.1:{port}", layers=["conv2d1"], featurevis={"steps": 2})
     start = time.monotonic()
     result = subprocess.run([sys.executable, "-m", "generator", "build", str(config)], cwd=ROOT,
@@ -265,3 +263,13 @@ def test_parts_of_the_images_merge_into_one_pass_exactly_in_any_order():
         for name in names:
             for field in ("values", "images", "rows", "columns", "fired"):
                 assert torch.equal(getattr(merged[name], field), getattr(whole[name], field)), (order, name, field)
+
+
+def test_a_model_whose_package_imports_torchvision_builds_on_the_cluster(cluster, tmp_path):
+    # facenet-pytorch imports torchvision, whose compiled operators do not load beside the CPU torch:
+    # the workers, which unpickle the model, need the same preparation as the build.
+    config = _config(tmp_path, cluster, model={"source": "tests.zoo:onet"}, layers=["conv1"],
+                     input={"channels": 3, "size": 48, "mean": [0.5] * 3, "std": [0.5] * 3},
+                     featurevis={"steps": 2}, dataset={"source": None})
+    result = _build(config)
+    assert "64 made, 0 from the cache" in result.stdout  # 32 units, both directions
