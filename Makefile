@@ -35,8 +35,9 @@ serve: atlas
 	@echo "Serving site/ at http://localhost:$(PORT)/ (Ctrl-C stops)"
 	$(PY) -m http.server --directory site $(PORT)
 
-deploy: atlas
-	$(PY) -m generator deploy $(CONFIG) --remote $(REMOTE) --branch $(BRANCH)
+# The remote is checked before the build, which can take long.
+deploy: install
+	$(PY) -m generator deploy $(CONFIG) --build --remote $(REMOTE) --branch $(BRANCH)
 
 test: install
 	$(PY) -m pytest -q

@@ -34,12 +34,15 @@ from torch import nn
 
 from .config import AtlasConfig
 from .errors import AtlasError
+from .yaml_input import read_limited
 
 TOP_KEYS = ("units", "classes")
 UNIT_KEYS = ("label", "family", "note")
 CLASS_KEYS = ("layer", "file", "from")
 METADATA = ("class_names", "classes", "categories")  # model attributes that may hold class names
 SHOWN = 10  # the most layer names listed in a message
+MAX_LABELS_FILE = 16 * 1024 * 1024  # bytes of a labels file, and of a class names file
+MAX_TEXT = {"label": 200, "family": 100, "note": 2000}  # characters
 
 
 @dataclass(frozen=True)
@@ -208,10 +211,7 @@ class _Reader:
         return AtlasError(f"{where}: {message}")
 
     def compose(self) -> yaml.Node | None:
-        try:
-            data = self.path.read_bytes()
-        except OSError as error:
-            raise AtlasError(f"{self.path}: the labels file could not be read ({error.strerror}).") from None
+        data = read_limited(self.path, "labels file", MAX_LABELS_FILE)
         try:
             text = data.decode("utf-8")
         except UnicodeDecodeError as error:
@@ -294,7 +294,7 @@ class _Reader:
         if text is not None:
             if not text:
                 raise self.fail(node, f"the label of unit {unit} of `{layer}` is empty; write one or leave the unit out.")
-            return Annotation(label=text)
+            return Annotation(label=self.short(node, text, "label"))
         if not isinstance(node, yaml.MappingNode):
             raise self.fail(node, f"unit {unit} of `{layer}` needs a label (text) or a mapping of "
                                   f"label, family and note, such as {{label: curve detector, family: curves}}.")
@@ -308,8 +308,15 @@ class _Reader:
             if not text:
                 raise self.fail(value, f"`{name}` of unit {unit} of `{layer}` must be text, such as "
                                        f"`{name}: curves`; leave the key out if it has none.")
-            values[name] = text
+            values[name] = self.short(value, text, name)
         return Annotation(**values)
+
+    def short(self, node: yaml.Node, text: str, what: str) -> str:
+        """``text``, once it is clear that it is no longer than a ``what`` may be."""
+        if len(text) > MAX_TEXT[what]:
+            raise self.fail(node, f"a {what} is at most {MAX_TEXT[what]:,} characters; this one has "
+                                  f"{len(text):,}. Shorten it.")
+        return text
 
     def classes(self, node: yaml.Node) -> tuple[str, yaml.MappingNode]:
         """The classifier layer and the ``classes`` node (read later, when its names are needed)."""
@@ -345,21 +352,29 @@ def _class_labels(reader: _Reader, layer: str, node: yaml.MappingNode, config: A
         if not text:
             raise reader.fail(value, "`classes.file` must be the path of a text file with one class name a line.")
         path = reader.path.parent / text
-        try:
-            lines = path.read_text(encoding="utf-8").splitlines()
-        except FileNotFoundError:
+        folder = reader.path.parent.resolve()
+        if not path.resolve().is_relative_to(folder):
+            raise reader.fail(value, f"the class names file `{text[:100]}` lies outside the labels file's folder "
+                                     f"{folder}. `classes.file` names a file in that folder or below it, so that a "
+                                     f"labels file can publish no other file; copy the names there.")
+        if not path.is_file():
             raise reader.fail(value, f"the class names file {path} does not exist. `classes.file` is "
-                                     f"relative to the labels file's folder.") from None
+                                     f"relative to the labels file's folder.")
+        data = read_limited(path, "class names file", MAX_LABELS_FILE)
+        try:
+            lines = data.decode("utf-8").splitlines()
         except UnicodeDecodeError:
             raise reader.fail(value, f"the class names file {path} is not UTF-8 text; save it as UTF-8.") from None
-        except OSError as error:
-            raise reader.fail(value, f"the class names file {path} could not be read ({error.strerror}).") from None
         names = [line.strip() for line in lines]
         while names and not names[-1]:
             names.pop()
         if len(names) != channels:
             raise reader.fail(value, f"the class names file {path} has {len(names)} names (lines) but layer "
                                      f"`{layer}` has {channels} units; give one name a line, in unit order.")
+        for line, name in enumerate(names, 1):
+            if len(name) > MAX_TEXT["label"]:
+                raise AtlasError(f"{path}:{line}: a class name is at most {MAX_TEXT['label']} characters; this "
+                                 f"one has {len(name):,}. Shorten it.")
     else:
         value = keys["from"][1]
         if _text(value) != "model":

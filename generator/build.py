@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
+import shutil
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,6 +14,7 @@ import torch
 
 from .annotations import labels_path, load_annotations
 from .config import AtlasConfig
+from .errors import AtlasError
 from .cluster import held
 from .dataset_examples import find_examples, image_source
 from .expanded import REFERENCE_IMAGES, Frozen, freeze, layer_weights, needs_reference
@@ -58,6 +62,25 @@ def reference_statistics(config: AtlasConfig, network: TracedNetwork) -> Frozen 
     return freeze(network, Normalise(config.input)(images).contiguous(), description)
 
 
+def check_cache(cache: Path) -> None:
+    """Refuse a cache folder the build could not write, before any work (folders made to try
+    are removed again: a build that turns out to need no cache leaves none)."""
+    created = cache.absolute()
+    while not created.parent.exists() and created.parent != created:
+        created = created.parent
+    made = not created.exists()
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+        os.rmdir(tempfile.mkdtemp(prefix=".probe-", dir=cache))
+    except OSError as error:
+        raise AtlasError(f"The cache folder {cache} cannot be written ({error.strerror}); feature visualisations and "
+                         f"dataset examples are kept there. Set `cache` in the atlas config to a folder you can "
+                         f"write to.") from None
+    finally:
+        if made:
+            shutil.rmtree(created, ignore_errors=True)
+
+
 def build_atlas(config: AtlasConfig, output: str | Path | None = None) -> BuildReport:
     """Build the atlas ``config`` describes into ``output`` (default: the config's)."""
     start = time.perf_counter()
@@ -73,6 +96,8 @@ def build_atlas(config: AtlasConfig, output: str | Path | None = None) -> BuildR
         "atlas config": config.path if config.path != "<built-in>" else None, "picture cache": config.cache,
         "checkpoint": config.model.checkpoint, "dataset folder": dataset, "labels file": (labels_path(config) or (None,))[0]},
         {"dataset folder": dataset})
+    if config.featurevis.enabled or config.dataset.source is not None:
+        check_cache(Path(config.cache))
     model = load_model(config)
     t = done("load", start)
     input_shape = config.input.shape

@@ -17,12 +17,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from .errors import AtlasError
-
+from .yaml_input import preview, read_yaml
 
 MAX_HOPS = 3
+MAX_SEED = 2**32 - 1
+MAX_SIDE = 4096  # pixels: the largest input side and picture side
+MAX_TEXT = 200  # characters of a title
+MAX_PATH = 4096  # characters of a path, a source or an address
+MAX_CONFIG = 1024 * 1024  # bytes of an atlas config file
+
+
+def setting(default: Any, smallest: float, largest: float, above: bool = False) -> Any:
+    """A dataclass field whose numbers (each one, for a list; its length, for text) must lie in
+    ``[smallest, largest]``, or in ``(smallest, largest]`` when ``above``."""
+    return field(default=default, metadata={"range": (smallest, largest, above)})
 
 
 @dataclass(frozen=True)
@@ -32,7 +41,8 @@ class ModelConfig:
 
     source: str = "default"
     checkpoint: str | None = None
-    url: str | None = None
+    url: str | None = None  # http:// or https:// only
+    sha256: str | None = None  # the checkpoint's SHA-256, checked before it is used
 
 
 @dataclass(frozen=True)
@@ -45,8 +55,8 @@ class InputConfig:
     and 0.25 for every channel, so ``channels: 1`` alone describes a grayscale model.
     """
 
-    channels: int = 3
-    size: tuple[int, int] = (64, 64)  # (height, width); an int given here means a square
+    channels: int = setting(3, 1, 1024)
+    size: tuple[int, int] = setting((64, 64), 1, MAX_SIDE)  # (height, width); an int given here means a square
     mean: tuple[float, ...] | None = None  # None: 0.5 per channel
     std: tuple[float, ...] | None = None  # None: 0.25 per channel
 
@@ -78,9 +88,9 @@ class InputConfig:
 class RankingConfig:
     """How many of a unit's strongest connections are listed, each way, and how far back."""
 
-    top_k: int = 24
-    hops: int = 1  # 2 also lists inputs from two layers up (expanded weights), and so on
-    memory_mb: int = 2048  # the largest expanded-weight map composed; larger pairs are skipped
+    top_k: int = setting(24, 1, 1000)
+    hops: int = setting(1, 1, MAX_HOPS)  # 2 also lists inputs from two layers up (expanded weights), and so on
+    memory_mb: int = setting(2048, 1, 1024 * 1024)  # the largest expanded-weight map composed; larger pairs are skipped
 
 
 @dataclass(frozen=True)
@@ -93,8 +103,8 @@ class FactorsConfig:
     its units).
     """
 
-    grouped: float = 0.6
-    families: int = 0
+    grouped: float = setting(0.6, 0, 1, above=True)
+    families: int = setting(0, 0, 1000)
 
 
 @dataclass(frozen=True)
@@ -102,7 +112,7 @@ class SiteConfig:
     """Where and how the site is written."""
 
     output: str = "site"
-    tile_size: int = 48  # screen pixels a kernel tile is enlarged to (a whole number per weight)
+    tile_size: int = setting(48, 1, 256)  # screen pixels a kernel tile is enlarged to (a whole number per weight)
 
 
 @dataclass(frozen=True)
@@ -114,10 +124,10 @@ class TransformConfig:
     ``rotate`` degrees either way.
     """
 
-    pad: int = 12
-    jitter: int = 8
-    scale: tuple[float, ...] = (0.95, 1.05)  # smallest and largest factor
-    rotate: float = 10.0  # degrees
+    pad: int = setting(12, 0, MAX_SIDE)
+    jitter: int = setting(8, 0, MAX_SIDE)
+    scale: tuple[float, ...] = setting((0.95, 1.05), 0, 10, above=True)  # smallest and largest factor
+    rotate: float = setting(10.0, 0, 180)  # degrees
 
 
 @dataclass(frozen=True)
@@ -140,14 +150,14 @@ class FeatureVisConfig:
     """
 
     enabled: bool = True
-    steps: int = 512
-    size: int = 0
-    learning_rate: float = 0.05
-    seed: int = 0
+    steps: int = setting(512, 1, 100_000)
+    size: int = setting(0, 0, MAX_SIDE)
+    learning_rate: float = setting(0.05, 0, 100, above=True)
+    seed: int = setting(0, 0, MAX_SEED)
     negative: bool = True  # also optimise the opposite direction
     decorrelate: bool = True  # Fourier parameterisation with decorrelated colour
     transforms: TransformConfig = field(default_factory=TransformConfig)
-    batch: int = 0
+    batch: int = setting(0, 0, 4096)
     precision: str = "float32"
     jobs: str = "auto"
     device: str = "auto"
@@ -172,14 +182,14 @@ class DatasetConfig:
     """
 
     source: str | None = None
-    images: int = 4096
-    top: int = 8
-    seed: int = 0  # for the procedural generator
+    images: int = setting(4096, 1, 10_000_000)
+    top: int = setting(8, 1, 64)
+    seed: int = setting(0, 0, MAX_SEED)  # for the procedural generator
 
 
 @dataclass(frozen=True)
 class AtlasConfig:
-    title: str = "Weight Atlas"
+    title: str = setting("Weight Atlas", 1, MAX_TEXT)
     layers: tuple[str, ...] | None = None  # the browsed layers to include (default: all)
     model: ModelConfig = field(default_factory=ModelConfig)
     input: InputConfig = field(default_factory=InputConfig)
@@ -214,15 +224,11 @@ class AtlasConfig:
         return data
 
 
-# Whole-number settings that may be zero (all others must be positive).
-ZERO_ALLOWED = {"seed", "pad", "jitter", "size", "rotate", "families", "batch"}
-
-
 def _build(cls: type, values: Any, where: str, source: str) -> Any:
     if values is None:
         return cls()
     if not isinstance(values, dict):
-        raise AtlasError(f"{source}: `{where}` must be a mapping of settings, not {values!r}.")
+        raise AtlasError(f"{source}: `{where}` must be a mapping of settings, not {preview(values)}.")
     fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "path"}
     types = typing.get_type_hints(cls)
     kwargs = {}
@@ -232,7 +238,7 @@ def _build(cls: type, values: Any, where: str, source: str) -> Any:
             hint = f" Did you mean `{close[0]}`?" if close else ""
             valid = ", ".join(fields)
             raise AtlasError(
-                f"{source}: unknown setting `{where + '.' if where else ''}{key}`.{hint} "
+                f"{source}: unknown setting `{where + '.' if where else ''}{preview(key, quoted=False)}`.{hint} "
                 f"Valid settings here are: {valid}."
             )
         kwargs[key] = _check(fields[key], types[key], value, f"{where + '.' if where else ''}{key}", source)
@@ -240,13 +246,16 @@ def _build(cls: type, values: Any, where: str, source: str) -> Any:
 
 
 def _check(f: dataclasses.Field, kind: Any, value: Any, where: str, source: str) -> Any:
-    """The value of one setting, converted to the field's type, or a clear error."""
-    original = value
+    """The value of one setting, converted to the field's type and checked against its range,
+    or a clear error. Nothing is allocated from a value before it is checked."""
     if dataclasses.is_dataclass(f.default_factory):
         return _build(f.default_factory, value, where, source)
+    smallest, largest, above = f.metadata.get("range", (1, MAX_PATH, False))
     if f.name == "layers":
-        if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
-            raise AtlasError(f"{source}: `layers` must be a list of layer names, such as [conv2d0, mixed3a].")
+        if not isinstance(value, list) or not value or len(value) > 10_000 or \
+                not all(isinstance(v, str) and 0 < len(v) <= MAX_PATH for v in value):
+            raise AtlasError(f"{source}: `layers` must be a list of layer names, such as [conv2d0, mixed3a], "
+                             f"not {preview(value)}.")
         return tuple(value)
     if f.name == "jobs" and isinstance(value, int) and not isinstance(value, bool):
         value = str(value)  # `jobs: 2` and `jobs: auto` are both natural in YAML
@@ -258,55 +267,73 @@ def _check(f: dataclasses.Field, kind: Any, value: Any, where: str, source: str)
         return _image_size(value, where, source)
     if kind is bool:
         if not isinstance(value, bool):
-            raise AtlasError(f"{source}: `{where}` must be true or false, not {value!r}.")
+            raise AtlasError(f"{source}: `{where}` must be true or false, not {preview(value)}.")
     elif kind is int:
-        smallest = 0 if f.name in ZERO_ALLOWED else 1
-        if not isinstance(value, int) or isinstance(value, bool) or value < smallest:
-            what = "a whole number, 0 or more" if smallest == 0 else "a positive whole number"
-            raise AtlasError(f"{source}: `{where}` must be {what}, not {value!r}.")
+        if not isinstance(value, int) or isinstance(value, bool) or not smallest <= value <= largest:
+            raise AtlasError(f"{source}: `{where}` must be a whole number from {smallest:,} to {largest:,}, "
+                             f"not {preview(value)}.")
     elif kind is float:
-        value = _number(value)
-        if value is None or value < 0 or (value == 0 and f.name not in ZERO_ALLOWED):
-            raise AtlasError(f"{source}: `{where}` must be a positive, finite number, not {original!r}.")
-        return value
+        number = _number(value)
+        if number is None or not _within(number, smallest, largest, above):
+            raise AtlasError(f"{source}: `{where}` must be a finite number {_span(smallest, largest, above)}, "
+                             f"not {preview(value)}.")
+        return number
     elif typing.get_origin(kind) is tuple:
-        numbers = [_number(v) for v in value] if isinstance(value, list) else [None]
+        numbers = [_number(v) for v in value] if isinstance(value, list) and len(value) <= 1024 else [None]
         if None in numbers:
             example = list(f.default) if f.default is not None else [0.5, 0.5, 0.5]
             raise AtlasError(f"{source}: `{where}` must be a list of finite numbers, such as {example}, "
-                             f"not {original!r}.")
+                             f"not {preview(value)}.")
+        if f.metadata.get("range") and not all(_within(n, smallest, largest, above) for n in numbers):
+            raise AtlasError(f"{source}: every number of `{where}` must be {_span(smallest, largest, above)}, "
+                             f"not {preview(value)}.")
         return tuple(numbers)
     elif not isinstance(value, str):
-        raise AtlasError(f"{source}: `{where}` must be text, not {value!r}.")
+        raise AtlasError(f"{source}: `{where}` must be text, not {preview(value)}.")
     elif not value.strip():
         raise AtlasError(f"{source}: `{where}` is empty; give it a value or leave the key out.")
+    elif len(value) > largest:
+        raise AtlasError(f"{source}: `{where}` is {len(value):,} characters long; at most {largest:,} are allowed "
+                         f"(it begins {preview(value)}).")
     return value
+
+
+def _within(number: float, smallest: float, largest: float, above: bool) -> bool:
+    return (number > smallest if above else number >= smallest) and number <= largest
+
+
+def _span(smallest: float, largest: float, above: bool) -> str:
+    return f"{'above' if above else 'from'} {smallest:g} {'and at most' if above else 'to'} {largest:g}"
 
 
 def _number(value: Any) -> float | None:
     """A finite number, or None. Text that reads as one counts: YAML reads ``5e-2`` (no dot) as text."""
     if isinstance(value, str):
+        if len(value) > 100:
+            return None
         try:
             value = float(value)
         except ValueError:
             return None
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > 2**1023:
+        return None  # float() of it would overflow
     if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
         return None
     return float(value)
 
 
-def _whole(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+def _side(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 < value <= MAX_SIDE
 
 
 def _image_size(value: Any, where: str, source: str) -> tuple[int, int]:
-    """``input.size``: a positive whole number (a square) or ``[height, width]``, as ``(height, width)``."""
-    if _whole(value):
+    """``input.size``: a whole number (a square) or ``[height, width]``, as ``(height, width)``."""
+    if _side(value):
         return (value, value)
-    if isinstance(value, list) and len(value) == 2 and all(_whole(v) for v in value):
+    if isinstance(value, list) and len(value) == 2 and all(_side(v) for v in value):
         return (value[0], value[1])
-    raise AtlasError(f"{source}: `{where}` must be a positive whole number for a square image (such as 224) "
-                     f"or [height, width] in pixels (such as [224, 320]), not {value!r}.")
+    raise AtlasError(f"{source}: `{where}` must be a whole number of pixels from 1 to {MAX_SIDE:,} for a square "
+                     f"image (such as 224) or [height, width] (such as [224, 320]), not {preview(value)}.")
 
 
 def load_config(path: str | Path) -> AtlasConfig:
@@ -317,18 +344,13 @@ def load_config(path: str | Path) -> AtlasConfig:
             f"Atlas config {path} does not exist. Pass the path of a YAML file such as "
             f"site_config/default.yml (make atlas CONFIG=path/to/config.yml)."
         )
-    try:
-        values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as error:
-        raise AtlasError(f"{path} is not valid YAML ({error}). Fix the syntax at the line it names.") from None
-    except UnicodeDecodeError as error:
-        line = path.read_bytes()[: error.start].count(b"\n") + 1
-        raise AtlasError(f"{path}:{line} is not UTF-8 text (byte 0x{path.read_bytes()[error.start]:02x}). Save the "
-                         f"config as UTF-8.") from None
-    except OSError as error:
-        raise AtlasError(f"Atlas config {path} cannot be read ({error.strerror}).") from None
+    values = read_yaml(path, "atlas config", MAX_CONFIG)
+    if values is None or not isinstance(values, dict):
+        raise AtlasError(f"{path} holds {'nothing' if values is None else preview(values)}, not a mapping of "
+                         f"settings. An atlas config is YAML such as `title: My network` and `model: {{source: "
+                         f"default}}`; see site_config/default.yml.")
     config = _build(AtlasConfig, values, "", str(path))
-    config = dataclasses.replace(config, path=str(path))
+    config = dataclasses.replace(config, path=str(path), **_home_expanded(config))
     inp = config.input
     if len(inp.mean) != inp.channels or len(inp.std) != inp.channels:
         raise AtlasError(
@@ -337,31 +359,65 @@ def load_config(path: str | Path) -> AtlasConfig:
         )
     if any(s <= 0 for s in inp.std):
         raise AtlasError(f"{path}: every `input.std` value must be positive; got {list(inp.std)}.")
-    if config.ranking.hops > MAX_HOPS:
-        raise AtlasError(
-            f"{path}: `ranking.hops` is {config.ranking.hops}; at most {MAX_HOPS} are supported, since expanded "
-            f"kernels grow with every layer (and say less: the linearisation misses more)."
-        )
-    if config.factors.grouped > 1:
-        raise AtlasError(f"{path}: `factors.grouped` is a share of a unit's weights, from 0 to 1 "
-                         f"(such as 0.6); got {config.factors.grouped}.")
+    _check_model(config.model, path)
     _check_featurevis(config.featurevis, path)
     return config
 
 
+def _home_expanded(config: AtlasConfig) -> dict[str, Any]:
+    """The config's paths with ``~`` expanded to the user's home folder, as a shell would."""
+    def expand(text: str | None) -> str | None:
+        return str(Path(text).expanduser()) if text is not None and text.startswith("~") else text
+
+    dataset = config.dataset.source
+    return {"site": dataclasses.replace(config.site, output=expand(config.site.output)),
+            "cache": expand(config.cache), "labels": expand(config.labels),
+            "model": dataclasses.replace(config.model, checkpoint=expand(config.model.checkpoint)),
+            "dataset": dataclasses.replace(config.dataset, source=dataset if dataset == "procedural" else expand(dataset))}
+
+
+def _check_model(model: ModelConfig, path: Path) -> None:
+    if model.url is not None:
+        scheme = urllib.parse.urlsplit(model.url).scheme.lower() if "://" in model.url else ""
+        if scheme not in ("http", "https"):
+            raise AtlasError(f"{path}: `model.url` must be an http:// or https:// address, not "
+                             f"{preview(redacted(model.url))}. For a file on this machine, set `model.checkpoint` "
+                             f"to its path instead.")
+        if model.checkpoint is None:
+            raise AtlasError(f"{path}: `model.url` says where to download `model.checkpoint` from; set "
+                             f"`model.checkpoint` to the path the download is kept at.")
+    if model.sha256 is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", model.sha256):
+        raise AtlasError(f"{path}: `model.sha256` must be the checkpoint's SHA-256 as 64 hexadecimal digits "
+                         f"(what `sha256sum FILE` prints), not {preview(model.sha256)}.")
+    if model.sha256 is not None and model.checkpoint is None:
+        raise AtlasError(f"{path}: `model.sha256` pins the checkpoint file; set `model.checkpoint` too.")
+
+
+def redacted(url: str) -> str:
+    """``url`` without a user name or password, for messages."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        if parts.username is None and parts.password is None:
+            return url
+        return urllib.parse.urlunsplit(parts._replace(netloc="…@" + parts.netloc.rpartition("@")[2]))
+    except ValueError:
+        return url.rpartition("@")[2]
+
+
 def _check_featurevis(fv: FeatureVisConfig, path: Path) -> None:
-    if fv.jobs != "auto" and not (fv.jobs.isdigit() and int(fv.jobs) > 0):
-        raise AtlasError(f"{path}: `featurevis.jobs` must be `auto` or a positive whole number, not {fv.jobs!r}.")
-    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", fv.device):
-        raise AtlasError(f"{path}: `featurevis.device` must be auto, cpu, cuda or cuda:N, not {fv.device!r}.")
+    if fv.jobs != "auto" and not (fv.jobs.isdigit() and 0 < int(fv.jobs) <= 1024):
+        raise AtlasError(f"{path}: `featurevis.jobs` must be `auto` or a whole number from 1 to 1,024, "
+                         f"not {preview(fv.jobs)}.")
+    if not re.fullmatch(r"auto|cpu|cuda(:\d{1,3})?", fv.device):
+        raise AtlasError(f"{path}: `featurevis.device` must be auto, cpu, cuda or cuda:N, not {preview(fv.device)}.")
     if fv.precision not in ("float32", "bfloat16"):
-        raise AtlasError(f"{path}: `featurevis.precision` must be float32 or bfloat16, not {fv.precision!r}.")
+        raise AtlasError(f"{path}: `featurevis.precision` must be float32 or bfloat16, not {preview(fv.precision)}.")
     if fv.engine not in ("local", "ray"):
         raise AtlasError(f"{path}: `featurevis.engine` must be local (this machine) or ray (a Ray cluster), "
-                         f"not {fv.engine!r}.")
+                         f"not {preview(fv.engine)}.")
     if fv.address is not None and fv.engine != "ray":
         raise AtlasError(f"{path}: `featurevis.address` names a Ray cluster; it needs `featurevis.engine: ray`.")
     scale = fv.transforms.scale
-    if len(scale) != 2 or not 0 < scale[0] <= scale[1]:
+    if len(scale) != 2 or not scale[0] <= scale[1]:
         raise AtlasError(f"{path}: `featurevis.transforms.scale` must be [smallest, largest] factor, "
                          f"such as [0.95, 1.05]; got {list(scale)}.")

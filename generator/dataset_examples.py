@@ -19,11 +19,13 @@ import dataclasses
 import hashlib
 import json
 import logging
+import math
 import shutil
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -276,32 +278,97 @@ class Example:
 
 
 class Examples:
-    """The stage's output: per unit its examples and the picture of them, in the cache."""
+    """The stage's output: per unit its examples and the picture of them, in the cache. Each
+    layer's files are read once."""
 
     def __init__(self, folder: Path, description: str):
         self.folder, self.description = folder, description
+        self._read: dict[tuple[str, str], Any] = {}
 
     def _layer(self, layer: str) -> Path:
         return self.folder / folder_name(layer)
 
+    def _data(self, layer: str, name: str) -> Any:
+        if (layer, name) not in self._read:
+            self._read[(layer, name)] = json.loads((self._layer(layer) / name).read_text(encoding="utf-8"))
+        return self._read[(layer, name)]
+
     def of(self, layer: str, unit: int) -> list[Example]:
-        data = json.loads((self._layer(layer) / "examples.json").read_text(encoding="utf-8"))
-        return [Example(e["image"], e["label"], e["value"], tuple(e["box"])) for e in data[unit]]
+        return [Example(e["image"], e["label"], e["value"], tuple(e["box"])) for e in self._data(layer, "examples.json")[unit]]
 
     def peaks(self, layer: str) -> list[float]:
         """Per unit of ``layer``, its largest activation over all the images read: at or below
         zero, the unit never fired."""
-        data = json.loads((self._layer(layer) / "examples.json").read_text(encoding="utf-8"))
-        return [chosen[0]["value"] if chosen else 0.0 for chosen in data]
+        return [chosen[0]["value"] if chosen else 0.0 for chosen in self._data(layer, "examples.json")]
 
     def activity(self, layer: str) -> list[float]:
         """Per unit of ``layer``, the share of the images read on which it fires (its largest
         value over positions is above zero)."""
-        data = json.loads((self._layer(layer) / "activity.json").read_text(encoding="utf-8"))
+        data = self._data(layer, "activity.json")
         return [fired / max(data["images"], 1) for fired in data["fired"]]
 
     def picture(self, layer: str, unit: int) -> Path:
         return self._layer(layer) / f"{unit}.webp"
+
+    def whole(self, layer: str, channels: int) -> bool:
+        """Whether the cache holds this layer's examples whole; a damaged layer is deleted (and so
+        made again)."""
+        folder = self._layer(layer)
+        if not (folder / "examples.json").is_file():
+            return False
+        problem = check_examples(folder, channels)
+        if problem is None:
+            return True
+        log.warning("cached dataset examples were damaged and are made again: %s (%s)", folder, problem)
+        shutil.rmtree(folder, ignore_errors=True)
+        return False
+
+
+def check_examples(folder: Path, channels: int | None = None) -> str | None:
+    """What is wrong with one layer's cached examples in ``folder`` (None: nothing): both data
+    files must parse and hold one well-formed entry per unit (``channels`` of them, when
+    given), with finite values, and every unit's strip must be a whole WebP file."""
+    try:
+        records = json.loads((folder / "examples.json").read_bytes().decode("utf-8"))
+        activity = json.loads((folder / "activity.json").read_bytes().decode("utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        return f"a data file is missing or does not parse ({type(error).__name__})"
+    if not isinstance(records, list) or (channels is not None and len(records) != channels):
+        return "examples.json does not hold one entry per unit"
+    if not isinstance(activity, dict) or not _count(activity.get("images")) or \
+            not isinstance(activity.get("fired"), list) or len(activity["fired"]) != len(records) or \
+            not all(_count(n) for n in activity["fired"]):
+        return "activity.json does not hold a count per unit"
+    for chosen in records:
+        if not isinstance(chosen, list) or not all(_example(e) for e in chosen):
+            return "examples.json holds an entry that is not a list of examples"
+    for unit in range(len(records)):
+        if not _whole_webp(folder / f"{unit}.webp"):
+            return f"the picture {unit}.webp is not a whole WebP file"
+    return None
+
+
+def _count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _example(entry: Any) -> bool:
+    return (isinstance(entry, dict) and _count(entry.get("image")) and isinstance(entry.get("label"), str)
+            and isinstance(entry.get("value"), (int, float)) and not isinstance(entry.get("value"), bool)
+            and math.isfinite(entry["value"]) and isinstance(entry.get("box"), list) and len(entry["box"]) == 4
+            and all(_count(b) for b in entry["box"]))
+
+
+def _whole_webp(path: Path) -> bool:
+    """A WebP file (RIFF container) whose header's length is the file's: not cut short or grown."""
+    try:
+        with open(path, "rb") as file:
+            header = file.read(12)
+            size = path.stat().st_size
+    except OSError:
+        return False
+    return (len(header) == 12 and header[:4] == b"RIFF" and header[8:12] == b"WEBP"
+            and int.from_bytes(header[4:8], "little") + 8 == size)
 
 
 def find_examples(config: AtlasConfig, network: TracedNetwork, graph: LayerGraph, weights: str) -> Examples | None:
@@ -314,7 +381,7 @@ def find_examples(config: AtlasConfig, network: TracedNetwork, graph: LayerGraph
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
     examples = Examples(Path(config.cache) / "examples" / weights[:16] / digest[:16],
                         f"{len(source):,} {'procedural images' if isinstance(source, ProceduralImages) else 'images from ' + Path(config.dataset.source).name}")
-    layers = [layer for layer in graph.layers if not (examples._layer(layer.name) / "examples.json").is_file()]
+    layers = [layer for layer in graph.layers if not examples.whole(layer.name, layer.channels)]
     if not layers:
         log.info("dataset examples: all layers from the cache %s", examples.folder)
         return examples
@@ -378,15 +445,13 @@ class Parts:
         path = self._path(first, stop)
         if not path.is_file():
             return None
-        try:
-            with safe_open(str(path), "pt") as stored:
-                tensors = {key: stored.get_tensor(key) for key in stored.keys()}
-                unreadable = json.loads(stored.metadata()["unreadable"])
-            found = {name: Strongest(**{field: tensors[f"{i}.{field}"] for field in self.FIELDS})
-                     for i, name in enumerate(self.names) if f"{i}.values" in tensors}
-        except (SafetensorError, OSError, KeyError, ValueError):
-            return None  # damaged: made again
-        return found, unreadable
+        part = read_part(path)
+        if isinstance(part, str):
+            log.warning("a cached shard of dataset examples was damaged and is made again: %s (%s)", path, part)
+            path.unlink(missing_ok=True)
+            return None
+        found, unreadable = part
+        return {name: found[str(i)] for i, name in enumerate(self.names) if str(i) in found}, unreadable
 
     def save(self, first: int, stop: int, found: dict[str, Strongest], unreadable: list[str]) -> None:
         tensors = {f"{i}.{field}": getattr(found[name], field).contiguous()
@@ -395,6 +460,34 @@ class Parts:
 
     def clear(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+def read_part(path: Path) -> tuple[dict[str, Strongest], list[str]] | str:
+    """A shard's result as :meth:`Parts.save` wrote it, by layer number, and its unreadable
+    images; or, for a damaged file, what is wrong with it."""
+    try:
+        with safe_open(str(path), "pt") as stored:
+            tensors = {key: stored.get_tensor(key) for key in stored.keys()}
+            unreadable = json.loads((stored.metadata() or {}).get("unreadable", "null"))
+        numbers = {key.partition(".")[0] for key in tensors}
+        found = {n: Strongest(**{field: tensors[f"{n}.{field}"] for field in Parts.FIELDS}) for n in numbers}
+    except (SafetensorError, OSError, KeyError, ValueError) as error:
+        return f"it does not read ({type(error).__name__})"
+    if not all(_well_formed(best) for best in found.values()):
+        return "its tensors have the wrong shapes or values"
+    if not isinstance(unreadable, list) or not all(isinstance(u, str) for u in unreadable):
+        return "its list of unreadable images is not a list of text"
+    return found, unreadable
+
+
+def _well_formed(best: Strongest) -> bool:
+    """Whether a shard's result read from disk has the shapes and types :func:`strongest` gives,
+    and finite values."""
+    shape = best.values.shape
+    return (best.values.dim() == 2 and best.values.is_floating_point() and bool(torch.isfinite(best.values).all())
+            and all(t.shape == shape and t.dtype == torch.long and bool((t >= 0).all())
+                    for t in (best.images, best.rows, best.columns))
+            and best.fired.shape == shape[:1] and best.fired.dtype == torch.long)
 
 
 def _here(model: torch.nn.Module, names: list[str], source, shards: list[tuple[int, int]], normalise: Normalise,
@@ -491,6 +584,8 @@ def _strip(images: list[np.ndarray], boxes: list[tuple[int, int, int, int]]) -> 
             continue
         small = whole.resize(small_size, Image.Resampling.LANCZOS)
         sx, sy = small_size[0] / whole.width, small_size[1] / whole.height
-        ImageDraw.Draw(small).rectangle((left * sx, top * sy, right * sx - 1, bottom * sy - 1), outline=(255, 0, 64))
+        x0, y0 = left * sx, top * sy  # the outline, at least one pixel wide and high
+        ImageDraw.Draw(small).rectangle((x0, y0, max(x0, right * sx - 1), max(y0, bottom * sy - 1)),
+                                        outline=(255, 0, 64))
         canvas.paste(small, (x + (PICTURE - small_size[0]) // 2, top_row))
     return webp(canvas, quality=EXAMPLES_QUALITY)

@@ -6,10 +6,16 @@ that GitHub Pages serves it as it is (its Jekyll drops folders whose names start
 straight into the branch: the working tree, the index and the current branch are never
 touched. The remote's branch is fetched first, so the new commit follows it and the push
 is a fast-forward from any clone.
+
+Only regular files that lie inside the atlas folder are published: a symbolic link (which
+could point at any file of the machine), a device, a FIFO or a socket there stops the
+publication, named, before anything is committed.
 """
 
 from __future__ import annotations
 
+import os
+import stat
 import subprocess
 from pathlib import Path
 
@@ -24,6 +30,13 @@ MESSAGE = "Publish Weight Atlas"  # the commit's message; the command line adds 
 def deploy(site: Path, remote: str = "origin", branch: str = "gh-pages", message: str | None = None) -> None:
     """Commit the built atlas ``site`` to ``branch`` and push that branch to ``remote``."""
     site = Path(site)
+    check_site(site)
+    check_target(remote, branch)
+    publish(site, remote, branch, message)
+
+
+def check_site(site: Path) -> None:
+    """Refuse a folder that is not a built atlas, or that holds anything but folders and regular files."""
     if not site.is_dir():
         raise AtlasError(f"There is no atlas at {site} to publish. Build it first (make atlas, or python -m "
                          f"generator build CONFIG), or pass the folder it was built into with --output.")
@@ -35,6 +48,33 @@ def deploy(site: Path, remote: str = "origin", branch: str = "gh-pages", message
         raise AtlasError(f"{site} holds a .git of its own (a worktree or clone of the published branch), which "
                          f"would be published with it. Publish from there with git (git -C {site} add -A, "
                          f"commit, push), or remove {site / '.git'} and run this again.")
+    strange = [f"{path.relative_to(site)} ({kind})" for path, kind in _not_regular(site)]
+    if strange:
+        shown = ", ".join(strange[:5]) + (f" and {len(strange) - 5} more" if len(strange) > 5 else "")
+        raise AtlasError(f"{site} holds {len(strange)} entr{'y that is' if len(strange) == 1 else 'ies that are'} "
+                         f"not a regular file: {shown}. Only the atlas's own files are published, never what a link "
+                         f"points to. Remove them, or rebuild the atlas (make atlas), and publish again.")
+
+
+def _not_regular(site: Path) -> list[tuple[Path, str]]:
+    """Every entry under ``site`` that is neither a folder nor a regular file, with what it is."""
+    found = []
+    for folder, folders, files in os.walk(site, followlinks=False):
+        for name in [*folders, *files]:
+            path = Path(folder) / name
+            mode = os.lstat(path).st_mode
+            if stat.S_ISLNK(mode):
+                found.append((path, f"a link to {os.readlink(path)[:100]}"))
+            elif not (stat.S_ISDIR(mode) or stat.S_ISREG(mode)):
+                kind = "a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "a device"
+                found.append((path, kind))
+    return sorted(found)
+
+
+def check_target(remote: str, branch: str) -> None:
+    """Refuse to publish where it cannot work (no repository, an unknown remote, a bad branch
+    name, the branch checked out), and fetch the remote's branch, which also tells that the
+    remote answers."""
     if _git("rev-parse", "--git-dir").returncode != 0:
         raise AtlasError("The current folder is not in a git repository, so there is no remote to publish to. "
                          "Run the command from your clone of the project.")
@@ -49,6 +89,10 @@ def deploy(site: Path, remote: str = "origin", branch: str = "gh-pages", message
         raise AtlasError(f"You are on the branch {branch!r}, which publishing replaces. Check out your working "
                          f"branch first, or publish to another one with --branch.")
     _fetch(remote, branch)
+
+
+def publish(site: Path, remote: str, branch: str, message: str | None) -> None:
+    """Commit ``site`` onto ``branch`` (after the remote's) and push it."""
     before = {_commit(f"refs/heads/{branch}"), _commit(f"refs/remotes/{remote}/{branch}")}
     try:
         ghp_import.ghp_import(str(site.resolve()), mesg=message or MESSAGE, remote=remote, branch=branch,

@@ -67,15 +67,14 @@ def family_features(graph: LayerGraph, weights: list[LayerWeights], norms: list[
     found = {name: [np.concatenate(blocks, axis=1)] for name, blocks in read.items()}
     if pictures is not None:
         for layer in graph.layers:
-            shrunk = np.stack([_shrunk(pictures.image(layer.name, u)) for u in range(layer.channels)])
+            shrunk = np.stack([_shrunk(pictures.picture(layer.name, u)) for u in range(layer.channels)])
             found.setdefault(layer.name, []).append(shrunk)
     return found
 
 
-def _shrunk(path) -> np.ndarray:
-    with Image.open(path) as image:
-        return np.asarray(image.convert("RGB").resize((PICTURE_SIDE, PICTURE_SIDE), Image.Resampling.BOX),
-                          dtype=np.float32)
+def _shrunk(image: Image.Image) -> np.ndarray:
+    return np.asarray(image.convert("RGB").resize((PICTURE_SIDE, PICTURE_SIDE), Image.Resampling.BOX),
+                      dtype=np.float32)
 
 
 def _ordered(layer: Layer, families: list[Family]) -> list[Family]:

@@ -15,9 +15,14 @@ a flat state dict with keys such as ``mixed3a_3x3_pre_relu_conv.weight``);
 
 from __future__ import annotations
 
+import io
+from pathlib import Path
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .files import atomic_write
 
 CONVERSION_URL = "https://github.com/ProGamerGov/pytorch-old-tensorflow-models/raw/master/inception5h.pth"
 INPUT_SIZE = 224
@@ -119,8 +124,13 @@ def to_conversion_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor
     return result
 
 
-def write_random_checkpoint(path: str, seed: int = 0) -> None:
-    """A checkpoint in the conversion's format with random weights (offline tests, benchmarks)."""
-    torch.manual_seed(seed)
-    torch.save(to_conversion_keys(InceptionV1().state_dict()), path)
+def write_random_checkpoint(path: str | Path, seed: int = 0) -> None:
+    """A checkpoint in the conversion's format with random weights (offline tests, benchmarks),
+    written whole or not at all."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        state = to_conversion_keys(InceptionV1().state_dict())
+    data = io.BytesIO()
+    torch.save(state, data)
+    atomic_write(Path(path), data.getvalue())
 

@@ -7,6 +7,7 @@ Every link is relative, so the site works from ``file://``, a sub-path or any se
 
 from __future__ import annotations
 
+import html
 import json
 import re
 import time
@@ -73,9 +74,9 @@ def layer_slugs(graph: LayerGraph) -> dict[str, str]:
     return dict(zip(names, distinct_slugs(names, "layer")))
 
 
-def plain_title(text: str) -> str:
-    """A title mkdocs may put into HTML unescaped: markup characters removed."""
-    return re.sub(r"[<>&\"'`]", "", text).strip() or "untitled"
+def html_title(text: str) -> str:
+    """A title for mkdocs, which puts page and navigation titles into HTML as they are: escaped here."""
+    return html.escape(text.strip()) or "untitled"
 
 
 @dataclass(frozen=True)
@@ -153,10 +154,10 @@ class PageWriter:
             self._write_layer(docs, layer, plots[layer.name])
         for group in self.structure.groups:
             self._write_group(docs, group)
-        families = [{plain_title(f"{g.layer}: {g.family}"): f"{self.group_files[(g.layer, g.family)]}.md"}
+        families = [{html_title(f"{g.layer}: {g.family}"): f"{self.group_files[(g.layer, g.family)]}.md"}
                     for g in self.structure.groups]
         return [{"Atlas": "index.md"}, {"How to read this atlas": "how-to-read.md"},
-                {"Layers": [{plain_title(layer.name): f"layers/{self.slugs[layer.name]}.md"}
+                {"Layers": [{html_title(layer.name): f"layers/{self.slugs[layer.name]}.md"}
                             for layer in self.graph.layers]}] + ([{"Families": families}] if families else [])
 
     def _plots(self, docs: Path, layer: Layer) -> list[LayerPlot]:
@@ -249,9 +250,9 @@ class PageWriter:
                         sources=sorted({s.layer for s in group.sources}))
 
     def _render_to(self, docs: Path, template: str, path: str, title: str, **context: Any) -> None:
-        # mkdocs puts front-matter titles into its pages unescaped; the page's own heading
-        # shows the exact, escaped name. Front matter is YAML, and JSON is valid YAML.
-        text = self.env.get_template(template).render(title=title, title_yaml=json.dumps(plain_title(title)), **context)
+        # mkdocs puts front-matter titles into its pages as they are, so they are escaped here.
+        # Front matter is YAML, and JSON is valid YAML.
+        text = self.env.get_template(template).render(title=title, title_yaml=json.dumps(html_title(title)), **context)
         files.write(docs / path, text.encode("utf-8"))
 
 

@@ -21,12 +21,14 @@ import os
 import re
 import shutil
 import signal
+import stat
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
+from markupsafe import Markup
 from mkdocs.commands.build import build as mkdocs_build
 from mkdocs.config import load_config
 
@@ -82,13 +84,14 @@ def mkdocs_site(docs: Path, site: Path, title: str, nav: list) -> None:
     write_shell(docs)
     settings = yaml.safe_load((SITE_CONFIG / "mkdocs.yml").read_text(encoding="utf-8"))
     settings["theme"]["custom_dir"] = str(SITE_CONFIG / settings["theme"].get("custom_dir", "overrides"))
-    # The theme writes site_name into every page's header and <title> without escaping it.
-    settings.update(site_name=html.escape(title), docs_dir=str(docs), site_dir=str(site), nav=nav)
+    settings.update(docs_dir=str(docs), site_dir=str(site), nav=nav)
     config_file = docs.parent / "mkdocs.yml"
     config_file.write_text(yaml.safe_dump(settings, sort_keys=False), encoding="utf-8")
     # mkdocs reports every page left out of nav at INFO level; the shell is, on purpose.
     logging.getLogger("mkdocs").setLevel(logging.WARNING)
-    mkdocs_build(load_config(str(config_file)))
+    # The theme writes site_name into headers and <title>s as it is, and into a tooltip through
+    # Jinja's escape filter: escaped text marked safe is right in both.
+    mkdocs_build(load_config(str(config_file), site_name=Markup(html.escape(title))))
     # The theme's 404 page links from the server root, which breaks under a sub-path
     # (GitHub Pages project sites); without it, hosts show their own. Without a site URL
     # the sitemap lists nothing, and it carries the build date: the site is better without.
@@ -184,6 +187,15 @@ def _exists(path: Path) -> bool:
     return path.exists() or path.is_symlink()
 
 
+def _real(path: Path) -> bool:
+    """A regular file or a folder, not a link (nor a device, FIFO or socket)."""
+    try:
+        mode = os.lstat(path).st_mode
+    except OSError:
+        return False
+    return stat.S_ISREG(mode) or stat.S_ISDIR(mode)
+
+
 @contextlib.contextmanager
 def staged_output(output: Path) -> Iterator[Path]:
     """A fresh folder to build into; on success its ``site`` becomes ``output``, else it is removed.
@@ -220,9 +232,12 @@ def staged_output(output: Path) -> Iterator[Path]:
                 if _exists(output):
                     output.rename(old)
                     for kept_name in KEPT:
-                        if _exists(old / kept_name):
+                        if _real(old / kept_name):
                             (old / kept_name).rename(site / kept_name)
                             kept.append(kept_name)
+                        elif _exists(old / kept_name):
+                            log.warning("not kept from the previous site: %s is not a regular file or folder (a "
+                                        "link could publish a file from outside the atlas)", output / kept_name)
                 site.rename(output)
             except BaseException:
                 for kept_name in kept:

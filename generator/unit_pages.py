@@ -169,10 +169,10 @@ class UnitPages:
             shown["featurevis"] = []
             for direction in self.pictures.directions:
                 name = f"{unit}.fv.webp" if direction > 0 else f"{unit}.fv-negative.webp"
-                with Image.open(self.pictures.image(layer, unit, direction)) as image:
-                    files.write(folder / name, webp(image))
-                    if direction > 0:
-                        files.write(folder / f"{unit}.thumb.webp", webp(image, THUMBNAIL))
+                image = self.pictures.picture(layer, unit, direction)
+                files.write(folder / name, webp(image))
+                if direction > 0:
+                    files.write(folder / f"{unit}.thumb.webp", webp(image, THUMBNAIL))
                 shown["featurevis"].append(dict(self.pictures.provenance(layer, unit, direction), image=name))
         if self.examples is not None:
             name = f"{unit}.examples.webp"

@@ -13,7 +13,11 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any
+
+from .errors import AtlasError
 
 MAX_WORKERS = 4  # more copies of a large build cost more memory than they save time
 
@@ -33,11 +37,35 @@ def forked_map(function: Callable[[Any], Any], items: Sequence[Any]) -> Iterator
         return
     _WORK = (function, items)
     try:
-        with multiprocessing.get_context("fork").Pool(workers, initializer=worker_started,
-                                                      initargs=(os.getpid(),)) as pool:
-            yield from pool.imap(_run, range(len(items)))
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"), initializer=worker_started,
+                                 initargs=(os.getpid(),)) as pool:
+            try:
+                yield from pool.map(_run, range(len(items)))
+            except BrokenProcessPool:
+                raise AtlasError(f"A worker process of the build died ({ended(pool)}); the build stopped. If the "
+                                 f"machine ran out of memory, close other programs or build on a larger one."
+                                 ) from None
     finally:
         _WORK = None
+
+
+def ended(pool: ProcessPoolExecutor) -> str:
+    """How the pool's dead workers ended, such as "killed by SIGKILL", for a message (the pool
+    itself stops the others with SIGTERM, which is left out when there is more to say)."""
+    how = set()
+    for process in list((getattr(pool, "_processes", None) or {}).values()):
+        process.join(1)
+        code = process.exitcode
+        if code is not None and code < 0:
+            try:
+                how.add(f"killed by {signal.Signals(-code).name}")
+            except ValueError:
+                how.add(f"killed by signal {-code}")
+        elif code:
+            how.add(f"exit status {code}")
+    if len(how) > 1:
+        how.discard("killed by SIGTERM")
+    return ", ".join(sorted(how)) or "it ended unexpectedly"
 
 
 def worker_started(build: int) -> None:

@@ -59,3 +59,4 @@ def killed_part_way(config: Path, cache: Path, pictures: int) -> int:
     build.send_signal(signal.SIGKILL)
     build.wait()
     return done()
+

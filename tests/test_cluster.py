@@ -240,7 +240,7 @@ def test_engine_settings_are_checked(tmp_path):
     for settings, message in (({"engine": "spark"}, "`featurevis.engine` must be local"),
                               ({"address": "10.0.0.1:6379"}, "needs `featurevis.engine: ray`"),
                               ({"precision": "fp16"}, "`featurevis.precision` must be float32 or bfloat16"),
-                              ({"batch": -1}, "`featurevis.batch` must be a whole number, 0 or more")):
+                              ({"batch": -1}, "`featurevis.batch` must be a whole number from 0 to 4,096")):
         path = _config(tmp_path, None, featurevis=settings)
         with pytest.raises(AtlasError, match=re.escape(message)):
             load_config(path)

@@ -23,14 +23,14 @@ def test_unknown_top_level_key(config_file):
 
 
 @pytest.mark.parametrize("settings, message", [
-    ({"ranking": {"top_k": 0}}, "positive whole number"),
-    ({"ranking": {"top_k": "many"}}, "positive whole number"),
+    ({"ranking": {"top_k": 0}}, "whole number from 1 to 1,000"),
+    ({"ranking": {"top_k": "many"}}, "whole number from 1 to 1,000"),
     ({"input": {"mean": "grey"}}, "list of finite numbers"),
     ({"input": {"mean": [0.5]}}, "one value per input channel"),
     ({"input": {"std": [0.0, 1.0, 1.0]}}, "must be positive"),
     ({"model": "default"}, "must be a mapping"),
-    ({"featurevis": {"learning_rate": float("inf")}}, "positive, finite number"),
-    ({"featurevis": {"learning_rate": float("nan")}}, "positive, finite number"),
+    ({"featurevis": {"learning_rate": float("inf")}}, "finite number above 0 and at most 100"),
+    ({"featurevis": {"learning_rate": float("nan")}}, "finite number above 0 and at most 100"),
     ({"input": {"mean": [float("nan"), 0.5, 0.5]}}, "list of finite numbers"),
     ({"input": {"std": [0.25, float("inf"), 0.25]}}, "list of finite numbers"),
     ({"title": 3}, "must be text"),
@@ -53,7 +53,7 @@ def test_missing_and_malformed_files(tmp_path):
     ({"title": None}, "must be text"),
     ({"model": {"source": None}}, "must be text"),
     ({"site": {"output": ""}}, "is empty"),
-    ({"ranking": {"hops": 9}}, "at most 3"),
+    ({"ranking": {"hops": 9}}, "from 1 to 3"),
     ({"layers": "conv1"}, "list of layer names"),
 ])
 def test_empty_and_out_of_range_values(config_file, settings, message):
@@ -71,7 +71,7 @@ def test_input_size_is_a_square_or_height_and_width(config_file, size, shape):
 @pytest.mark.parametrize("size", [0, -3, 2.5, True, "64", "40x56", [40], [40, 56, 3], [40, 0], [40.0, 56],
                                   [True, 56], None, {"height": 40}])
 def test_bad_input_sizes_name_the_key_and_an_example(config_file, size):
-    with pytest.raises(AtlasError, match=r"`input.size` must be a positive whole number .*224.*\[height, width\]"):
+    with pytest.raises(AtlasError, match=r"`input.size` must be a whole number of pixels .*224.*\[height, width\]"):
         load_config(config_file(input={"size": size}))
 
 

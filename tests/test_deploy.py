@@ -134,8 +134,8 @@ def test_make_deploy_passes_remote_and_branch():
     printed = subprocess.run(["make", "-n", "-C", str(ROOT), "deploy", "REMOTE=backup", "BRANCH=pages"],
                              check=True, capture_output=True, text=True).stdout
     deploy = [line for line in printed.splitlines() if " -m generator deploy " in line]
-    assert len(deploy) == 1 and "--remote backup --branch pages" in deploy[0]
-    assert any(" -m generator build " in line for line in printed.splitlines())
+    # one command: it checks the remote, builds the atlas, then publishes it
+    assert len(deploy) == 1 and "--build --remote backup --branch pages" in deploy[0]
 
 
 def test_pages_workflow():

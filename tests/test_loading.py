@@ -4,6 +4,7 @@ from safetensors.torch import save_file
 
 from generator import AtlasError, load_config
 from generator.loading import load_model
+from generator.page_weights import serve as served
 from tests.toy_models import SmallCNN
 
 
@@ -49,7 +50,7 @@ def test_missing_corrupt_and_unsafe_checkpoints(config_file, tmp_path):
     with pytest.raises(AtlasError, match="could not be read as a PyTorch state dict"):
         load_model(_config(config_file, "tests.toy_models:small_cnn", tmp_path / "junk.pt"))
     torch.save(SmallCNN(), tmp_path / "whole_model.pt")  # a pickled object, not a state dict
-    with pytest.raises(AtlasError, match="not loaded for safety"):
+    with pytest.raises(AtlasError, match="pickles Python objects .*never loads them"):
         load_model(_config(config_file, "tests.toy_models:small_cnn", tmp_path / "whole_model.pt"))
 
 
@@ -93,15 +94,18 @@ def test_inceptionv1_reads_the_conversion_format(config_file, tmp_path):
         ("1x1", 0, 64), ("3x3", 64, 192), ("5x5", 192, 224), ("pool_reduce", 224, 256)]
 
 
-def test_missing_checkpoint_is_downloaded_from_its_url(tmp_path):
-    from generator.loading import fetch
-
-    source = tmp_path / "published.safetensors"
-    save_file(SmallCNN().state_dict(), str(source))
-    target = tmp_path / "cache" / "net.safetensors"
-    assert fetch(target, source.as_uri()) == target and target.read_bytes() == source.read_bytes()
-    with pytest.raises(AtlasError, match="downloading it from .* failed.*put it at"):
-        fetch(tmp_path / "other.pth", "http://127.0.0.1:9/inception5h.pth")
+def test_missing_checkpoint_is_downloaded_from_its_url(config_file, tmp_path):
+    published = tmp_path / "published"
+    published.mkdir()
+    reference = SmallCNN()
+    save_file(reference.state_dict(), str(published / "net.safetensors"))
+    target = tmp_path / "downloads" / "net.safetensors"
+    with served(published) as base:
+        model = load_model(load_config(config_file(model={
+            "source": "tests.toy_models:small_cnn", "checkpoint": str(target), "url": f"{base}net.safetensors"})))
+    assert torch.equal(model.conv2.weight, reference.conv2.weight)
+    assert target.read_bytes() == (published / "net.safetensors").read_bytes()
+    assert sorted(p.name for p in target.parent.iterdir()) == ["net.safetensors"]  # no partial file left
 
 
 def test_torchvision_source_without_torchvision_is_explained(config_file, monkeypatch):
@@ -144,9 +148,9 @@ def test_torchvision_models_import_where_its_compiled_operators_do_not_load(monk
 def test_a_failing_factory_and_a_bad_url_are_reported(config_file, tmp_path):
     with pytest.raises(AtlasError, match=r"calling data_dependent_broken\(\) failed \(RuntimeError: weights server unavailable\)"):
         load_model(_config(config_file, "tests.toy_models:data_dependent_broken"))
-    from generator.loading import fetch
-
     target = tmp_path / "downloads" / "x.pth"
-    with pytest.raises(AtlasError, match="downloading it from not-a-url failed"):
-        fetch(target, "not-a-url")
+    config = load_config(config_file(model={"source": "tests.toy_models:small_cnn", "checkpoint": str(target),
+                                            "url": "http://127.0.0.1:9/inception5h.pth"}))
+    with pytest.raises(AtlasError, match="downloading it from http://127.0.0.1:9/inception5h.pth failed.*put it at"):
+        load_model(config)
     assert list(target.parent.iterdir()) == []  # no partial download left behind

@@ -32,7 +32,7 @@ from tests.toy_models import HostileNames
 HOSTILE_LABELS = {"units": {
     "x/y": {0: {"label": "<script>alert(1)</script>", "family": "a/b"}, 1: {"label": "..", "family": "a-b"},
             2: {"family": "a/b"}, 3: {"family": "a-b"}},
-    "ünïcödé ✓": {0: {"label": "ünï ✓ " + "long " * 80, "family": "<b>bold</b>"}, 1: {"family": "<b>bold</b>"}},
+    "ünïcödé ✓": {0: {"label": "ünï ✓ " + "long " * 38, "family": "<b>bold</b>"}, 1: {"family": "<b>bold</b>"}},
 }}
 
 

@@ -242,3 +242,55 @@ def data_dependent_broken():
 
 def absolute():
     return Absolute()
+
+
+# -- factories that misbehave (tests/test_hostile.py) ----------------------------------------
+def exits():
+    """A factory that ends the program instead of returning a model."""
+    import sys
+
+    sys.exit(0)
+
+
+def changes_global_state():
+    """A factory that turns off gradients, makes float64 the default and reseeds every generator."""
+    import random
+
+    import numpy as np
+
+    torch.set_grad_enabled(False)
+    torch.set_default_dtype(torch.float64)
+    torch.manual_seed(123)
+    np.random.seed(123)
+    random.seed(123)
+    with torch.device("cpu"):
+        model = SmallCNN()
+    return model.float()
+
+
+def dies_in_workers():
+    """:class:`SmallCNN` in the build's own process; in a worker process, a fatal signal."""
+    import multiprocessing
+    import os
+    import signal
+
+    if multiprocessing.parent_process() is not None:
+        os.kill(os.getpid(), signal.SIGABRT)
+    return seeded_cnn()
+
+
+class Thin(nn.Module):
+    """Reads one row of pixels (1 x 1000): kernels of 1 x 5 and 1 x 3."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 4, (1, 5), padding=(0, 2))
+        self.conv2 = nn.Conv2d(4, 4, (1, 3), padding=(0, 1))
+
+    def forward(self, x):
+        return self.conv2(F.relu(self.conv1(x)))
+
+
+def thin():
+    torch.manual_seed(0)
+    return Thin()

@@ -14,14 +14,17 @@ import logging
 import math
 import multiprocessing
 import os
+import sys
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+from PIL import Image
 from torch import nn
 
 from ..cluster import Cluster, Shared
@@ -29,7 +32,7 @@ from ..config import AtlasConfig
 from ..errors import AtlasError
 from ..graph import LayerGraph, find_layers
 from ..network import TracedNetwork
-from ..workers import worker_started
+from ..workers import ended, worker_started
 from .cache import PictureCache
 from .optimise import Job, Picture, fitting_batch, model_for, render
 from .progress import Progress
@@ -49,6 +52,10 @@ class Pictures:
 
     def image(self, layer: str, unit: int, direction: int = 1) -> Path:
         return self.cache.image(layer, unit, direction)
+
+    def picture(self, layer: str, unit: int, direction: int = 1) -> Image.Image:
+        """The picture, decoded (an :class:`AtlasError` if its file turns out damaged)."""
+        return self.cache.picture(layer, unit, direction)
 
     def provenance(self, layer: str, unit: int, direction: int = 1) -> dict[str, Any]:
         return self.cache.provenance(layer, unit, direction)
@@ -172,6 +179,10 @@ def run_jobs(jobs: list[Job], config: AtlasConfig, network: TracedNetwork, graph
         try:
             for future in as_completed(futures):
                 yield future.result()
+        except BrokenProcessPool:
+            raise AtlasError(f"A feature-visualisation worker process died ({ended(pool)}); the build stopped. "
+                             f"Finished pictures are cached. If the machine ran out of memory, set a smaller "
+                             f"`featurevis.batch` or `featurevis.jobs`, then build again.") from None
         except BaseException:  # an error, Ctrl-C or SIGTERM: stop now, finished pictures are cached
             # Running jobs would be waited for and thrown away: end the workers, which fails
             # every job left (the executor has no public way to before Python 3.14).
@@ -204,7 +215,11 @@ def _start_worker(config: AtlasConfig, device: str, threads: int, build: int) ->
     global _WORKER
     worker_started(build)
     torch.set_num_threads(threads)
-    network = TracedNetwork(load_model(config), config.input.shape)  # traced once per worker
+    try:
+        network = TracedNetwork(load_model(config), config.input.shape)  # traced once per worker
+    except Exception as error:  # the build's own load succeeded: a factory that is not deterministic
+        print(f"error: a worker could not load the model: {str(error)[:500]}", file=sys.stderr)
+        os._exit(3)  # the build reports the worker's end
     _WORKER = _Worker(config, network, find_layers(network), torch.device(device))
 
 

@@ -103,11 +103,12 @@ def render(model: nn.Module, job: Job, settings: FeatureVisConfig, inp: InputCon
         return value.float()
 
     optimiser = torch.optim.Adam(image.parameters(), lr=settings.learning_rate)
-    for step in range(settings.steps):
-        optimiser.zero_grad(set_to_none=True)
-        loss = -objective(values(views(image(), thetas[step]))).sum()
-        loss.backward()
-        optimiser.step()
+    with torch.enable_grad():  # whatever grad mode the caller left on
+        for step in range(settings.steps):
+            optimiser.zero_grad(set_to_none=True)
+            loss = -objective(values(views(image(), thetas[step]))).sum()
+            loss.backward()
+            optimiser.step()
     with torch.no_grad():
         final = image()
         units = torch.tensor(job.units, device=device)
