@@ -124,11 +124,12 @@ def build_atlas(config: AtlasConfig, output: str | Path | None = None) -> BuildR
     readers = {w.dst for w in composed.weights if w.hops == 1 and w.src is not None}
     structure = Structure(
         factors, annotations,
-        layer_families(graph, annotations, family_features(graph, composed.weights, norms, pictures),
+        layer_families(graph, annotations, family_features(graph, composed.weights, norms, pictures, examples),
                        config.factors.families),
         [group_factors(composed.weights, layer, family, members) for layer, family, members in annotations.groups()
          if layer in readers and len(members) > 1],
-        {(w.src, w.dst): l2 for w, l2 in zip(composed.weights, norms) if w.hops == 1 and w.src is not None})
+        {(w.src, w.dst): l2 for w, l2 in zip(composed.weights, norms) if w.hops == 1 and w.src is not None},
+        {(w.src, w.dst): w for w in composed.weights if w.hops == 1 and w.src is not None})
     t = done("families", t)
     summary = ModelSummary(config.title, sum(p.numel() for p in model.parameters()), len(units), input_shape,
                            weights)

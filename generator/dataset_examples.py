@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import io
 import json
 import logging
 import math
@@ -44,7 +45,8 @@ from .render import webp
 
 log = logging.getLogger("weight_atlas")
 
-ALGORITHM = 3  # raise when a change here changes which examples are chosen or how they look
+ALGORITHM = 4  # raise when a change here changes which examples are chosen or how they look, or what is kept
+RESPONSES = 1024  # images whose every unit's response is kept (for families): the first ones
 BATCH = 128
 PROCEDURAL_BATCH = 256
 PICTURE = 64  # pixels per crop and per whole image in a unit's strip of examples
@@ -83,10 +85,15 @@ class FolderImages:
             if indices:
                 yield indices, torch.from_numpy(np.stack(pixels)).permute(0, 3, 1, 2).float() / 255
 
-    def fetch(self, indices: set[int]) -> dict[int, tuple[np.ndarray, str]]:
-        """The images ``indices`` as ``[height, width, channels]`` uint8, with their labels (paths)."""
-        return {i: (load_image(self.files[i], self.size, self.channels), str(self.files[i].relative_to(self.root)))
-                for i in sorted(indices)}
+    def fetch(self, indices: set[int]) -> dict[int, tuple[np.ndarray, str, dict[str, str]]]:
+        """The images ``indices`` as ``[height, width, channels]`` uint8, with their labels (paths)
+        and attributes (the folder an image is in, below the dataset's: often its class)."""
+        found = {}
+        for i in sorted(indices):
+            relative = self.files[i].relative_to(self.root)
+            folder = {"folder": str(relative.parent)} if relative.parent != Path(".") else {}
+            found[i] = (load_image(self.files[i], self.size, self.channels), str(relative), folder)
+        return found
 
 
 class ProceduralImages:
@@ -116,8 +123,9 @@ class ProceduralImages:
             images = self._batch(number).images
             yield list(range(number * PROCEDURAL_BATCH, number * PROCEDURAL_BATCH + len(images))), images
 
-    def fetch(self, indices: set[int]) -> dict[int, tuple[np.ndarray, str]]:
-        """The images ``indices`` as ``[size, size, 3]`` uint8, with labels naming what they show."""
+    def fetch(self, indices: set[int]) -> dict[int, tuple[np.ndarray, str, dict[str, str]]]:
+        """The images ``indices`` as ``[size, size, 3]`` uint8, with labels naming what they show
+        and their labelled attributes."""
         from .default_model.procedural import ATTRIBUTES
 
         found = {}
@@ -126,9 +134,17 @@ class ProceduralImages:
             for i in sorted(i for i in indices if i // PROCEDURAL_BATCH == number):
                 j = i % PROCEDURAL_BATCH
                 pixels = (batch.images[j].permute(1, 2, 0) * 255).round().to(torch.uint8).numpy()
-                hue, shape, grating = (ATTRIBUTES[a][int(batch.labels[a][j])] for a in ("hue", "shape", "orientation"))
-                found[i] = (pixels, f"procedural image {i}: {hue} {shape} on a {grating} grating")
+                attributes = {name: values[int(batch.labels[name][j])] for name, values in ATTRIBUTES.items()}
+                found[i] = (pixels, f"procedural image {i}: {_described(attributes)}", attributes)
         return found
+
+
+def _described(attributes: dict[str, str]) -> str:
+    """A procedural image's attributes in words: "green ring on a 45deg grating", others after it."""
+    rest = {k: v for k, v in attributes.items() if k not in ("hue", "shape", "orientation")}
+    main = (f"{attributes['hue']} {attributes['shape']} on a {attributes['orientation']} grating"
+            if {"hue", "shape", "orientation"} <= set(attributes) else "")
+    return ", ".join([main] * bool(main) + [f"{k} {v}" for k, v in rest.items()])
 
 
 def image_source(config: AtlasConfig) -> FolderImages | ProceduralImages | None:
@@ -171,11 +187,13 @@ class Strongest:
     rows: torch.Tensor  # [units, top] position of the maximum (0 for a layer with no positions)
     columns: torch.Tensor
     fired: torch.Tensor  # [units]: on how many images the unit's maximum is above zero
+    responses: torch.Tensor  # [units, RESPONSES]: its maximum on each of the first images (0 beyond them)
 
     @staticmethod
     def empty(units: int) -> Strongest:
         nothing = torch.empty(units, 0)
-        return Strongest(nothing, nothing.long(), nothing.long(), nothing.long(), fired=torch.zeros(units, dtype=torch.long))
+        return Strongest(nothing, nothing.long(), nothing.long(), nothing.long(), fired=torch.zeros(units, dtype=torch.long),
+                         responses=torch.zeros(units, RESPONSES))
 
     def merged(self, other: Strongest, top: int) -> Strongest:
         """The strongest ``top`` of both, by value, ties to the earlier image: the same whatever
@@ -185,7 +203,8 @@ class Strongest:
         by_image = torch.sort(joined[1], dim=1, stable=True).indices
         strongest_first = torch.sort(joined[0].gather(1, by_image), dim=1, descending=True, stable=True).indices
         order = by_image.gather(1, strongest_first[:, :top])
-        return Strongest(*(t.gather(1, order) for t in joined), fired=self.fired + other.fired)
+        return Strongest(*(t.gather(1, order) for t in joined), fired=self.fired + other.fired,
+                         responses=self.responses + other.responses)
 
 
 SHARD = 1024  # images per shard (a Ray task; a part kept on disk): a multiple of both batch sizes
@@ -209,8 +228,11 @@ def strongest(model: torch.nn.Module, names: list[str], batches: Iterable[tuple[
                         f"overflows float32 (are its weights far too large?). Check the checkpoint, or build "
                         f"without dataset examples (leave `dataset.source` out).")
                 width = value.shape[3] if value.dim() == 4 else 1
+                responses = torch.zeros(peak.shape[1], RESPONSES)
+                first = index < RESPONSES
+                responses[:, index[first]] = peak[first].T
                 batch = Strongest(peak.T, index.expand(peak.shape[1], -1), (where // width).T, (where % width).T,
-                                  fired=(peak > 0).sum(dim=0))
+                                  fired=(peak > 0).sum(dim=0), responses=responses)
                 found[name] = found[name].merged(batch, top=top) if name in found else \
                     Strongest.empty(peak.shape[1]).merged(batch, top=top)
             progress(len(indices))
@@ -310,6 +332,15 @@ class Examples:
     def picture(self, layer: str, unit: int) -> Path:
         return self._layer(layer) / f"{unit}.webp"
 
+    def responses(self, layer: str) -> np.ndarray:
+        """Per unit of ``layer``, its largest value on each of the first (up to ``RESPONSES``) images:
+        ``[units, images]``."""
+        return np.load(self._layer(layer) / "responses.npy", allow_pickle=False).astype(np.float32)
+
+    def attributes(self, layer: str, unit: int) -> list[dict[str, str]]:
+        """The attributes of each of the unit's examples (such as hue and shape), strongest first."""
+        return [e.get("attributes", {}) for e in self._data(layer, "examples.json")[unit]]
+
     def whole(self, layer: str, channels: int) -> bool:
         """Whether the cache holds this layer's examples whole; a damaged layer is deleted (and so
         made again)."""
@@ -342,6 +373,12 @@ def check_examples(folder: Path, channels: int | None = None) -> str | None:
     for chosen in records:
         if not isinstance(chosen, list) or not all(_example(e) for e in chosen):
             return "examples.json holds an entry that is not a list of examples"
+    try:
+        responses = np.load(folder / "responses.npy", allow_pickle=False)
+    except (OSError, ValueError) as error:
+        return f"responses.npy is missing or does not read ({type(error).__name__})"
+    if responses.ndim != 2 or len(responses) != len(records) or not np.isfinite(responses).all():
+        return "responses.npy does not hold finite responses, a row per unit"
     for unit in range(len(records)):
         if not _whole_webp(folder / f"{unit}.webp"):
             return f"the picture {unit}.webp is not a whole WebP file"
@@ -356,7 +393,9 @@ def _example(entry: Any) -> bool:
     return (isinstance(entry, dict) and _count(entry.get("image")) and isinstance(entry.get("label"), str)
             and isinstance(entry.get("value"), (int, float)) and not isinstance(entry.get("value"), bool)
             and math.isfinite(entry["value"]) and isinstance(entry.get("box"), list) and len(entry["box"]) == 4
-            and all(_count(b) for b in entry["box"]))
+            and all(_count(b) for b in entry["box"])
+            and isinstance(entry.get("attributes", {}), dict)
+            and all(isinstance(k, str) and isinstance(v, str) for k, v in entry.get("attributes", {}).items()))
 
 
 def _whole_webp(path: Path) -> bool:
@@ -431,7 +470,7 @@ class Parts:
     """Each finished shard's strongest images of some layers, kept on disk until those layers
     are written, so a build stopped part way reads only the shards it had not finished."""
 
-    FIELDS = ("values", "images", "rows", "columns", "fired")
+    FIELDS = ("values", "images", "rows", "columns", "fired", "responses")
 
     def __init__(self, folder: Path, names: list[str]):
         self.root = folder / "parts"
@@ -487,7 +526,8 @@ def _well_formed(best: Strongest) -> bool:
     return (best.values.dim() == 2 and best.values.is_floating_point() and bool(torch.isfinite(best.values).all())
             and all(t.shape == shape and t.dtype == torch.long and bool((t >= 0).all())
                     for t in (best.images, best.rows, best.columns))
-            and best.fired.shape == shape[:1] and best.fired.dtype == torch.long)
+            and best.fired.shape == shape[:1] and best.fired.dtype == torch.long
+            and best.responses.shape == (shape[0], RESPONSES) and bool(torch.isfinite(best.responses).all()))
 
 
 def _here(model: torch.nn.Module, names: list[str], source, shards: list[tuple[int, int]], normalise: Normalise,
@@ -539,16 +579,20 @@ def strongest_on_worker(shared, shard, device: torch.device) -> tuple[dict[str, 
     return found, source.unreadable
 
 
-def _write_layer(folder: Path, best: Strongest, window, shape, images: dict[int, tuple[np.ndarray, str]],
-                 size: tuple[int, int], count: int) -> None:
+def _write_layer(folder: Path, best: Strongest, window, shape,
+                 images: dict[int, tuple[np.ndarray, str, dict[str, str]]], size: tuple[int, int], count: int) -> None:
     atomic_write(folder / "activity.json", json.dumps({"images": count, "fired": best.fired.tolist()}).encode())
+    responses = io.BytesIO()
+    np.save(responses, best.responses[:, :min(count, RESPONSES)].numpy().astype(np.float16), allow_pickle=False)
+    atomic_write(folder / "responses.npy", responses.getvalue())
     records = []
     for unit in range(len(best.values)):
         chosen = []
         for value, image, row, column in zip(*(t[unit].tolist() for t in
                                                (best.values, best.images, best.rows, best.columns))):
             box = crop_box(window, tuple(shape[1:3]) if len(shape) == 3 else (1, 1), row, column, size)
-            chosen.append({"image": image, "label": images[image][1], "value": round(value, 6), "box": box})
+            chosen.append({"image": image, "label": images[image][1], "attributes": images[image][2],
+                           "value": round(value, 6), "box": box})
         records.append(chosen)
         atomic_write(folder / f"{unit}.webp", _strip([as_rgb(images[e["image"]][0]) for e in chosen],
                                                      [e["box"] for e in chosen]))

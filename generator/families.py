@@ -1,11 +1,14 @@
 """Families: the groups a layer's units are shown in.
 
-Annotated families come from the labels file. A layer with none gets *automatic*
-families: k-means (scikit-learn) over what each unit reads (its input L2 norms, each unit
-scaled to one) and, when the atlas has feature visualisations, over how its picture looks,
-both given equal weight. A mixed layer is clustered branch by branch, so its families
-keep to one branch. Every unit is in exactly one family; units in no annotated family,
-and automatic families of one unit, are together under "other units".
+Annotated families come from the labels file. The rest of a layer's units get *automatic*
+families: k-means (scikit-learn) over what each unit does. With dataset examples that is
+its response to each of the first dataset images (so units that fire on the same images
+go together); without them, how its feature visualisation looks; without either, what it
+reads (its input kernels' L2 norms). Units that never fire on the dataset are one family of
+their own. An automatic family is named by what its members share, where one thing stands
+out: their labels (class names), or the attributes of their dataset examples (such as a
+hue and a shape, or an image folder). Every unit is in exactly one family; automatic
+families of one unit are together under "other units".
 """
 
 from __future__ import annotations
@@ -15,7 +18,6 @@ from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
-
 from PIL import Image
 
 from .annotations import Annotations
@@ -24,8 +26,12 @@ from .graph import Layer, LayerGraph
 
 DIMENSIONS = 128  # units are clustered in a random projection to this many dimensions
 PICTURE_SIDE = 8  # a feature visualisation, shrunk to this many pixels a side, as clustering features
+SHARED = 0.5  # a label or attribute names a family when at least this share of its members' examples have it
+NAME_PARTS = 2  # attribute values in a family's name, at most
+LIFT = 2.0  # ... and at least this many times as often as among all of the layer's examples
 
 OTHER = "other units"
+DEAD = "never fire"
 
 
 @dataclass(frozen=True)
@@ -36,39 +42,58 @@ class Family:
     note: str = ""  # for automatic families: what they have in common, such as their branch
 
 
-def layer_families(graph: LayerGraph, annotations: Annotations, features: dict[str, list[np.ndarray]],
-                   count: int = 0) -> dict[str, list[Family]]:
-    """Per layer, its families, largest first, "other units" last.
+@dataclass(frozen=True)
+class UnitFeatures:
+    """What one layer's units are clustered on, and what can name their families."""
 
-    ``features[layer]`` holds blocks ``[units, d]`` to cluster on (any may be missing);
+    rows: np.ndarray  # [units, d]
+    basis: str  # "responses", "pictures" or "weights"
+    dead: tuple[int, ...] = ()  # units that never fire on the dataset
+    attributes: tuple[tuple[dict[str, str], ...], ...] = ()  # per unit, its examples' attributes
+
+
+def layer_families(graph: LayerGraph, annotations: Annotations, features: dict[str, UnitFeatures],
+                   count: int = 0) -> dict[str, list[Family]]:
+    """Per layer, its families, largest first, "never fire" and "other units" last.
+
     ``count`` is the number of automatic families per layer (0: about sqrt(units / 2)).
     """
     found = {}
     for layer in graph.layers:
         named = annotations.families(layer.name)
-        if named:
-            families = [Family(name, tuple(units), False) for name, units in named.items()]
-        else:
-            families = _clustered(layer, features.get(layer.name, []), count)
+        families = [Family(name, tuple(units), False) for name, units in named.items()]
+        placed = {u for units in named.values() for u in units}
+        rest = [u for u in range(layer.channels) if u not in placed]
+        features_of = features.get(layer.name)
+        if rest and features_of is not None:
+            families += _clustered(layer, features_of, rest, annotations, count)
         found[layer.name] = _ordered(layer, families)
     return found
 
 
 def family_features(graph: LayerGraph, weights: list[LayerWeights], norms: list[np.ndarray],
-                    pictures=None) -> dict[str, list[np.ndarray]]:
-    """Per layer, what its units are clustered on: the norms of their input kernels from each
-    layer they read (a first layer's kernels themselves) and, with ``pictures``, their positive
-    feature visualisations shrunk to a few pixels."""
+                    pictures=None, examples=None) -> dict[str, UnitFeatures]:
+    """Per layer, what its units are clustered on: their responses to the dataset images with
+    ``examples``, else their positive feature visualisations shrunk to a few pixels with
+    ``pictures``, else the norms of their input kernels from each layer they read (a first
+    layer's kernels themselves)."""
     read: dict[str, list[np.ndarray]] = {}
     for w, l2 in zip(weights, norms):
         if w.hops == 1:
             block = w.kernel if w.src is None else l2
             read.setdefault(w.dst, []).append(block.reshape(len(block), -1))
-    found = {name: [np.concatenate(blocks, axis=1)] for name, blocks in read.items()}
-    if pictures is not None:
-        for layer in graph.layers:
+    found = {}
+    for layer in graph.layers:
+        if examples is not None:
+            responses = examples.responses(layer.name)
+            dead = tuple(np.flatnonzero(np.asarray(examples.peaks(layer.name)) <= 0).tolist())
+            attributes = tuple(tuple(examples.attributes(layer.name, u)) for u in range(layer.channels))
+            found[layer.name] = UnitFeatures(responses, "responses", dead, attributes)
+        elif pictures is not None:
             shrunk = np.stack([_shrunk(pictures.picture(layer.name, u)) for u in range(layer.channels)])
-            found.setdefault(layer.name, []).append(shrunk)
+            found[layer.name] = UnitFeatures(shrunk.reshape(layer.channels, -1), "pictures")
+        elif layer.name in read:
+            found[layer.name] = UnitFeatures(np.concatenate(read[layer.name], axis=1), "weights")
     return found
 
 
@@ -78,30 +103,54 @@ def _shrunk(image: Image.Image) -> np.ndarray:
 
 
 def _ordered(layer: Layer, families: list[Family]) -> list[Family]:
-    """Largest first; units in no family, and families of one, as "other units" at the end."""
-    kept = sorted((f for f in families if len(f.units) > 1), key=lambda f: (-len(f.units), f.units[0]))
+    """Largest first, "never fire" after them; units in no family, and automatic families of
+    one, as "other units" at the end."""
+    kept = sorted((f for f in families if len(f.units) > 1 or not f.automatic),
+                  key=lambda f: (f.name == DEAD, -len(f.units), f.units[0]))
     placed = {u for f in kept for u in f.units}
     rest = tuple(u for u in range(layer.channels) if u not in placed)
     return kept + ([Family(OTHER, rest, all(f.automatic for f in families))] if rest else [])
 
 
-def _clustered(layer: Layer, blocks: list[np.ndarray], count: int) -> list[Family]:
-    """Automatic families: k-means within each branch (so a family never mixes branches), or
-    over the whole layer when it has none; ``count`` families per layer, shared out by size."""
-    if not blocks or layer.channels < 4:
-        return []
-    data = np.concatenate([_unit_rows(b) for b in blocks], axis=1)
-    spans = [(b.start, b.stop) for b in layer.branches] or [(0, layer.channels)]
+def _clustered(layer: Layer, features: UnitFeatures, units: list[int], annotations: Annotations,
+               count: int) -> list[Family]:
+    """Automatic families of ``units`` (those in no annotated family): k-means over their
+    features, the units that never fire apart; each named by what its members share."""
+    dead = [u for u in units if u in set(features.dead)]
+    alive = [u for u in units if u not in set(features.dead)]
+    families = [Family(DEAD, tuple(dead), True, "no activation above zero on any dataset image")] if len(dead) > 1 else []
+    if len(alive) < 4:
+        return families + ([Family("", tuple(alive), True)] if alive else [])
     total = count or max(2, round(np.sqrt(layer.channels / 2)))
-    families = []
-    for start, stop in spans:
-        share = max(1, round(total * (stop - start) / layer.channels)) if count else \
-            max(1, round(np.sqrt((stop - start) / 2)))
-        for members in _kmeans(data[start:stop], share):
-            families.append(Family("", tuple(start + u for u in members), True,
-                                   _common_branch(layer, tuple(start + u for u in members))))
-    ordered = sorted(families, key=lambda f: (-len(f.units), f.units[0]))
-    return [Family(f"family {i + 1}", f.units, True, f.note) for i, f in enumerate(ordered)]
+    share = max(1, round(total * len(alive) / layer.channels))
+    clusters = [tuple(alive[i] for i in members) for members in _kmeans(_unit_rows(features.rows[alive]), share)]
+    clusters.sort(key=lambda members: (-len(members), members[0]))
+    names: Counter[str] = Counter()
+    for number, members in enumerate(clusters, start=1):
+        name = _name(layer, members, features, annotations) or f"family {number}"
+        names[name] += 1
+        families.append(Family(name if names[name] == 1 else f"{name} ({names[name]})", members, True,
+                               _common_branch(layer, members)))
+    return families
+
+
+def _name(layer: Layer, members: tuple[int, ...], features: UnitFeatures, annotations: Annotations) -> str | None:
+    """What the members share, when something stands out: a label most of them carry (such as a
+    class name), else the attribute values most of their dataset examples have, and that are
+    rarer among the layer's examples (up to two; a number is named with its attribute)."""
+    labels = Counter(label for u in members if (label := annotations.label(layer.name, u)))
+    if labels and labels.most_common(1)[0][1] >= SHARED * len(members):
+        return labels.most_common(1)[0][0]
+    if not features.attributes:
+        return None
+    everyone = [e for examples in features.attributes for e in examples]
+    base = Counter((k, v) for e in everyone for k, v in e.items())
+    examples = [e for u in members for e in features.attributes[u]]
+    counts = Counter((k, v) for e in examples for k, v in e.items())
+    common = [(n, k, v) for (k, v), n in counts.items()
+              if n >= SHARED * len(examples) and n / len(examples) >= LIFT * base[(k, v)] / len(everyone)]
+    parts = [f"{k} {v}" if v[:1].isdigit() else v for _, k, v in sorted(common, key=lambda c: -c[0])[:NAME_PARTS]]
+    return " ".join(parts) or None
 
 
 def _kmeans(data: np.ndarray, count: int) -> list[list[int]]:
@@ -129,7 +178,7 @@ def _unit_rows(block: np.ndarray) -> np.ndarray:
 
 
 def _common_branch(layer: Layer, members: tuple[int, ...]) -> str:
-    """"mostly BRANCH" when at least 60% of the members lie in one branch."""
+    """"all BRANCH" or "mostly BRANCH" when at least 60% of the members lie in one branch."""
     if not layer.branches:
         return ""
     counts = Counter(b.name for u in members if (b := layer.branch_of(u)))

@@ -23,8 +23,9 @@ import yaml
 from .annotations import Annotations
 from .config import AtlasConfig
 from . import files
+from .expanded import LayerWeights
 from .factors import GroupFactors, LayerFactors
-from .families import Family
+from .families import DEAD, OTHER, Family
 from .graph import Layer, LayerGraph
 from .plots import LayerPlot, layer_plots
 from .ranking import UnitWeights
@@ -83,13 +84,15 @@ def html_title(text: str) -> str:
 class Structure:
     """How the atlas organises units beyond their connections: each unit's weight factors,
     people's labels and families, automatic families, the factors of annotated families, and
-    the kernel norms between adjacent layers (``norms[(src, dst)]``: ``[dst units, src units]``)."""
+    the kernels and kernel norms between adjacent layers (``norms[(src, dst)]``: ``[dst units,
+    src units]``)."""
 
     factors: dict[str, LayerFactors]
     annotations: Annotations
     families: dict[str, list[Family]]
     groups: list[GroupFactors]
     norms: dict[tuple[str, str], np.ndarray]
+    kernels: dict[tuple[str, str], LayerWeights]  # the weights between adjacent layers, by (src, dst)
 
 
 @dataclass(frozen=True)
@@ -192,7 +195,9 @@ class PageWriter:
                         factor_css=self.unit_pages.factor_css(layer.name, "../", CELL_FACTOR),
                         explained=float(np.median(factors.explained)) if factors else None,
                         grouped=self.config.factors.grouped,
-                        automatic=any(f.automatic for f in self.structure.families[layer.name]),
+                        automatic=all(f.automatic for f in self.structure.families[layer.name]),
+                        clustered_on="how they respond to the dataset images" if self.examples else
+                                     "how their pictures look" if self.pictures else "what they read",
                         labels_file=self.structure.annotations.source and Path(self.structure.annotations.source).name)
 
     def fill_layers(self, site: Path) -> None:
@@ -261,14 +266,28 @@ class PageWriter:
         return f"{root}units/{self.slugs[layer]}/{unit}{suffix}"
 
     def _samplers(self) -> list[dict[str, Any]]:
-        """For the index: a few units of every layer, evenly spread over its channels."""
+        """For the index: a few units of every layer, one from each family first (largest families
+        first, units that never fire last), each named by its label or family. A unit is shown
+        by its picture, or without pictures by its weight-factor picture."""
         rows = []
-        for layer in self.graph.layers:
-            count = min(SAMPLER, layer.channels)
-            units = sorted({round(i * (layer.channels - 1) / max(count - 1, 1)) for i in range(count)})
-            rows.append({"layer": layer.name, "href": f"layers/{self.slugs[layer.name]}.html",
-                         "cells": [{"unit": u, "href": self._href(layer.name, u, ""),
-                                    "picture": self.unit_pages.picture_tag(layer.name, u, "", 48)} for u in units]})
+        for number, layer in enumerate(self.graph.layers):
+            peaks = self.examples.peaks(layer.name) if self.examples else [1.0] * layer.channels
+            families = [f for f in self.structure.families[layer.name] if f.name != DEAD]
+            ranked = [sorted(f.units, key=lambda u: (not self.structure.annotations.label(layer.name, u),
+                                                     -peaks[u], u)) for f in families]
+            chosen: list[tuple[int, str]] = []
+            for depth in range(max((len(r) for r in ranked), default=0)):
+                chosen += [(r[depth], f.name) for r, f in zip(ranked, families) if depth < len(r)]
+            cells = []
+            for u, family in chosen[:SAMPLER]:
+                label = self.structure.annotations.label(layer.name, u)
+                named = label or (family if family not in (OTHER, "") and not family.startswith("family ") else "")
+                cells.append({"unit": u, "href": self._href(layer.name, u, ""), "label": named,
+                              "picture": self.unit_pages.picture_tag(layer.name, u, "", 48)
+                              or self.unit_pages.factor_tag(layer.name, u, CELL_FACTOR)})
+            rows.append({"layer": layer.name, "href": f"layers/{self.slugs[layer.name]}.html", "cells": cells,
+                         "css": self.unit_pages.factor_css(layer.name, "", CELL_FACTOR).replace(
+                             ".wa-nmf{", f".wa-sampler-{number} .wa-nmf{{"), "number": number})
         return rows if any(cell["picture"] for row in rows for cell in row["cells"]) else []
 
     def _pictures_summary(self) -> dict[str, Any]:

@@ -37,6 +37,7 @@ class Link:
     row: int
     column: int
     share: float = 0.0  # for an output: l2 over the L2 norm of all inputs of the unit it feeds
+    rank: int = 0  # for an input found beyond the listed ones: how many of the unit's inputs are stronger
 
     @property
     def kernel(self) -> np.ndarray:
@@ -108,6 +109,15 @@ class _Statistics:
                 self.sign[rows, columns].tolist(), self.peak[rows, columns].tolist(), self.scale[rows].tolist(),
                 w.direct[rows].tolist())
         ]
+
+
+def input_link(weights: LayerWeights, unit: int, source_unit: int, scale: float) -> Link:
+    """The link from ``source_unit`` of ``weights.src`` into ``unit`` of ``weights.dst``, whatever
+    its rank; ``scale`` is the unit's (the largest absolute weight over its inputs)."""
+    kernel = weights.kernel[unit, source_unit]
+    return Link(weights.src, source_unit, float(np.sqrt(np.square(kernel, dtype=np.float64).sum())),
+                int(np.sign(kernel.sum(dtype=np.float64))), float(np.abs(kernel).max()), scale,
+                bool(weights.direct[unit]), weights, unit, source_unit)
 
 
 def kernel_norms(weights: list[LayerWeights]) -> list[np.ndarray]:

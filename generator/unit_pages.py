@@ -26,7 +26,7 @@ from .dataset_examples import Examples
 from .factors import COMPONENTS, LayerFactors
 from .featurevis import Pictures
 from .graph import Layer, LayerGraph
-from .ranking import Link, UnitWeights
+from .ranking import Link, UnitWeights, input_link
 from .render import factor_grid, rgb_kernel, tile_sprite, webp
 from .workers import forked_map
 
@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from .site import PageShell
 
 CHUNK = 64  # units written by one task of a worker process
-SIGNS = {1: ("wa-exc", "+"), -1: ("wa-inh", "\u2212"), 0: ("", "")}  # +, minus sign
+SIGNS = {1: ("wa-exc", "+"), -1: ("wa-inh", "\u2212"), 0: ("", "±")}  # +, minus sign
 THUMBNAIL = 48  # pixels of a feature visualisation's small copy, for cards (40 px) and layer grids (48 px)
 LARGE = 128  # at least this many screen pixels for a unit's own feature visualisation
 FACTOR_LARGE = 120  # about this many screen pixels for a unit's own factor picture
@@ -44,6 +44,8 @@ FACTOR_INPUTS = 6  # input units listed per factor on a unit page
 FACTOR_NAMES = ("red", "green", "blue")
 SHOWN_SHARE = 0.005  # factors with less of a unit's weight are left out of its page
 LABEL_CHARS = 28  # a label longer than this is shortened on cards (in full on hover)
+EXTRA_SHARE = 0.05  # a factor with at least this share of a unit's weights always gets cards
+EXTRA_CARDS = 3  # its strongest inputs shown, when none of the listed inputs is its own
 
 
 class UnitPages:
@@ -101,15 +103,6 @@ class UnitPages:
         if path is None:
             return ""
         return f'<img class="{self.picture_class}" src="../{path.removeprefix("units/")}" alt="" loading="lazy">'
-
-    def own_picture(self, layer: str, unit: int) -> tuple[str, str]:
-        """This unit's picture on each of its page's cards, and the page CSS that draws it:
-        written once per page, not once per card."""
-        path = self.picture(layer, unit)
-        if path is None:
-            return "", ""
-        return (f'<i class="{self.picture_class} wa-own"></i>',
-                f".wa-own{{background:url({Path(path).name}) center/100% 100%}}")
 
     def factor_css(self, layer: str, root: str, size: int) -> str:
         """The page CSS of class ``wa-nmf``: a unit's factor picture of ``layer`` at about ``size``
@@ -220,10 +213,16 @@ class UnitPages:
         shown = self._write_pictures(folder, layer.name, unit)
         channels = list(weights.rgb_kernel) if weights.rgb_kernel is not None else []
         links = weights.inputs + weights.outputs + [k for f in weights.further for k in f.links]
+        factors = self._factor_view(layer, unit)
+        grouping = self._by_factor(layer.name, unit, weights) if factors and factors["grouped"] else None
+        extra = [link for group in grouping or [] for link in group["extra"]]
+        links += extra
         tiles, css = [], ""
         if channels or links:  # one sprite holds all the unit's tiles, in this order
+            # The colour channels of a first-layer kernel share the unit's scale; every
+            # connection's tile has its own, so that each shows its structure.
             sprite, places = tile_sprite(channels + [k.kernel for k in links],
-                                         [weights.scale] * len(channels) + [k.scale for k in links])
+                                         [weights.scale] * len(channels) + [k.peak for k in links])
             files.write(folder / f"{unit}.tiles.png", sprite)
             tiles, css = self.tiles(f"{unit}.tiles.png", places)
         tiles.reverse()  # taken from the end, in drawing order
@@ -232,14 +231,16 @@ class UnitPages:
             names = ("red", "green", "blue") if len(channels) == 3 else [f"channel {i}" for i in range(len(channels))]
             first = {"image": f"{unit}.png" if (layer.name, unit) in self.thumbnails else None,
                      "channels": [(name, tiles.pop()) for name in names]}
-        own, own_css = self.own_picture(layer.name, unit)
-        css += own_css
-        input_cards = self._cards(weights.inputs, tiles, "in", own)
-        outputs = "".join(self._cards(weights.outputs, tiles, "out", own))
+        input_cards = self._cards(weights.inputs, tiles, "in")
+        outputs = "".join(self._cards(weights.outputs, tiles, "out"))
         further = [{"layer": f.layer, "hops": f.hops, "scale": f.scale, "count": len(f.links),
-                    "cards": "".join(self._cards(f.links, tiles, "in", own))} for f in weights.further]
-        factors = self._factor_view(layer, unit)
-        by_factor = self._by_factor(layer.name, unit, weights.inputs, input_cards) if factors and factors["grouped"] else None
+                    "cards": "".join(self._cards(f.links, tiles, f"in{f.hops}"))} for f in weights.further]
+        extra_cards = dict(zip(((k.layer, k.unit) for k in extra), self._cards(extra, tiles, "in", ranks=True)))
+        by_factor = None
+        if grouping:
+            cards = dict(zip(((k.layer, k.unit) for k in weights.inputs), input_cards)) | extra_cards
+            by_factor = [dict(g, cards="".join(cards[(k.layer, k.unit)] for k in g["links"] + g["extra"]))
+                         for g in grouping]
         group = self.group_files.get((layer.name, family.name))
         large = self.size * max(1, round(LARGE / self.size))
         body = self.template.render(
@@ -270,18 +271,36 @@ class UnitPages:
                  note.label or "", f"family {family.name}" if not family.automatic else "", note.note or ""]
         return [f"units/{self.slugs[layer.name]}/{unit}.html", title, ", ".join(w for w in words if w)]
 
-    def _by_factor(self, layer: str, unit: int, links: list[Link], cards: list[str]) -> list[dict[str, Any]]:
-        """The unit's input cards grouped by the factor each input contributes most to, strongest
-        factor first; within a factor, in rank order."""
+    def _by_factor(self, layer: str, unit: int, weights: UnitWeights) -> list[dict[str, Any]]:
+        """The unit's inputs grouped by the weight factor each contributes most to, in rank order
+        within a group, groups ordered by their strongest input (so the strongest input of all
+        comes first). A factor that carries weight but is no listed input's strongest gets its
+        own strongest inputs (``extra``), found beyond the listed ones."""
         factors = self.structure.factors[layer]
         dominant = factors.dominant(unit)
         start = {s.layer: s.start for s in factors.sources}
-        groups: dict[int, list[str]] = {}
-        for link, card in zip(links, cards):
-            groups.setdefault(int(dominant[start[link.layer] + link.unit]), []).append(card)
-        order = np.argsort(-factors.shares[unit], kind="stable").tolist()
+        groups: dict[int, list[Link]] = {}
+        for link in weights.inputs:
+            groups.setdefault(int(dominant[start[link.layer] + link.unit]), []).append(link)
+        listed = {(k.layer, k.unit) for k in weights.inputs}
+        extra: dict[int, list[Link]] = {}
+        for c in range(len(factors.shares[unit])):
+            if c not in groups and factors.shares[unit, c] >= EXTRA_SHARE:
+                extra[c] = [self._link(layer, unit, source, other) for source, other, _, _ in
+                            factors.top_inputs(unit, c, EXTRA_CARDS) if (source, other) not in listed]
+        rank = {(k.layer, k.unit): i for i, k in enumerate(weights.inputs)}
+        order = sorted(set(groups) | {c for c in extra if extra[c]},
+                       key=lambda c: min((rank[(k.layer, k.unit)] for k in groups.get(c, [])), default=len(rank) + c))
         return [{"factor": c, "colour": FACTOR_NAMES[c], "share": float(factors.shares[unit, c]),
-                 "cards": "".join(groups[c])} for c in order if c in groups]
+                 "links": groups.get(c, []), "extra": extra.get(c, [])} for c in order]
+
+    def _link(self, layer: str, unit: int, source: str, other: int) -> Link:
+        """The connection from ``source``'s unit ``other`` into this unit, as a ranked link would be."""
+        weights = self.structure.kernels[(source, layer)]
+        row = np.concatenate([self.structure.norms[(s, d)][unit] for s, d in self.structure.norms if d == layer])
+        link = input_link(weights, unit, other, self.units[(layer, unit)].scale)
+        link.rank = int((row > link.l2).sum())
+        return link
 
     def tiles(self, sprite: str, places: list[tuple[int, int, int]]) -> tuple[list[str], str]:
         """Each tile's HTML, and the page CSS of its shapes: whole screen pixels per weight."""
@@ -298,54 +317,59 @@ class UnitPages:
             for (w, h, f), name in shapes.items())
         return tiles, css
 
-    def _cards(self, links: list[Link], tiles: list[str], direction: str, own: str) -> list[str]:
+    def _cards(self, links: list[Link], tiles: list[str], direction: str, ranks: bool = False) -> list[str]:
         """Connection cards, small: thousands of pages carry a hundred each.
 
-        Each card draws the connection the article's way: the input unit's picture, the
-        kernel, the output unit's picture (``own`` is this unit's picture tag).
+        Each card draws the connection the article's way, the other unit's picture beside the
+        kernel (this unit's picture is at the top of its page), and names the other unit by
+        layer, number, label and branch. Cards are numbered by rank (``ranks``: by the rank
+        each link carries, for inputs found beyond the listed ones). Every card has an id,
+        ``DIRECTION-LAYER-UNIT``, so a link can point at one connection.
         """
-        named = len({k.layer for k in links}) > 1  # name the layer only when the list mixes layers
         marked = len({k.direct for k in links}) > 1  # mark expanded cards only among direct ones
         cards = []
-        for link in links:
+        for number, link in enumerate(links, start=1):
             style, sign = SIGNS[link.sign]
-            other = self.card_picture(link.layer, link.unit)
+            slug = self.slugs[link.layer]
             tile = tiles.pop()
-            if other or own:
-                tile = f'<span class="wa-flow">{other + tile + own if direction == "in" else own + tile + other}</span>'
-            name = f"{self.names[link.layer]} " if named else ""
-            score = f'<b>{100 * link.share:.2g}%</b> ' if direction == "out" else ""
+            flow = f'<span class="wa-flow">{self.card_picture(link.layer, link.unit)}{tile}</span>'
+            score = f'{100 * link.share:.2g}% · ' if direction == "out" else ""
             mark = '<span class="wa-expanded">expanded</span>' if marked and not link.direct else ""
             if link.weights.frozen:
                 why = html.escape("; ".join(link.weights.frozen), quote=True)
                 mark += f'<span class="wa-frozen" title="{why}">frozen</span>'
-            cards.append(f'<a class="wa-card {style}" href="../{self.slugs[link.layer]}/{link.unit}.html">{tile}'
-                         f'<span class="wa-name">{name}<b>{link.unit}</b></span>'
+            rank = link.rank + 1 if ranks else number
+            cards.append(f'<a class="wa-card {style}" id="{direction}-{slug}-{link.unit}" href="../{slug}/{link.unit}.html">'
+                         f'<span class="wa-rank">{rank}</span>{flow}<span class="wa-peak">±{link.peak:.2g}</span>'
+                         f'<span class="wa-name">{self.names[link.layer]} <b>{link.unit}</b></span>'
                          f'{self.labels.get((link.layer, link.unit), "")}'
                          f'{self.branch_labels[link.layer][link.unit]}{mark}'
-                         f'<span class="wa-score">{score}{link.l2:.3g}{sign}</span></a>\n')
+                         f'<span class="wa-score">{score}{sign}{link.l2:.3g}</span></a>\n')
         return cards
 
     def _data(self, layer: Layer, unit: int, weights: UnitWeights) -> dict[str, Any]:
         """The unit's data file: ranked connections as columns, grouped by the layer at the other end."""
-        def columns(links: list[Link], key: str) -> list[dict[str, Any]]:
+        def columns(links: list[Link], key: str, direction: str) -> list[dict[str, Any]]:
             groups = []
             for name in dict.fromkeys(k.layer for k in links):
                 chosen = [k for k in links if k.layer == name]
                 groups.append({key: name, "units": [k.unit for k in chosen],
+                               "anchors": [f"{direction}-{self.slugs[name]}-{k.unit}" for k in chosen],
                                "l2": [_rounded(k.l2) for k in chosen], "sign": [k.sign for k in chosen],
                                **({"share": [_rounded(k.share) for k in chosen]} if key == "to" else {}),
                                "peak": [_rounded(k.peak) for k in chosen],
                                "weights": ["direct" if k.direct else "expanded" for k in chosen],
                                "positions": any(k.weights.placed for k in chosen),
-                               "frozen": sorted({f for k in chosen for f in k.weights.frozen})})
+                               "frozen": sorted({f for k in chosen for f in k.weights.frozen}),
+                               "kernels": [_kernel_values(k.kernel) for k in chosen]})
             return groups
 
         branch = layer.branch_of(unit)
         return {
             "layer": layer.name, "unit": unit, "branch": branch.name if branch else None,
-            "inputs": columns(weights.inputs, "from"), "outputs": columns(weights.outputs, "to"),
-            "further_inputs": [dict(columns(f.links, "from")[0], hops=f.hops) for f in weights.further if f.links],
+            "inputs": columns(weights.inputs, "from", "in"), "outputs": columns(weights.outputs, "to", "out"),
+            "further_inputs": [dict(columns(f.links, "from", f"in{f.hops}")[0], hops=f.hops)
+                               for f in weights.further if f.links],
             "input_count": weights.input_count, "output_count": weights.output_count,
             "excitatory_inputs": weights.excitatory, "inhibitory_inputs": weights.inhibitory,
             "input_l2": _rounded(weights.input_l2), "scale": _rounded(weights.scale),
@@ -357,6 +381,8 @@ class UnitPages:
                         "top_k": self.config.ranking.top_k,
                         "weights": "direct: the stored kernel; expanded: the linear map between the two layers "
                                    "with ReLU as the identity and max-pooling as average pooling",
+                        "kernels": "each connection's kernel, [height][width], four significant digits",
+                        "anchors": "the id of each connection's card on the unit's page (page.html#id)",
                         "positions": "the kernel is a map over the input layer's positions (a dense layer "
                                      "reading a flattened feature map)",
                         "frozen": "gates and layer norms held at their mean over reference images"},
@@ -386,6 +412,11 @@ def _factor_data(view: dict[str, Any] | None) -> dict[str, Any] | None:
                          "inputs": [{"layer": source, "unit": other, "sign": sign, "coefficient": round(k, 4)}
                                     for source, other, sign, k in row["inputs"]]}
                         for row in view["rows"]]}
+
+
+def _kernel_values(kernel: np.ndarray) -> list[list[float]]:
+    """A kernel for the data file: four significant digits, as nested lists."""
+    return [[float(f"{v:.4g}") for v in row] for row in kernel.tolist()]
 
 
 def _shortened(label: str) -> str:

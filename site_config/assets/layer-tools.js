@@ -28,7 +28,6 @@
     if (!cells.length) return;
     var hasActive = cells.some(function (c) { return c.node.hasAttribute("data-active"); });
     var hasDead = cells.some(function (c) { return c.node.hasAttribute("data-dead"); });
-    var grids = Array.prototype.slice.call(layer.querySelectorAll(".wa-grid"));
     var groups = Array.prototype.slice.call(layer.querySelectorAll(".wa-group"));
     var byUnit = {};
     cells.forEach(function (c) { byUnit[c.unit] = c; });
@@ -42,42 +41,60 @@
     [["unit", "Unit"], ["l2", "Input L2 (largest first)"], ["excitatory", "Excitatory share (largest first)"]]
       .concat(hasActive ? [["active", "Active on (most first)"]] : [])
       .forEach(function (o) { select.append(el("option", { value: o[0] }, [o[1]])); });
+    // Dead units (they never fire on the dataset) are hidden at first, and counted.
     var hideDead = el("input", { type: "checkbox", class: "wa-hide-dead" });
+    hideDead.checked = true;
+    var grouped = el("input", { type: "checkbox", class: "wa-grouped" });
+    grouped.checked = true;
     var count = el("span", { class: "wa-count", role: "status", "aria-live": "polite" });
+    var families = layer.querySelectorAll("details.wa-family");
     tools.append(input, el("label", { class: "wa-sort-label" }, ["Sort by ", select]));
+    if (families.length > 1) tools.append(el("label", { class: "wa-grouped-label" }, [grouped, " Group by family"]));
     if (hasDead) tools.append(el("label", { class: "wa-hide-dead-label" }, [hideDead, " Hide dead units"]));
     tools.append(count);
+    // Without families, one grid holds the whole layer, so that a sort orders all its units.
+    var flat = el("div", { class: "wa-grid wa-flat", hidden: "" });
+    tools.after(flat);
+    cells.forEach(function (c) { c.home = c.node.parentNode; });
 
     function filter() {
-      var q = input.value.trim().toLowerCase(), skipDead = hasDead && hideDead.checked, shown = 0;
+      var q = input.value.trim().toLowerCase(), skipDead = hasDead && hideDead.checked, shown = 0, dead = 0;
       function match(c) { return (!q || c.unit === q || c.text.indexOf(q) >= 0) && !(skipDead && c.dead); }
-      cells.forEach(function (c) { c.visible = match(c); c.node.hidden = !c.visible; if (c.visible) shown++; });
+      cells.forEach(function (c) {
+        c.visible = match(c); c.node.hidden = !c.visible;
+        if (c.visible) shown++;
+        if (c.dead) dead++;
+      });
       groups.forEach(function (g) {
         var any = g.querySelector(".wa-cell:not([hidden])") !== null;
         g.hidden = !any;
         var det = g.closest("details");
+        if (det) det.hidden = !any;
         if (q && any && det) det.open = true;
       });
       rows.forEach(function (r) {
         r.node.hidden = r.cell ? !r.cell.visible : !!q && r.text.indexOf(q) < 0;
       });
-      count.textContent = shown + " of " + cells.length + " units shown";
+      count.textContent = shown + " of " + cells.length + " units shown" +
+        (skipDead && dead ? "; " + dead + " that never fire hidden" : "");
+    }
+    function arrange() {
+      var key = select.value, together = grouped.checked || families.length < 2;
+      flat.hidden = together;
+      Array.prototype.forEach.call(families, function (d) { d.style.display = together ? "" : "none"; });
+      var ordered = cells.slice().sort(function (a, b) {
+        var d = key === "unit" ? 0 : b[key] - a[key];
+        return (d || a.unitNum - b.unitNum || a.order - b.order);
+      });
+      ordered.forEach(function (c) { (together ? c.home : flat).appendChild(c.node); });
     }
     function sort() {
-      var key = select.value;
-      grids.forEach(function (grid) {
-        var own = cells.filter(function (c) { return c.node.parentNode === grid; });
-        own.sort(function (a, b) {
-          var d = key === "unit" ? 0 : b[key] - a[key];
-          return (d || a.unitNum - b.unitNum || a.order - b.order);
-        });
-        var frag = document.createDocumentFragment();
-        own.forEach(function (c) { frag.appendChild(c.node); });
-        grid.appendChild(frag);
-      });
+      if (select.value !== "unit") grouped.checked = false;  // a sort orders the whole layer
+      arrange();
     }
     input.addEventListener("input", filter);
     hideDead.addEventListener("change", filter);
+    grouped.addEventListener("change", arrange);
     select.addEventListener("change", sort);
     filter();
   }
