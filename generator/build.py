@@ -62,6 +62,19 @@ def reference_statistics(config: AtlasConfig, network: TracedNetwork) -> Frozen 
     return freeze(network, Normalise(config.input)(images).contiguous(), description)
 
 
+def layer_parameters(model: torch.nn.Module, modules: tuple[str, ...]) -> dict[str, torch.Tensor]:
+    """The parameters and buffers of the weighted modules that compute a layer, by their names in
+    the model: the layer's own weights, as the model stores them."""
+    found = {}
+    named = dict(model.named_modules())  # a name may hold dots of its own (get_submodule would split it)
+    for name in modules:
+        module = named[name]
+        for key, tensor in [*module.named_parameters(recurse=False), *module.named_buffers(recurse=False)]:
+            if tensor is not None and tensor.is_floating_point():
+                found[f"{name}.{key}"] = tensor.detach().to("cpu", torch.float32).contiguous()
+    return found
+
+
 def check_cache(cache: Path) -> None:
     """Refuse a cache folder the build could not write, before any work (folders made to try
     are removed again: a build that turns out to need no cache leaves none)."""
@@ -131,10 +144,11 @@ def build_atlas(config: AtlasConfig, output: str | Path | None = None) -> BuildR
         {(w.src, w.dst): l2 for w, l2 in zip(composed.weights, norms) if w.hops == 1 and w.src is not None},
         {(w.src, w.dst): w for w in composed.weights if w.hops == 1 and w.src is not None})
     t = done("families", t)
+    parameters = {layer.name: layer_parameters(model, layer.modules) for layer in graph.layers}
     summary = ModelSummary(config.title, sum(p.numel() for p in model.parameters()), len(units), input_shape,
                            weights)
     with staged_output(output) as stage:
-        writer = PageWriter(graph, units, config, summary, structure, pictures, examples, composed.skipped)
+        writer = PageWriter(graph, units, config, summary, structure, pictures, examples, composed.skipped, parameters)
         nav = writer.write_docs(stage / "docs")
         mkdocs_site(stage / "docs", stage / "site", config.title, nav)
         pages = page_entries(stage / "site", writer.pages, UNITS_MARK)

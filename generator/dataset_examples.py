@@ -51,7 +51,7 @@ BATCH = 128
 PROCEDURAL_BATCH = 256
 PICTURE = 64  # pixels per crop and per whole image in a unit's strip of examples
 GAP = 2
-EXAMPLES_QUALITY = 80  # WebP quality of a unit's strip of examples
+EXAMPLES_QUALITY = 70  # WebP quality of a unit's strip of examples
 
 
 # -- image sources ---------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from typing import Any
 
 import jinja2
 import numpy as np
+import safetensors.torch
 import yaml
 
 from .annotations import Annotations
@@ -113,12 +114,14 @@ class PageWriter:
 
     def __init__(self, graph: LayerGraph, units: dict[tuple[str, int], UnitWeights],
                  config: AtlasConfig, summary: ModelSummary, structure: Structure, pictures: Pictures | None = None,
-                 examples: Examples | None = None, skipped: list[str] | None = None):
+                 examples: Examples | None = None, skipped: list[str] | None = None,
+                 parameters: dict[str, dict[str, Any]] | None = None):
         self.graph, self.units, self.config, self.summary = graph, units, config, summary
         self.structure = structure
         self.layer_units: dict[str, str] = {}  # per layer page, the HTML of its units (see fill_layers)
         self.plot_seconds = 0.0  # spent drawing layer plots
         self.skipped = skipped or []  # pairs of layers shown without weights, and why
+        self.parameters = parameters or {}  # per layer, its modules' tensors (a download on its page)
         self.slugs = layer_slugs(graph)
         self.env = jinja2.Environment(
             loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True, trim_blocks=True,
@@ -147,7 +150,7 @@ class PageWriter:
                         pictures=self._pictures_summary())
         self._render_to(docs, "how-to-read.md.j2", "how-to-read.md", title="How to read this atlas",
                         root="", top_k=self.config.ranking.top_k, featurevis=self.pictures is not None,
-                        grouped=self.config.factors.grouped,
+                        grouped=self.config.factors.grouped, example=self._example(docs),
                         examples=self.examples is not None)
         start = time.perf_counter()
         plots = dict(zip((layer.name for layer in self.graph.layers),
@@ -173,8 +176,18 @@ class PageWriter:
                            np.array([w.inhibitory for w in units]), sources)
 
     def _write_layer(self, docs: Path, layer: Layer, plots: list[LayerPlot]) -> None:
-        """A layer's page: its units by family, with their factor pictures, statistics and plots."""
+        """A layer's page: its units by family, with their factor pictures, statistics and plots,
+        and its weights as a download."""
         name = self.slugs[layer.name]
+        tensors = self.parameters.get(layer.name)
+        download = None
+        if tensors:
+            about = {"layer": layer.name, "model": self.summary.name, "weights_sha256": self.summary.weights}
+            # one metadata key: safetensors writes several in no fixed order, and the site is reproducible
+            data = safetensors.torch.save(tensors, metadata={"weight_atlas": json.dumps(about, sort_keys=True)})
+            files.write(docs / "layers" / name / "weights.safetensors", data)
+            download = {"href": f"{name}/weights.safetensors", "size": len(data),
+                        "tensors": [(key, list(t.shape)) for key, t in tensors.items()]}
         cells = self._cells(layer)
         sections = []
         for number, family in enumerate(self.structure.families[layer.name], start=1):
@@ -192,7 +205,7 @@ class PageWriter:
                         sources=[s for s, d in self.graph.adjacent if d == layer.name],
                         targets=[d for s, d in self.graph.adjacent if s == layer.name], slugs=self.slugs,
                         plots=[{"src": f"{name}/{p.file}", "title": p.title, "caption": p.caption} for p in plots],
-                        factor_css=self.unit_pages.factor_css(layer.name, "../", CELL_FACTOR),
+                        factor_css=self.unit_pages.factor_css(layer.name, "../", CELL_FACTOR), download=download,
                         explained=float(np.median(factors.explained)) if factors else None,
                         grouped=self.config.factors.grouped,
                         automatic=all(f.automatic for f in self.structure.families[layer.name]),
@@ -264,6 +277,31 @@ class PageWriter:
     # -- view models -----------------------------------------------------------------------
     def _href(self, layer: str, unit: int, root: str, suffix: str = ".html") -> str:
         return f"{root}units/{self.slugs[layer]}/{unit}{suffix}"
+
+    def _example(self, docs: Path) -> dict[str, Any] | None:
+        """The worked example of How to read: this atlas's strongest connection between two layers,
+        its card as unit pages draw it (its tile in its own small picture), and the unit it feeds.
+        Labelled units are preferred, and units that fire."""
+        def strength(key: tuple[str, int]) -> tuple:
+            links = self.units[key].inputs
+            label = self.structure.annotations.label(*key)
+            fires = not self.examples or self.examples.peaks(key[0])[key[1]] > 0
+            return (fires, label is not None, links[0].l2 if links else -1.0)
+
+        candidates = [key for key, w in self.units.items() if w.inputs and key[0] != self.graph.layers[-1].name]
+        if not candidates:
+            return None
+        layer, unit = max(candidates, key=strength)
+        link = self.units[(layer, unit)].inputs[0]
+        sprite, places = tile_sprite([link.kernel], [link.peak])
+        files.write(docs / "how-to-read.png", sprite)
+        tiles, css = self.unit_pages.tiles("how-to-read.png", places)
+        return {"card": self.unit_pages.cards([link], tiles, "in", root="units/")[0], "css": css,
+                "layer": layer, "unit": unit, "label": self.structure.annotations.label(layer, unit),
+                "href": self._href(layer, unit, ""), "anchor": f"in-{self.slugs[link.layer]}-{link.unit}",
+                "picture": self.unit_pages.picture_tag(layer, unit, "", 48), "link": link,
+                "label_in": self.structure.annotations.label(link.layer, link.unit),
+                "branch_in": (b.name if (b := self.graph.layer(link.layer).branch_of(link.unit)) else None)}
 
     def _samplers(self) -> list[dict[str, Any]]:
         """For the index: a few units of every layer, one from each family first (largest families

@@ -1,8 +1,9 @@
 """The site's search index: one script, loaded only when a reader starts a search.
 
-``search/index.js`` sets ``atlasSearchIndex`` to ``[location, title, text]`` entries: one per
-section of the pages mkdocs built (their titles and text, read from the built HTML) and one
-per unit page. ``assets/search.js`` adds the search box to the header and loads the index
+``search/index.js`` sets ``atlasSearchIndex`` to ``[location, title, text, picture]`` entries:
+one per section of the pages mkdocs built (their titles and text, read from the built HTML;
+a section's title begins with its page's) and one per unit page, with the unit's small
+picture ("" for none). ``assets/search.js`` adds the search box to the header and loads the index
 by a script tag on first use, which works from file:// as over http, so the index is
 stored once and costs a page nothing until it is used.
 """
@@ -62,10 +63,15 @@ def page_entries(site: Path, pages: list[str], placeholder: str = "") -> list[li
     for page in pages:
         reader = _Sections()
         reader.feed((site / page).read_text(encoding="utf-8").replace(placeholder, ""))
+        heading = ""
         for section in reader.sections:
             title = " ".join(section["title"].replace("¶", "").split())
+            if section["anchor"]:  # a section: named with its page, so that results say where they are
+                title = f"{heading}: {title}" if heading else title
+            else:
+                heading = title
             location = f"{page}#{section['anchor']}" if section["anchor"] else page
-            entries.append([location, title, " ".join(section["text"].split())])
+            entries.append([location, title, " ".join(section["text"].split()), ""])
     return entries
 
 

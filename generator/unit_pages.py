@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import html
 import json
+from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +25,7 @@ from . import files
 from .config import AtlasConfig
 from .dataset_examples import Examples
 from .factors import COMPONENTS, LayerFactors
+from .families import OTHER
 from .featurevis import Pictures
 from .graph import Layer, LayerGraph
 from .ranking import Link, UnitWeights, input_link
@@ -43,6 +45,7 @@ FACTOR_COLUMNS = 64  # units per row of a layer's factor-picture sprite
 FACTOR_INPUTS = 6  # input units listed per factor on a unit page
 FACTOR_NAMES = ("red", "green", "blue")
 SHOWN_SHARE = 0.005  # factors with less of a unit's weight are left out of its page
+ABOUT = "../about.json"  # from a unit's data file: what its fields mean, and the atlas's settings
 LABEL_CHARS = 28  # a label longer than this is shortened on cards (in full on hover)
 EXTRA_SHARE = 0.05  # a factor with at least this share of a unit's weights always gets cards
 EXTRA_CARDS = 3  # its strongest inputs shown, when none of the listed inputs is its own
@@ -58,14 +61,13 @@ class UnitPages:
         self.family_of = {(layer, u): (f, number) for layer, families in structure.families.items()
                           for number, f in enumerate(families, start=1) for u in f.units}
         self.labels = {  # per unit with a label, the escaped label for its cards
-            key: (f'<span class="wa-label" title="{html.escape(a.label, quote=True)}">'
-                  f'{html.escape(_shortened(a.label))}</span>')
+            key: f'<em title="{html.escape(a.label, quote=True)}">{html.escape(_shortened(a.label))}</em>'
             for key, a in structure.annotations.units.items() if a.label}
         self.size = max(config.picture_shape)  # the longer side of a feature visualisation
         self.template = env.get_template("unit.html.j2")
         self.names = {layer.name: html.escape(layer.name) for layer in graph.layers}
         self.branch_labels = {  # per layer, the escaped branch label of every unit
-            layer.name: [f'<span class="wa-branch">{html.escape(b.name)}</span>' if (b := layer.branch_of(u)) else ""
+            layer.name: [f'<small>{html.escape(b.name)}</small>' if (b := layer.branch_of(u)) else ""
                          for u in range(layer.channels)]
             for layer in graph.layers
         }
@@ -95,14 +97,15 @@ class UnitPages:
             return ""
         return f'<img class="{self.picture_class}" src="{root}{path}" alt="" width="{size}" height="{size}" loading="lazy">'
 
-    def card_picture(self, layer: str, unit: int) -> str:
+    def card_picture(self, layer: str, unit: int, root: str = "../") -> str:
         """:meth:`picture_tag` as a unit page's cards and chips carry it, a hundred to a page: the
-        path from the page's folder, the size set by the site's CSS (``.wa-flow .wa-fv``,
-        ``.wa-chip img``), or '' without a picture."""
+        path from the page's folder (``root`` leads to ``units/``), the size set by the site's CSS
+        (``.wa-card img``, ``.wa-chip img``), or '' without a picture."""
         path = self.picture(layer, unit)
         if path is None:
             return ""
-        return f'<img class="{self.picture_class}" src="../{path.removeprefix("units/")}" alt="" loading="lazy">'
+        crisp = ' class="wa-thumb"' if self.pictures is None else ""  # a colour kernel, drawn crisp
+        return f'<img{crisp} src="{root}{path.removeprefix("units/")}" alt="" loading="lazy">'
 
     def factor_css(self, layer: str, root: str, size: int) -> str:
         """The page CSS of class ``wa-nmf``: a unit's factor picture of ``layer`` at about ``size``
@@ -176,6 +179,7 @@ class UnitPages:
             chosen = self.examples.of(layer, unit)
             shown["examples"] = {"image": name, "width": width, "height": height,
                                  "source": self.examples.description,
+                                 "summary": shared(self.examples.attributes(layer, unit)),
                                  "fired": bool(chosen) and chosen[0].value > 0,
                                  "examples": [dict(label=e.label, activation=e.value, image=e.image, box=list(e.box))
                                               for e in chosen]}
@@ -183,6 +187,7 @@ class UnitPages:
 
     def write(self, site: Path, shell: PageShell) -> list[list[str]]:
         """Write every unit's files into ``site``; return the units' search entries."""
+        files.write(site / "units" / "about.json", json.dumps(self.about(), indent=1, allow_nan=False).encode())
         for layer, unit in sorted(self.thumbnails):
             kernel = self.units[(layer, unit)].rgb_kernel
             files.write(site / self.thumbnail(layer, unit), rgb_kernel(np.repeat(kernel, 3 // len(kernel), axis=0)))
@@ -231,11 +236,11 @@ class UnitPages:
             names = ("red", "green", "blue") if len(channels) == 3 else [f"channel {i}" for i in range(len(channels))]
             first = {"image": f"{unit}.png" if (layer.name, unit) in self.thumbnails else None,
                      "channels": [(name, tiles.pop()) for name in names]}
-        input_cards = self._cards(weights.inputs, tiles, "in")
-        outputs = "".join(self._cards(weights.outputs, tiles, "out"))
+        input_cards = self.cards(weights.inputs, tiles, "in")
+        outputs = "".join(self.cards(weights.outputs, tiles, "out"))
         further = [{"layer": f.layer, "hops": f.hops, "scale": f.scale, "count": len(f.links),
-                    "cards": "".join(self._cards(f.links, tiles, f"in{f.hops}"))} for f in weights.further]
-        extra_cards = dict(zip(((k.layer, k.unit) for k in extra), self._cards(extra, tiles, "in", ranks=True)))
+                    "cards": "".join(self.cards(f.links, tiles, f"in{f.hops}"))} for f in weights.further]
+        extra_cards = dict(zip(((k.layer, k.unit) for k in extra), self.cards(extra, tiles, "in", ranks=True)))
         by_factor = None
         if grouping:
             cards = dict(zip(((k.layer, k.unit) for k in weights.inputs), input_cards)) | extra_cards
@@ -265,11 +270,15 @@ class UnitPages:
         files.write(folder / f"{unit}.html", shell.page(title, body).encode("utf-8"))
         data = dict(self._data(layer, unit, weights), label=note.label, family=family.name,
                     family_automatic=family.automatic, note=note.note, factors=_factor_data(factors),
-                    feature_visualisation=shown.get("featurevis"), dataset_examples=shown.get("examples"))
+                    feature_visualisation=_pictures_data(shown.get("featurevis")), dataset_examples=shown.get("examples"))
         files.write(folder / f"{unit}.json", json.dumps(data, separators=(",", ":"), allow_nan=False).encode())
-        words = [f"unit {unit} of layer {layer.name}", f"branch {branch.name}" if branch else "",
-                 note.label or "", f"family {family.name}" if not family.automatic else "", note.note or ""]
-        return [f"units/{self.slugs[layer.name]}/{unit}.html", title, ", ".join(w for w in words if w)]
+        named = not family.name.startswith("family ") and family.name != OTHER
+        words = [f"unit {unit} of layer {layer.name} ({layer.name}:{unit})", f"branch {branch.name}" if branch else "",
+                 note.label or "", f"family {family.name}" if named else "",
+                 f"examples: {shown['examples']['summary']}" if shown.get("examples", {}).get("summary") else "",
+                 note.note or ""]
+        return [f"units/{self.slugs[layer.name]}/{unit}.html", title, ", ".join(w for w in words if w),
+                self.picture(layer.name, unit) or ""]
 
     def _by_factor(self, layer: str, unit: int, weights: UnitWeights) -> list[dict[str, Any]]:
         """The unit's inputs grouped by the weight factor each contributes most to, in rank order
@@ -289,8 +298,9 @@ class UnitPages:
                 extra[c] = [self._link(layer, unit, source, other) for source, other, _, _ in
                             factors.top_inputs(unit, c, EXTRA_CARDS) if (source, other) not in listed]
         rank = {(k.layer, k.unit): i for i, k in enumerate(weights.inputs)}
-        order = sorted(set(groups) | {c for c in extra if extra[c]},
-                       key=lambda c: min((rank[(k.layer, k.unit)] for k in groups.get(c, [])), default=len(rank) + c))
+        first = {c: min(rank[(k.layer, k.unit)] for k in links) for c, links in groups.items()}
+        first |= {c: min(k.rank for k in links) for c, links in extra.items() if links and c not in groups}
+        order = sorted(first, key=first.get)
         return [{"factor": c, "colour": FACTOR_NAMES[c], "share": float(factors.shares[unit, c]),
                  "links": groups.get(c, []), "extra": extra.get(c, [])} for c in order]
 
@@ -317,14 +327,16 @@ class UnitPages:
             for (w, h, f), name in shapes.items())
         return tiles, css
 
-    def _cards(self, links: list[Link], tiles: list[str], direction: str, ranks: bool = False) -> list[str]:
+    def cards(self, links: list[Link], tiles: list[str], direction: str, ranks: bool = False,
+              root: str = "../") -> list[str]:
         """Connection cards, small: thousands of pages carry a hundred each.
 
         Each card draws the connection the article's way, the other unit's picture beside the
         kernel (this unit's picture is at the top of its page), and names the other unit by
         layer, number, label and branch. Cards are numbered by rank (``ranks``: by the rank
         each link carries, for inputs found beyond the listed ones). Every card has an id,
-        ``DIRECTION-LAYER-UNIT``, so a link can point at one connection.
+        ``DIRECTION-LAYER-UNIT``, so a link can point at one connection. ``root`` leads from the
+        page to the site's ``units/`` folder.
         """
         marked = len({k.direct for k in links}) > 1  # mark expanded cards only among direct ones
         cards = []
@@ -332,19 +344,21 @@ class UnitPages:
             style, sign = SIGNS[link.sign]
             slug = self.slugs[link.layer]
             tile = tiles.pop()
-            flow = f'<span class="wa-flow">{self.card_picture(link.layer, link.unit)}{tile}</span>'
+            flow = f'<span>{self.card_picture(link.layer, link.unit, root)}{tile}</span>'
             score = f'{100 * link.share:.2g}% · ' if direction == "out" else ""
             mark = '<span class="wa-expanded">expanded</span>' if marked and not link.direct else ""
             if link.weights.frozen:
                 why = html.escape("; ".join(link.weights.frozen), quote=True)
                 mark += f'<span class="wa-frozen" title="{why}">frozen</span>'
             rank = link.rank + 1 if ranks else number
-            cards.append(f'<a class="wa-card {style}" id="{direction}-{slug}-{link.unit}" href="../{slug}/{link.unit}.html">'
-                         f'<span class="wa-rank">{rank}</span>{flow}<span class="wa-peak">±{link.peak:.2g}</span>'
-                         f'<span class="wa-name">{self.names[link.layer]} <b>{link.unit}</b></span>'
+            # Short markup (the site's CSS styles each part by its place in .wa-card): a page holds
+            # a hundred cards, a model thousands of pages.
+            cards.append(f'<a class="wa-card {style}" id="{direction}-{slug}-{link.unit}" href="{root}{slug}/{link.unit}.html">'
+                         f'<i>{rank}</i>{flow}<small>±{link.peak:.2g}</small>'
+                         f'<span>{self.names[link.layer]} <b>{link.unit}</b></span>'
                          f'{self.labels.get((link.layer, link.unit), "")}'
-                         f'{self.branch_labels[link.layer][link.unit]}{mark}'
-                         f'<span class="wa-score">{score}{sign}{link.l2:.3g}</span></a>\n')
+                         f'{self.branch_labels[link.layer][link.unit] or "<small></small>"}{mark}'
+                         f'<b>{score}{sign}{link.l2:.3g}</b></a>\n')
         return cards
 
     def _data(self, layer: Layer, unit: int, weights: UnitWeights) -> dict[str, Any]:
@@ -353,15 +367,16 @@ class UnitPages:
             groups = []
             for name in dict.fromkeys(k.layer for k in links):
                 chosen = [k for k in links if k.layer == name]
-                groups.append({key: name, "units": [k.unit for k in chosen],
-                               "anchors": [f"{direction}-{self.slugs[name]}-{k.unit}" for k in chosen],
+                kinds = sorted({"direct" if k.direct else "expanded" for k in chosen})
+                groups.append({key: name, "units": [k.unit for k in chosen], "anchor": f"{direction}-{self.slugs[name]}",
                                "l2": [_rounded(k.l2) for k in chosen], "sign": [k.sign for k in chosen],
                                **({"share": [_rounded(k.share) for k in chosen]} if key == "to" else {}),
                                "peak": [_rounded(k.peak) for k in chosen],
-                               "weights": ["direct" if k.direct else "expanded" for k in chosen],
+                               "weights": kinds[0] if len(kinds) == 1 else
+                                          ["direct" if k.direct else "expanded" for k in chosen],
                                "positions": any(k.weights.placed for k in chosen),
                                "frozen": sorted({f for k in chosen for f in k.weights.frozen}),
-                               "kernels": [_kernel_values(k.kernel) for k in chosen]})
+                               "kernels": _kernel_block([k.kernel for k in chosen])})
             return groups
 
         branch = layer.branch_of(unit)
@@ -374,20 +389,45 @@ class UnitPages:
             "excitatory_inputs": weights.excitatory, "inhibitory_inputs": weights.inhibitory,
             "input_l2": _rounded(weights.input_l2), "scale": _rounded(weights.scale),
             "rgb_kernel": None if weights.rgb_kernel is None else np.vectorize(_rounded, otypes=[float])(weights.rgb_kernel).tolist(),
+            "about": ABOUT,
+        }
+
+    def about(self) -> dict[str, Any]:
+        """What every unit's data file means, and the settings that made them: ``units/about.json``."""
+        return {
             "ranking": {"by": "inputs: L2 norm of the kernel; outputs: share, the kernel's L2 norm over the L2 norm "
                               "of all inputs of the unit it feeds",
                         "sign": "sign of the kernel's sum",
+                        "peak": "the kernel's largest absolute weight",
                         "scale": "largest absolute weight over all of this unit's inputs from that layer",
                         "top_k": self.config.ranking.top_k,
                         "weights": "direct: the stored kernel; expanded: the linear map between the two layers "
-                                   "with ReLU as the identity and max-pooling as average pooling",
-                        "kernels": "each connection's kernel, [height][width], four significant digits",
-                        "anchors": "the id of each connection's card on the unit's page (page.html#id)",
+                                   "with ReLU as the identity and max-pooling as average pooling (one value "
+                                   "for the group, or one per connection)",
+                        "kernels": "the listed connections' kernels, [connection, height, width], as int8 in base64, "
+                                   "each relative to its peak: numpy.frombuffer(base64.b64decode(base64), 'i1')"
+                                   ".reshape(shape) / 127 * peak[:, None, None] (within 0.4% of the peak; each "
+                                   "layer's page has its own weights, whole)",
+                        "anchor": "the cards' ids on the unit's page are ANCHOR-UNIT (page.html#ANCHOR-UNIT)",
                         "positions": "the kernel is a map over the input layer's positions (a dense layer "
                                      "reading a flattened feature map)",
                         "frozen": "gates and layer norms held at their mean over reference images"},
             "settings": self.settings,
+            "feature_visualisation": self._picture_recipe(),
         }
+
+    def _picture_recipe(self) -> dict[str, Any] | None:
+        """How every feature visualisation was made (from the first unit's positive picture: the
+        settings are the cache's key, the same for all)."""
+        if self.pictures is None:
+            return None
+        layer = self.graph.layers[0].name
+        record = {k: v for k, v in self.pictures.provenance(layer, 0, 1).items() if k not in PICTURE_FIELDS}
+        for key in ("layer", "unit", "objective"):
+            record.pop(key, None)
+        record["objective"] = {"positive": "maximise the unit's mean activation",
+                               "negative": "minimise the unit's mean pre-activation (before its activation function)"}
+        return record
 
 
 def _frozen(links: list[Link]) -> list[str]:
@@ -414,9 +454,30 @@ def _factor_data(view: dict[str, Any] | None) -> dict[str, Any] | None:
                         for row in view["rows"]]}
 
 
-def _kernel_values(kernel: np.ndarray) -> list[list[float]]:
-    """A kernel for the data file: four significant digits, as nested lists."""
-    return [[float(f"{v:.4g}") for v in row] for row in kernel.tolist()]
+def shared(examples: list[dict[str, str]]) -> str:
+    """What most of a unit's examples show, from their attributes: "green (8 of 8), ring (6 of 8)", or ""."""
+    counts = Counter((k, v) for e in examples for k, v in e.items())
+    common = [(n, k, v) for (k, v), n in counts.most_common() if n * 2 > len(examples)]
+    return ", ".join(f"{f'{k} {v}' if v[:1].isdigit() else v} ({n} of {len(examples)})" for n, k, v in common[:3])
+
+
+PICTURE_FIELDS = ("direction", "image", "objective_value", "noise_value", "device")  # per picture; the rest is in about.json
+
+
+def _pictures_data(pictures: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None:
+    """A unit's pictures for its data file: what differs from unit to unit (how every picture was
+    made is in ``units/about.json``)."""
+    return None if pictures is None else [{k: p[k] for k in PICTURE_FIELDS} for p in pictures]
+
+
+def _kernel_block(kernels: list[np.ndarray]) -> dict[str, Any]:
+    """Kernels of one shape for the data file, compact: ``[count, height, width]`` int8 in base64,
+    each kernel relative to its largest absolute weight (its ``peak``) as 127."""
+    stacked = np.stack(kernels).astype(np.float64)
+    peaks = np.abs(stacked).reshape(len(stacked), -1).max(axis=1)
+    scaled = stacked / np.where(peaks > 0, peaks, 1)[:, None, None] * 127
+    return {"shape": list(stacked.shape), "dtype": "int8", "base64":
+            base64.b64encode(np.round(scaled).astype(np.int8).tobytes()).decode()}
 
 
 def _shortened(label: str) -> str:

@@ -1,4 +1,5 @@
-"""The layer page's toolbar (filter, sort, hide dead) and sortable statistics table, in headless Chromium."""
+"""The layer page's toolbar (filter, sort, group by family, hide dead) and sortable statistics table, in
+headless Chromium."""
 
 import shutil
 from pathlib import Path
@@ -53,9 +54,11 @@ PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>x</title>
 <script src="../assets/layer-tools.js" defer></script></head>
 <body><article class="md-typeset"><div class="wa-layer">
 <div class="wa-layer-tools"></div>
-<section class="wa-group"><h2>Branch 1x1</h2><div class="wa-grid">{a}</div></section>
-<details><summary>Branch 3x3</summary>
-<section class="wa-group"><h2>Branch 3x3</h2><div class="wa-grid">{b}</div></section>
+<details class="wa-family" id="family-1" open><summary>Branch 1x1</summary>
+<section class="wa-group"><div class="wa-grid">{a}</div></section>
+</details>
+<details class="wa-family" id="family-2"><summary>Branch 3x3</summary>
+<section class="wa-group"><div class="wa-grid">{b}</div></section>
 </details>
 <table class="wa-stats wa-sortable"><thead><tr><th data-sort="number">Unit</th><th data-sort="text">Label</th>
 <th data-sort="text">Branch</th><th data-sort="text">Family</th><th data-sort="number">Input L2</th>
@@ -131,32 +134,34 @@ def test_toolbar_is_built_with_labels(page):
     assert options == ["Unit", "Input L2 (largest first)", "Excitatory share (largest first)"]  # no data-active
     assert tools.find_element(By.CSS_SELECTOR, "select.wa-sort").get_attribute("aria-label")
     assert "Hide dead units" in tools.find_element(By.CSS_SELECTOR, "label.wa-hide-dead-label").text
-    assert count_text(page) == "10 of 10 units shown"
+    assert tools.find_element(By.CSS_SELECTOR, "input.wa-hide-dead").is_selected()  # hidden at first
+    assert "Group by family" in tools.find_element(By.CSS_SELECTOR, "label.wa-grouped-label").text
+    assert count_text(page) == "9 of 10 units shown; 1 that never fire hidden"
 
 
 def test_filter_by_label(page):
     type_filter(page, "RING")
     assert shown_cells(page) == [3]
     assert shown_rows(page) == [3]
-    assert count_text(page) == "1 of 10 units shown"
+    assert count_text(page) == "1 of 10 units shown; 1 that never fire hidden"
     groups = page.find_elements(By.CSS_SELECTOR, ".wa-group")
     assert groups[0].is_displayed() and groups[1].get_attribute("hidden") is not None  # empty section hidden
     type_filter(page, "")
-    assert count_text(page) == "10 of 10 units shown"
-    assert len(shown_rows(page)) == 10
+    assert count_text(page) == "9 of 10 units shown; 1 that never fire hidden"
+    assert len(shown_rows(page)) == 9
 
 
 def test_filter_by_branch_opens_details(page):
-    details = page.find_element(By.CSS_SELECTOR, "details")
+    details = page.find_element(By.CSS_SELECTOR, "#family-2")
     assert details.get_attribute("open") is None
     type_filter(page, "3x3")
     assert details.get_attribute("open") is not None
-    assert shown_cells(page) == [5, 6, 7, 8, 112]
+    assert shown_cells(page) == [5, 6, 7, 112]  # 8 never fires
     assert all(page.find_element(By.CSS_SELECTOR, f'.wa-cell[data-unit="{u}"]').is_displayed()
-               for u in (5, 6, 7, 8, 112))
+               for u in (5, 6, 7, 112))
     assert page.find_elements(By.CSS_SELECTOR, ".wa-group")[0].get_attribute("hidden") is not None
-    assert shown_rows(page) == [5, 6, 7, 8, 112]
-    assert count_text(page) == "5 of 10 units shown"
+    assert shown_rows(page) == [5, 6, 7, 112]
+    assert count_text(page) == "4 of 10 units shown; 1 that never fire hidden"
 
 
 def test_filter_by_unit_number(page):
@@ -169,29 +174,34 @@ def test_filter_by_unit_number(page):
 
 def test_hide_dead_units(page):
     dead = page.find_element(By.CSS_SELECTOR, '.wa-cell[data-unit="8"]')
-    page.find_element(By.CSS_SELECTOR, "details summary").click()
-    assert dead.is_displayed()
-    page.find_element(By.CSS_SELECTOR, "input.wa-hide-dead").click()
-    assert not dead.is_displayed()
+    page.find_element(By.CSS_SELECTOR, "#family-2 summary").click()
+    assert not dead.is_displayed()  # hidden at first
     assert 8 not in shown_cells(page) and 8 not in shown_rows(page)
-    assert count_text(page) == "9 of 10 units shown"
     page.find_element(By.CSS_SELECTOR, "input.wa-hide-dead").click()
     assert dead.is_displayed()
     assert count_text(page) == "10 of 10 units shown"
+    page.find_element(By.CSS_SELECTOR, "input.wa-hide-dead").click()
+    assert not dead.is_displayed()
+    assert count_text(page) == "9 of 10 units shown; 1 that never fire hidden"
 
 
-def test_sort_cells_by_l2(page):
-    page.find_element(By.CSS_SELECTOR, "details summary").click()
+def test_sort_orders_the_whole_layer(page):
+    page.find_element(By.CSS_SELECTOR, "input.wa-hide-dead").click()  # show every unit
     Select(page.find_element(By.CSS_SELECTOR, "select.wa-sort")).select_by_visible_text("Input L2 (largest first)")
-    grids = page.find_elements(By.CSS_SELECTOR, ".wa-grid")
+    grouped = page.find_element(By.CSS_SELECTOR, "input.wa-grouped")
+    assert not grouped.is_selected()  # a sort orders all units, families aside
+    assert shown_cells(page) == [1, 5, 112, 7, 3, 12, 0, 6, 2, 8]  # 5 and 112 tie at 0.75: by unit number
+    assert not page.find_element(By.CSS_SELECTOR, "#family-1").is_displayed()
+    grouped.click()  # back in families: sorted within each
+    grids = page.find_elements(By.CSS_SELECTOR, "details .wa-grid")
     order = [[int(c.get_attribute("data-unit")) for c in g.find_elements(By.CSS_SELECTOR, ".wa-cell")] for g in grids]
-    assert order == [[1, 3, 12, 0, 2], [5, 112, 7, 6, 8]]  # 5 and 112 tie at 0.75: by unit number
+    assert order == [[1, 3, 12, 0, 2], [5, 112, 7, 6, 8]]
     Select(page.find_element(By.CSS_SELECTOR, "select.wa-sort")).select_by_visible_text("Excitatory share (largest first)")
-    assert [int(c.get_attribute("data-unit")) for c in grids[0].find_elements(By.CSS_SELECTOR, ".wa-cell")] \
-        == [3, 2, 0, 1, 12]
+    assert shown_cells(page) == [3, 2, 5, 112, 0, 7, 1, 6, 12, 8]
     Select(page.find_element(By.CSS_SELECTOR, "select.wa-sort")).select_by_visible_text("Unit")
+    grouped.click()
     assert shown_cells(page) == [0, 1, 2, 3, 12, 5, 6, 7, 8, 112]
-    type_filter(page, "curve")  # filtering keeps the sort
+    type_filter(page, "curve")  # filtering keeps the order
     assert shown_cells(page) == [5, 6, 112]
 
 

@@ -100,7 +100,8 @@ def test_hostile_names_stay_text_in_the_browser(hostile_site):
         titles = [t.text for t in browser.find_elements(By.CSS_SELECTOR, ".wa-search__title")]
         assert any(HostileNames.NAMES[0] in t for t in titles), titles
         assert browser.execute_script("return document.body.dataset.pwned") is None
-        assert not browser.find_elements(By.CSS_SELECTOR, ".wa-search__results img")
+        pictures = [i.get_attribute("src") for i in browser.find_elements(By.CSS_SELECTOR, ".wa-search__results img")]
+        assert all(p.startswith(hostile_site.resolve().as_uri()) and p.endswith(".thumb.webp") for p in pictures), pictures
     finally:
         browser.quit()
 

@@ -1,6 +1,7 @@
 /* Weight Atlas: a kernel tile, clicked, opens large with its numbers.
    The tile is enlarged from the page's own sprite (nearest neighbour). Its numbers come from the
-   unit's data file (UNIT.json: each connection's "kernels" beside its "anchors", the cards' ids), which a browser lets a page read
+   unit's data file (UNIT.json: each group of connections' "kernels", int8 in base64 relative to each
+   kernel's "peak"; a card's id is the group's "anchor" and the unit), which a browser lets a page read
    over http(s) but not from file://; there the view says where the numbers are.
    Plain ES2017, no network beyond that file. */
 (function () {
@@ -38,11 +39,22 @@
     return table;
   }
 
-  function kernelOf(json, id) {
-    var groups = [].concat(json.inputs || [], json.outputs || [], json.further_inputs || [], json.more_inputs || []);
+  function kernelOf(json, id) {  // [height][width] of the card's kernel: its group's int8 block times its peak
+    var groups = [].concat(json.inputs || [], json.outputs || [], json.further_inputs || []);
     for (var i = 0; i < groups.length; i++) {
-      var at = (groups[i].anchors || []).indexOf(id);
-      if (at >= 0 && groups[i].kernels) return groups[i].kernels[at];
+      var g = groups[i], block = g.kernels;
+      var at = block ? g.units.map(function (u) { return g.anchor + "-" + u; }).indexOf(id) : -1;
+      if (at < 0) continue;
+      var bytes = atob(block.base64), h = block.shape[1], w = block.shape[2], rows = [];
+      for (var r = 0; r < h; r++) {
+        var row = [];
+        for (var c = 0; c < w; c++) {
+          var q = bytes.charCodeAt((at * h + r) * w + c);
+          row.push((q > 127 ? q - 256 : q) / 127 * g.peak[at]);
+        }
+        rows.push(row);
+      }
+      return rows;
     }
     return null;
   }
@@ -52,7 +64,7 @@
     dialog.className = "wa-kernel-view";
     var title = document.createElement("p");
     title.className = "wa-kernel-title";
-    var name = card ? card.querySelector(".wa-name") : null;
+    var name = card ? card.querySelector(":scope > span:nth-of-type(2)") : null;
     title.textContent = name ? "Kernel from " + (card.id.indexOf("out") === 0 ? "this unit to " : "") + name.textContent :
       "Kernel";
     var close = document.createElement("button");

@@ -1,10 +1,11 @@
 /*
  * Search for the atlas: a box in the header, results under it.
  *
- * The index (search/index.js, entries [location, title, text]) is loaded by a script tag
- * the first time the box is used, so pages cost nothing until then and search works from
- * file:// as over http. A result matches when every word typed begins a word of its title
- * or text; whole words and words of the title rank first. Results are shown as text only.
+ * The index (search/index.js, entries [location, title, text, picture]) is loaded by a script
+ * tag the first time the box is used, so pages cost nothing until then and search works from
+ * file:// as over http. A result matches when every word typed begins or ends a word of its
+ * title or text ("3b:84" finds mixed3b 84); whole words, beginnings and words of the title rank
+ * first. Results are shown as text, with the unit's small picture.
  */
 (function () {
   "use strict";
@@ -46,7 +47,8 @@
     tag.src = root + "search/index.js";
     tag.onload = function () {
       entries = (window.atlasSearchIndex || []).map(function (e) {
-        return { location: e[0], title: e[1], text: e[2], titleWords: words(e[1]), textWords: words(e[2]) };
+        return { location: e[0], title: e[1], text: e[2], picture: e[3] || "", titleWords: words(e[1]),
+                 textWords: words(e[2]) };
       });
       state = "ready";
       show();
@@ -64,8 +66,10 @@
       var term = terms[i], best = 0;
       [[entry.titleWords, 4], [entry.textWords, 1]].forEach(function (part) {
         part[0].forEach(function (word) {
-          if (word === term) best = Math.max(best, 2 * part[1]);
-          else if (word.indexOf(term) === 0) best = Math.max(best, part[1]);
+          if (word === term) best = Math.max(best, 4 * part[1]);
+          else if (word.indexOf(term) === 0) best = Math.max(best, 2 * part[1]);
+          else if (term.length > 1 && word.length > term.length &&
+                   word.lastIndexOf(term) === word.length - term.length) best = Math.max(best, part[1]);
         });
       });
       if (!best) return 0;
@@ -110,6 +114,14 @@
       var link = document.createElement("a");
       link.className = "wa-search__link";
       link.href = root + result.entry.location;
+      if (result.entry.picture) {
+        var picture = document.createElement("img");
+        picture.className = "wa-search__picture";
+        picture.src = root + result.entry.picture;
+        picture.alt = "";
+        picture.loading = "lazy";
+        link.appendChild(picture);
+      }
       link.appendChild(line("span", "wa-search__title", result.entry.title));
       link.appendChild(line("span", "wa-search__text", result.entry.text.slice(0, 160)));
       item.appendChild(link);
