@@ -26,9 +26,9 @@ from .graph import Layer, LayerGraph
 
 DIMENSIONS = 128  # units are clustered in a random projection to this many dimensions
 PICTURE_SIDE = 8  # a feature visualisation, shrunk to this many pixels a side, as clustering features
-SHARED = 0.5  # a label or attribute names a family when at least this share of its members' examples have it
+SHARED = 0.5  # a label or attribute names a family when more than this share of its members (examples) have it
 NAME_PARTS = 2  # attribute values in a family's name, at most
-LIFT = 2.0  # ... and at least this many times as often as among all of the layer's examples
+LIFT = 2.0  # ... and at least this many times as often as the layer's other units' examples
 
 OTHER = "other units"
 DEAD = "never fire"
@@ -137,18 +137,19 @@ def _clustered(layer: Layer, features: UnitFeatures, units: list[int], annotatio
 def _name(layer: Layer, members: tuple[int, ...], features: UnitFeatures, annotations: Annotations) -> str | None:
     """What the members share, when something stands out: a label most of them carry (such as a
     class name), else the attribute values most of their dataset examples have, and that are
-    rarer among the layer's examples (up to two; a number is named with its attribute)."""
+    rarer among the other units' examples (up to two; a number is named with its attribute)."""
     labels = Counter(label for u in members if (label := annotations.label(layer.name, u)))
-    if labels and labels.most_common(1)[0][1] >= SHARED * len(members):
+    if labels and labels.most_common(1)[0][1] > SHARED * len(members):
         return labels.most_common(1)[0][0]
     if not features.attributes:
         return None
-    everyone = [e for examples in features.attributes for e in examples]
-    base = Counter((k, v) for e in everyone for k, v in e.items())
+    inside = set(members)
+    others = [e for u, examples in enumerate(features.attributes) if u not in inside for e in examples]
+    base = Counter((k, v) for e in others for k, v in e.items())
     examples = [e for u in members for e in features.attributes[u]]
     counts = Counter((k, v) for e in examples for k, v in e.items())
     common = [(n, k, v) for (k, v), n in counts.items()
-              if n >= SHARED * len(examples) and n / len(examples) >= LIFT * base[(k, v)] / len(everyone)]
+              if n > SHARED * len(examples) and n / len(examples) >= LIFT * base[(k, v)] / max(len(others), 1)]
     parts = [f"{k} {v}" if v[:1].isdigit() else v for _, k, v in sorted(common, key=lambda c: -c[0])[:NAME_PARTS]]
     return " ".join(parts) or None
 

@@ -33,7 +33,7 @@ from .ranking import UnitWeights
 from .render import tile_sprite
 from .dataset_examples import Examples
 from .featurevis import Pictures
-from .unit_pages import UnitPages
+from .unit_pages import THUMBNAIL, UnitPages
 from .workers import forked_map
 
 SAMPLER = 8  # units of each layer shown on the index
@@ -238,7 +238,7 @@ class PageWriter:
                 "family": family_of[u].name, "branch": branch.name if branch else "",
                 "l2": w.input_l2, "excitatory": w.excitatory / signed if signed else None,
                 "active": active[u] if active else None, "dead": peaks is not None and peaks[u] <= 0,
-                "picture": self.unit_pages.picture_tag(layer.name, u, "../", 48),
+                "picture": self.unit_pages.picture_tag(layer.name, u, "../", THUMBNAIL),
                 "factor": self.unit_pages.factor_tag(layer.name, u, CELL_FACTOR),
             })
         return cells
@@ -299,7 +299,7 @@ class PageWriter:
         return {"card": self.unit_pages.cards([link], tiles, "in", root="units/")[0], "css": css,
                 "layer": layer, "unit": unit, "label": self.structure.annotations.label(layer, unit),
                 "href": self._href(layer, unit, ""), "anchor": f"in-{self.slugs[link.layer]}-{link.unit}",
-                "picture": self.unit_pages.picture_tag(layer, unit, "", 48), "link": link,
+                "picture": self.unit_pages.picture_tag(layer, unit, "", THUMBNAIL), "link": link,
                 "label_in": self.structure.annotations.label(link.layer, link.unit),
                 "branch_in": (b.name if (b := self.graph.layer(link.layer).branch_of(link.unit)) else None)}
 
@@ -321,12 +321,14 @@ class PageWriter:
                 label = self.structure.annotations.label(layer.name, u)
                 named = label or (family if family not in (OTHER, "") and not family.startswith("family ") else "")
                 cells.append({"unit": u, "href": self._href(layer.name, u, ""), "label": named,
-                              "picture": self.unit_pages.picture_tag(layer.name, u, "", 48)
+                              "picture": self.unit_pages.picture_tag(layer.name, u, "", THUMBNAIL)
                               or self.unit_pages.factor_tag(layer.name, u, CELL_FACTOR)})
+            if not any(cell["picture"] for cell in cells):
+                continue  # a layer with neither pictures nor spatial weights (a classifier, weights only)
             rows.append({"layer": layer.name, "href": f"layers/{self.slugs[layer.name]}.html", "cells": cells,
                          "css": self.unit_pages.factor_css(layer.name, "", CELL_FACTOR).replace(
                              ".wa-nmf{", f".wa-sampler-{number} .wa-nmf{{"), "number": number})
-        return rows if any(cell["picture"] for row in rows for cell in row["cells"]) else []
+        return rows
 
     def _pictures_summary(self) -> dict[str, Any]:
         """How the pictures were made, for the index (the same on every rebuild)."""

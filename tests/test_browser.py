@@ -79,7 +79,7 @@ def test_search_finds_units_by_label_family_attribute_and_layer_unit(browser, de
 
 
 def test_cards_load_thumbnails_from_file_urls(browser, default_site):
-    """Every card's picture is a 48-pixel thumbnail that loads from file:// (nothing from the network)."""
+    """Every card's picture is a 40-pixel thumbnail that loads from file:// (nothing from the network)."""
     browser.get((default_site / "units" / "mixed3b" / "60.html").as_uri())
     browser.execute_script("document.querySelectorAll('img').forEach(i => i.loading = 'eager')")
     deadline = time.time() + 20
@@ -89,7 +89,7 @@ def test_cards_load_thumbnails_from_file_urls(browser, default_site):
     cards = browser.execute_script(
         "return Array.from(document.querySelectorAll('.wa-card img')).map(i => [i.src, i.naturalWidth])")
     assert len(cards) >= 48  # the other unit of each card
-    assert all(src.startswith("file://") and src.endswith(".thumb.webp") and width == 48 for src, width in cards), cards
+    assert all(src.startswith("file://") and src.endswith(".thumb.webp") and width == 40 for src, width in cards), cards
 
 
 def test_a_kernel_opens_large_on_click(browser, default_site):
@@ -136,3 +136,33 @@ def test_a_kernel_shows_its_numbers_over_http(default_site):
     assert [float(t.replace("\u2212", "-")) for r in shown for t in r] == pytest.approx(
         [float(t.replace("\u2212", "-")) for r in expected for t in r], rel=0.06, abs=1e-6)
 
+
+
+@pytest.mark.parametrize("page", ["index.html", "how-to-read.html", "layers/mixed3b.html", "units/mixed3b/84.html",
+                                  "units/logits/3.html"])
+def test_nothing_overflows_a_400_pixel_screen(browser, default_site, page):
+    browser.set_window_size(400, 900)
+    try:
+        browser.get((default_site / page).as_uri())
+        width = browser.execute_script("return [document.documentElement.scrollWidth, window.innerWidth]")
+        assert width[0] <= width[1], (page, width)
+        title = browser.find_element(By.CSS_SELECTOR, ".md-header__topic .md-ellipsis")
+        assert title.size["width"] >= 120, title.size  # the header title is not squeezed to a letter
+    finally:
+        browser.set_window_size(1280, 1000)
+
+
+def test_sorting_a_layer_by_input_l2_puts_its_strongest_unit_first(browser, default_site):
+    import json
+
+    from selenium.webdriver.support.ui import Select
+
+    l2 = {u: json.loads((default_site / "units" / "mixed3b" / f"{u}.json").read_text())["input_l2"] for u in range(208)}
+    browser.get((default_site / "layers" / "mixed3b.html").as_uri())
+    Select(browser.find_element(By.CSS_SELECTOR, "select.wa-sort")).select_by_value("l2")
+    shown = browser.execute_script("return [...document.querySelectorAll('.wa-cell')].filter(c => !c.closest('[hidden]')"
+                                   " && getComputedStyle(c.closest('details') || c).display !== 'none')"
+                                   ".map(c => +c.dataset.unit)")
+    alive = [u for u in sorted(l2, key=lambda u: (-l2[u], u))
+             if json.loads((default_site / "units" / "mixed3b" / f"{u}.json").read_text())["dataset_examples"]["fired"]]
+    assert shown[:5] == alive[:5]  # the whole layer in order (units that never fire hidden)

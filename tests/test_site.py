@@ -166,6 +166,18 @@ def test_families_cover_every_unit_exactly_once(default_site):
         sizes = [len(m) for name, m in families.items() if name not in ("other units", "never fire")]
         assert sizes == sorted(sizes, reverse=True)  # largest first, "never fire" and "other units" last
         assert list(families)[-2:].count("never fire") <= 1
+    # automatic families gather units by what they do, not by their branch
+    single, automatic = 0, 0
+    for layer in graph.layers:
+        if not layer.branches:
+            continue
+        html = (default_site / "layers" / f"{layer.name}.html").read_text(encoding="utf-8")
+        for name, members in _families(default_site / "layers" / f"{layer.name}.html").items():
+            block = html.split(f"<summary><b>{name}</b>")[1].split("</summary>")[0]
+            if 'class="wa-auto"' in block and name not in ("never fire", "other units") and len(members) > 1:
+                automatic += 1
+                single += len({layer.branch_of(u).name for u in members}) == 1
+    assert automatic >= 8 and single < 0.1 * automatic, (single, automatic)
     annotated = _families(default_site / "layers" / "mixed3a.html")  # from site_config/default.labels.yml
     assert annotated["disks"] == [32, 47, 56, 57, 67, 82]
     assert {"grating orientations", "colours", "disks"} <= set(annotated)
@@ -451,12 +463,12 @@ def test_every_unit_is_shown_by_its_feature_visualisation(default_site):
         assert re.search(f'^<i>\\d+</i><span>{other}<i class="wa-tile[^>]*></i></span>', card), card
     assert "60.thumb.webp" not in html.split('<h2 id="inputs">')[1]
     with Image.open(page.parent / "60.thumb.webp") as thumbnail:
-        assert thumbnail.size == (48, 48)  # sized for the cards and grids, never the full picture
+        assert thumbnail.size == (40, 40)  # sized for the cards and grids, never the full picture
     # Pictures are lazily loaded and sized, so a layer of many units stays light.
     grid = (default_site / "layers" / "mixed3b.html").read_text(encoding="utf-8")
     pictures = re.findall(r"<img [^>]*>", grid)
     assert len([p for p in pictures if ".thumb.webp" in p]) == 208
-    assert all('loading="lazy"' in p and 'width="48"' in p for p in pictures if ".thumb.webp" in p)
+    assert all('loading="lazy"' in p and 'width="40"' in p for p in pictures if ".thumb.webp" in p)
     index = (default_site / "index.html").read_text(encoding="utf-8")
     assert "Units at a glance" in index and index.count(".thumb.webp") == 6 * 8
 
@@ -487,6 +499,10 @@ def test_without_pictures_or_images_those_sections_are_left_out(tmp_path):
     assert "Feature visualisation" not in unit and "Dataset examples" not in unit
     data = json.loads((output / "units" / "conv2" / "0.json").read_text(encoding="utf-8"))
     assert data["feature_visualisation"] is None and data["dataset_examples"] is None
+    # the index shows every sampled unit by a picture: a first-layer colour kernel, else its factor picture
+    index = (output / "index.html").read_text(encoding="utf-8")
+    cells = re.findall(r'<a class="wa-cell" href="units/[^"]+"[^>]*>(.*?)</a>', index)
+    assert cells and all("<img" in c or 'class="wa-nmf"' in c for c in cells), cells
 
 
 def test_a_pair_without_a_linear_twin_is_listed_and_the_rest_builds(tmp_path, caplog):
@@ -534,3 +550,35 @@ def test_a_unit_that_never_fires_is_marked(default_site):
         layer = (default_site / "layers" / f"{page.parent.name}.html").read_text(encoding="utf-8")
         cell = re.search(rf'<a class="wa-cell[^"]*" href="../units/{page.parent.name}/{page.stem}.html"', layer).group(0)
         assert ("wa-dead-cell" in cell) is not fired
+
+
+def test_how_to_read_draws_the_atlas_s_strongest_connection(default_site):
+    read = (default_site / "how-to-read.html").read_text(encoding="utf-8")
+    card = re.search(r'<a class="wa-card[^"]*" id="(in-[^"]+)" href="units/([^"]+)">', read)
+    target = re.search(r'into <a href="units/([^"#]+)#([^"]+)"', read)
+    assert card and target and target.group(2) == card.group(1)
+    unit_page = (default_site / "units" / target.group(1)).read_text(encoding="utf-8")
+    first = re.search(r'<a class="wa-card[^"]*" id="([^"]+)"', unit_page.split('<h2 id="inputs">')[1]).group(1)
+    assert first == card.group(1)  # the first card of that unit's inputs
+    assert (default_site / "how-to-read.png").is_file() and "distill.pub/2020/circuits/visualizing-weights" in read
+    assert "of InceptionV1, the network it studies" in read
+
+
+def test_each_layer_offers_its_own_weights(default_site):
+    from safetensors.torch import load_file
+
+    from generator.loading import load_model
+
+    model = load_model(load_config(ROOT / "site_config" / "default.yml"))
+    html = (default_site / "layers" / "mixed3b.html").read_text(encoding="utf-8")
+    assert 'href="mixed3b/weights.safetensors"' in html
+    stored = load_file(str(default_site / "layers" / "mixed3b" / "weights.safetensors"))
+    expected = {k: v for k, v in model.state_dict().items() if k.startswith("mixed3b.")}
+    assert set(stored) == set(expected)
+    assert all(torch.equal(stored[k], expected[k]) for k in expected)
+
+
+def test_the_index_names_its_sampled_units_and_keeps_the_settings_folded(default_site):
+    index = (default_site / "index.html").read_text(encoding="utf-8")
+    assert re.search(r'<span class="wa-cell-label">shape=\w+</span>', index)  # logits by their class names
+    assert '<details class="wa-config-details">' in index
