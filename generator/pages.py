@@ -25,7 +25,7 @@ from .annotations import Annotations
 from .config import AtlasConfig
 from . import files
 from .expanded import LayerWeights
-from .factors import GroupFactors, LayerFactors
+from .factors import COMPONENTS, GroupFactors, LayerFactors
 from .families import DEAD, OTHER, Family
 from .graph import Layer, LayerGraph
 from .plots import LayerPlot, layer_plots
@@ -310,9 +310,10 @@ class PageWriter:
         rows = []
         for number, layer in enumerate(self.graph.layers):
             peaks = self.examples.peaks(layer.name) if self.examples else [1.0] * layer.channels
+            spread = self._spread(layer.name)
             families = [f for f in self.structure.families[layer.name] if f.name != DEAD]
             ranked = [sorted(f.units, key=lambda u: (not self.structure.annotations.label(layer.name, u),
-                                                     -peaks[u], u)) for f in families]
+                                                     not spread[u], -peaks[u], u)) for f in families]
             chosen: list[tuple[int, str]] = []
             for depth in range(max((len(r) for r in ranked), default=0)):
                 chosen += [(r[depth], f.name) for r, f in zip(ranked, families) if depth < len(r)]
@@ -329,6 +330,17 @@ class PageWriter:
                          "css": self.unit_pages.factor_css(layer.name, "", CELL_FACTOR).replace(
                              ".wa-nmf{", f".wa-sampler-{number} .wa-nmf{{"), "number": number})
         return rows
+
+    def _spread(self, layer: str) -> list[bool]:
+        """Per unit, whether its picture says something: always with feature visualisations; without
+        them, whether its weight factors spread over more than one kernel position (a unit reading
+        one position, a 1x1 branch in a wider window, is a single dot)."""
+        factors = self.structure.factors.get(layer)
+        channels = self.graph.layer(layer).channels
+        if self.pictures is not None or factors is None:
+            return [True] * channels
+        weight = factors.spatial.reshape(channels, COMPONENTS, -1).sum(axis=1)
+        return ((weight > 0.05 * weight.max(axis=1, keepdims=True)).sum(axis=1) > 1).tolist()
 
     def _pictures_summary(self) -> dict[str, Any]:
         """How the pictures were made, for the index (the same on every rebuild)."""

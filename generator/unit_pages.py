@@ -221,6 +221,8 @@ class UnitPages:
         links = weights.inputs + weights.outputs + [k for f in weights.further for k in f.links]
         factors = self._factor_view(layer, unit)
         grouping = self._by_factor(layer.name, unit, weights) if factors and factors["grouped"] else None
+        if grouping is not None and len(grouping) < 2:
+            grouping = None  # one group is the list itself
         extra = [link for group in grouping or [] for link in group["extra"]]
         links += extra
         tiles, css = [], ""
