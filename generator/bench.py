@@ -60,7 +60,7 @@ from .featurevis.transforms import RandomViews  # noqa: E402
 from .graph import trace_layers  # noqa: E402
 from .images import Normalise  # noqa: E402
 from .loading import load_model  # noqa: E402
-from .inceptionv1 import InceptionV1, write_random_checkpoint  # noqa: E402
+from .inceptionv1 import InceptionV1, random_atlas_config, write_random_checkpoint  # noqa: E402
 from .reference import gradient_weights, window_of  # noqa: E402
 from .page_weights import measure_site, typical_pages  # noqa: E402
 from .render import DIVERGING, tile_sprite  # noqa: E402
@@ -268,22 +268,10 @@ def file_kinds(site: Path) -> dict[str, float]:
     return found
 
 
-def inceptionv1_config(folder: Path, *changes: tuple[str, str], extra: str = "") -> Path:
-    """site_config/inceptionv1.yml in ``folder``, reading random weights written there and
-    building into ``folder/site``, with ``changes`` (pattern, replacement) and ``extra`` lines."""
-    write_random_checkpoint(str(folder / "inception5h.pth"))
-    text = (ROOT / "site_config" / "inceptionv1.yml").read_text()
-    for pattern, replacement in (("checkpoint: .*", f"checkpoint: {folder / 'inception5h.pth'}"),
-                                 ("output: .*", f"output: {folder / 'site'}"), *changes):
-        text = re.sub(pattern, replacement, text)
-    (folder / "atlas.yml").write_text(text + extra)
-    return folder / "atlas.yml"
-
-
 def bench_inceptionv1_atlas() -> dict:
     with tempfile.TemporaryDirectory() as folder:
         # weights only: pictures are GPU work
-        return atlas_in_child(inceptionv1_config(Path(folder), ("enabled: true", "enabled: false")), "inceptionv1")
+        return atlas_in_child(random_atlas_config(Path(folder), ("enabled: true", "enabled: false")), "inceptionv1")
 
 
 def bench_inceptionv1_pictures(sample_steps: int = 64) -> dict:
@@ -302,7 +290,7 @@ def bench_inceptionv1_pictures(sample_steps: int = 64) -> dict:
 
     with tempfile.TemporaryDirectory() as folder:
         folder = Path(folder)
-        path = inceptionv1_config(folder, (r"steps: \d+", f"steps: {sample_steps}"),
+        path = random_atlas_config(folder, (r"steps: \d+", f"steps: {sample_steps}"),
                                   extra=f"dataset: {{source: procedural, images: 1024}}\ncache: {folder / 'cache'}\n")
         config = load_config(path)
         model = load_model(config)

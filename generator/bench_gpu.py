@@ -34,6 +34,7 @@ from .featurevis import layers, optimise
 from .featurevis.jobs import CPU_BATCH, visualise_units
 from .featurevis.optimise import Job, fitting_batch, model_for, render
 from .graph import trace_layers
+from .inceptionv1 import random_atlas_config
 from .loading import load_model, weights_hash
 
 STEPS = 128
@@ -83,9 +84,8 @@ def _compare(pictures, reference) -> dict:
 def bench_gpu(folder: Path, device: torch.device, steps: int = STEPS, units: int = UNITS,
               layer_steps: int = 512) -> dict:
     """The GPU rows (``device`` may be the CPU, with few ``steps`` and ``units``, to try the code)."""
-    from .bench import inceptionv1_config
 
-    config = load_config(inceptionv1_config(folder, extra=f"cache: {folder / 'cache'}\n"))
+    config = load_config(random_atlas_config(folder, extra=f"cache: {folder / 'cache'}\n"))
     model = load_model(config).eval().requires_grad_(False)
     network, graph = trace_layers(model, config.input.shape)
     graph = graph.restricted(config.layers)

@@ -15,17 +15,18 @@ import torch
 from .annotations import labels_path, load_annotations
 from .config import AtlasConfig
 from .errors import AtlasError
-from .cluster import held
 from .dataset_examples import find_examples, image_source
-from .expanded import REFERENCE_IMAGES, Frozen, freeze, layer_weights, needs_reference
+from .engines import opened
+from .expanded import Frozen, freeze, layer_weights, needs_reference
 from .factors import group_factors, unit_factors
 from .families import family_features, layer_families
 from .featurevis import visualise_units
 from .graph import find_layers
 from .loading import load_model, weights_hash
 from .network import TracedNetwork
-from .images import Normalise
-from .pages import UNITS_MARK, ModelSummary, PageWriter, Structure
+from .images import REFERENCE_IMAGES, Normalise, reference_images
+from .pages import UNITS_MARK, ModelSummary, PageWriter
+from .structure import Structure
 from .ranking import kernel_norms, rank
 from .search import page_entries, write_index
 from .site import PageShell, check_output, mkdocs_site, staged_output
@@ -55,11 +56,9 @@ def reference_statistics(config: AtlasConfig, network: TracedNetwork) -> Frozen 
     if first is not None:
         images = first[1][:REFERENCE_IMAGES]
         description = f"the first {len(images)} dataset images"
-    else:
-        generator = torch.Generator().manual_seed(0)
-        images = torch.rand(REFERENCE_IMAGES, *network.input_shape, generator=generator)
-        description = f"{REFERENCE_IMAGES} uniform-noise images"
-    return freeze(network, Normalise(config.input)(images).contiguous(), description)
+        return freeze(network, Normalise(config.input)(images).contiguous(), description)
+    return freeze(network, reference_images(network.input_shape, Normalise(config.input)),
+                  f"{REFERENCE_IMAGES} uniform-noise images")
 
 
 def layer_parameters(model: torch.nn.Module, modules: tuple[str, ...]) -> dict[str, torch.Tensor]:
@@ -129,10 +128,10 @@ def build_atlas(config: AtlasConfig, output: str | Path | None = None) -> BuildR
     factors = unit_factors(composed.weights)
     t = done("factors", t)
     weights = weights_hash(model)
-    with held():  # a Ray cluster joined for pictures serves dataset examples too
-        pictures = visualise_units(config, network, graph, weights) if config.featurevis.enabled else None
+    with opened(config, network, graph) as engine:  # one engine for both stages (one Ray connection)
+        pictures = visualise_units(config, network, graph, weights, engine) if config.featurevis.enabled else None
         t = done("feature visualisation", t)
-        examples = find_examples(config, network, graph, weights)
+        examples = find_examples(config, network, graph, weights, engine)
         t = done("dataset examples", t)
     readers = {w.dst for w in composed.weights if w.hops == 1 and w.src is not None}
     structure = Structure(

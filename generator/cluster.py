@@ -1,10 +1,11 @@
-"""Work spread over a Ray cluster: many GPUs or machines, one build.
+"""The Ray engine (``featurevis.engine: ray``): work spread over a Ray cluster, many GPUs or
+machines, one build.
 
 The build's process is Ray's driver. It joins a cluster (``featurevis.address``; else the
 one Ray finds, through ``RAY_ADDRESS`` or ``ray start`` on this machine; else a private one
 it starts for the build), puts the model in the cluster's object store once, and sends
-work items as tasks that take one GPU each where the cluster has GPUs, one CPU each
-otherwise. Results come back as tasks finish, in any order. A task whose worker or node
+jobs (:class:`generator.engines.Work`) as tasks that take one GPU each where the cluster
+has GPUs, one CPU each otherwise. Results come back as tasks finish, in any order. A task whose worker or node
 is lost is sent again (``TRIES`` sends in all), so a lost machine costs only the work it
 was doing.
 
@@ -20,16 +21,18 @@ import os
 import signal
 import socket
 import sys
-from contextlib import contextmanager
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
 from torch import nn
 
+from .config import AtlasConfig
+from .engines import Work, Worker
 from .errors import AtlasError
+from .graph import LayerGraph
+from .network import TracedNetwork
 from .torchvision_models import ensure_importable
 
 log = logging.getLogger("weight_atlas")
@@ -96,64 +99,73 @@ def _use_token(address: str | None) -> None:
         os.environ["RAY_AUTH_MODE"] = "token"
 
 
-class Cluster:
-    """A connection to a Ray cluster holding one model; use as a context manager."""
+class RayEngine:
+    """``featurevis.engine: ray``: jobs as tasks on a Ray cluster, joined when the build first
+    has jobs to send (a build with nothing to send never connects) and kept until it ends,
+    for pictures and dataset examples alike."""
 
-    def __init__(self, address: str | None, model: nn.Module, device: str):
-        _use_token(address)  # before Ray reads its settings, on import
+    device = None  # the workers' own
+
+    def __init__(self, config: AtlasConfig, network: TracedNetwork, graph: LayerGraph):
+        self.address, self.setting, self.built = config.featurevis.address, config.featurevis.device, network.model
+        self.started = False  # whether this build started Ray's connection (else it keeps the caller's)
+        self.model: list | None = None  # the model in the object store, in a list: tasks get the reference
+
+    def _join(self) -> None:
+        if self.model is not None:
+            return
+        _use_token(self.address)  # before Ray reads its settings, on import
         ray = _ray()
-        self.started = not ray.is_initialized()  # else the caller's connection is used, and kept
-        if self.started:
-            _check_reachable(address or os.environ.get("RAY_ADDRESS"))
+        if not ray.is_initialized():
+            _check_reachable(self.address or os.environ.get("RAY_ADDRESS"))
             handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
             try:
-                ray.init(address=address, runtime_env=_model_code(model), logging_level=logging.WARNING)
+                ray.init(address=self.address, runtime_env=_model_code(self.built), logging_level=logging.WARNING)
             except (ConnectionError, RuntimeError, ValueError, ray.exceptions.RayError) as error:
                 raise AtlasError(
-                    f"Could not join the Ray cluster{f' at {address}' if address else ''} "
+                    f"Could not join the Ray cluster{f' at {self.address}' if self.address else ''} "
                     f"({type(error).__name__}: {_first_line(error) or 'no details'}). "
                     f"Start one with `ray start --head`, or correct `featurevis.address`.") from None
             finally:  # Ray installs its own; the build's stop cleanly (Ctrl-C and SIGTERM alike)
                 for number, handler in handlers.items():
                     signal.signal(number, handler)
+            self.started = True
         try:
             resources = ray.cluster_resources()
             self.gpus, self.cpus = int(resources.get("GPU", 0)), int(resources.get("CPU", 0))
-            if device.startswith("cuda") and not self.gpus:
-                raise AtlasError(f"`featurevis.device` is {device}, but the Ray cluster has no GPU. "
+            if self.setting.startswith("cuda") and not self.gpus:
+                raise AtlasError(f"`featurevis.device` is {self.setting}, but the Ray cluster has no GPU. "
                                  f"Set `featurevis.device: auto` (or cpu) to run on its CPUs.")
-            self.use_gpus = self.gpus > 0 and device != "cpu"
-            self.model = [ray.put(model)]  # in a list, so tasks get the reference and fetch it once
+            self.use_gpus = self.gpus > 0 and self.setting != "cpu"
+            self.model = [ray.put(self.built)]
         except BaseException:
             self.close()
             raise
 
-    @property
-    def description(self) -> str:
+    def processes(self, work: Work, jobs: int) -> int:
+        return 0
+
+    def where(self, work: Work, jobs: int) -> str:
+        self._join()
         return (f"a Ray cluster, one task per GPU ({self.gpus} GPUs)" if self.use_gpus
                 else f"a Ray cluster, one task per CPU ({self.cpus} CPUs)")
 
-    def __enter__(self) -> Cluster:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
     def close(self) -> None:
+        self.model = None
         if self.started:
             self.started = False
-            if _HELD["held"]:
-                _HELD["started"] = True  # held() closes it
-            else:
-                _ray().shutdown()
+            _ray().shutdown()
 
-    def run(self, function: Callable[[Shared, Item, torch.device], Any], items: Iterable[Item],
-            describe: Callable[[Item], str]) -> Iterator[tuple[Item, Any]]:
-        """``function(shared, item, device)`` of every item, run on the cluster, as each finishes.
-        ``function`` is a module-level function (workers import it)."""
+    def run(self, work: Work[Item, Any], items: Sequence[Item],
+            progress: Callable[[int], object]) -> Iterator[tuple[Item, Any]]:
+        self._join()
+        return self._tasks(work, items, progress)
+
+    def _tasks(self, work: Work[Item, Any], items: Sequence[Item],
+               progress: Callable[[int], object]) -> Iterator[tuple[Item, Any]]:
         ray = _ray()
         task = ray.remote(atlas_task).options(max_retries=0, **({"num_gpus": 1} if self.use_gpus else {"num_cpus": 1}))
-        pending = {task.remote(function, self.model, item): (item, 1) for item in items}
+        pending = {task.remote(work.task, self.model, item): (item, 1) for item in items}
         lost = _lost_errors()
         try:
             while pending:
@@ -164,65 +176,42 @@ class Cluster:
                 except lost as error:
                     reason = _first_line(error) or type(error).__name__
                     if tries >= TRIES:
-                        raise AtlasError(f"{describe(item)} was lost with its Ray worker {tries} times "
+                        raise AtlasError(f"{work.describe(item)} was lost with its Ray worker {tries} times "
                                          f"({reason}). Check the cluster's nodes, then build again: "
                                          f"finished work is kept.") from None
-                    log.warning("%s was lost with its Ray worker (%s); it runs again", describe(item), reason)
-                    pending[task.remote(function, self.model, item)] = (item, tries + 1)
+                    log.warning("%s was lost with its Ray worker (%s); it runs again", work.describe(item), reason)
+                    pending[task.remote(work.task, self.model, item)] = (item, tries + 1)
                     continue
                 except ray.exceptions.RayTaskError as error:
                     cause = error.cause
                     if isinstance(cause, AtlasError):
                         raise AtlasError(str(cause)) from None
-                    raise AtlasError(f"{describe(item)} failed on the Ray cluster ({type(cause).__name__}: "
+                    raise AtlasError(f"{work.describe(item)} failed on the Ray cluster ({type(cause).__name__}: "
                                      f"{_first_line(cause)}).") from None
                 except ray.exceptions.RayError as error:  # out of memory, unschedulable, code not shipped, ...
-                    raise AtlasError(f"{describe(item)} could not run on the Ray cluster ({type(error).__name__}: "
-                                     f"{_first_line(error)}). Check the cluster (`ray status`), then build again: finished "
-                                     f"work is kept.") from None
+                    raise AtlasError(f"{work.describe(item)} could not run on the Ray cluster "
+                                     f"({type(error).__name__}: {_first_line(error)}). Check the cluster "
+                                     f"(`ray status`), then build again: finished work is kept.") from None
                 yield item, result
+                progress(work.size(item))
         finally:  # an error, Ctrl-C or SIGTERM: stop the work still running
             for ref in pending:
                 ray.cancel(ref, force=True)
 
 
-_HELD = {"held": False, "started": False}  # see held()
+_WORKERS: dict[str, Worker] = {}  # on a Ray worker process: the build's model, by its object's id
 
 
-@contextmanager
-def held() -> Iterator[None]:
-    """A build's stages share one connection: the first that joins a cluster keeps it open
-    until the build ends. A build with nothing to send never connects."""
-    _HELD["held"] = True
-    try:
-        yield
-    finally:
-        _HELD["held"] = False
-        if _HELD["started"]:
-            _HELD["started"] = False
-            _ray().shutdown()
-
-
-@dataclass
-class Shared:
-    """On a worker: the model, fetched once per worker process, and what tasks derive from it."""
-
-    model: nn.Module
-    memo: dict[Any, Any] = field(default_factory=dict)
-
-
-_SHARED: dict[str, Shared] = {}
-
-
-def atlas_task(function: Callable[[Shared, Any, torch.device], Any], model: list, item: Any) -> Any:
+def atlas_task(task: Callable[[Worker, Any], Any], model: list, item: Any) -> Any:
+    """One job on a Ray worker, which fetches the model once and keeps what jobs derive from it."""
     ray = _ray()
     key = model[0].hex()
-    if key not in _SHARED:
+    if key not in _WORKERS:
         ensure_importable()  # the model's classes may import torchvision, as the build's loading did
-        _SHARED.clear()  # a worker serves one build at a time
-        _SHARED[key] = Shared(ray.get(model[0]))
+        _WORKERS.clear()  # a worker serves one build at a time
+        device = torch.device("cuda") if ray.get_gpu_ids() else torch.device("cpu")
+        _WORKERS[key] = Worker(ray.get(model[0]), device)
     cpus = ray.get_runtime_context().get_assigned_resources().get("CPU")
     if cpus:
         torch.set_num_threads(max(1, int(cpus)))
-    device = torch.device("cuda") if ray.get_gpu_ids() else torch.device("cpu")
-    return function(_SHARED[key], item, device)
+    return task(_WORKERS[key], item)

@@ -412,9 +412,11 @@ def _check_featurevis(fv: FeatureVisConfig, path: Path) -> None:
         raise AtlasError(f"{path}: `featurevis.device` must be auto, cpu, cuda or cuda:N, not {preview(fv.device)}.")
     if fv.precision not in ("float32", "bfloat16"):
         raise AtlasError(f"{path}: `featurevis.precision` must be float32 or bfloat16, not {preview(fv.precision)}.")
-    if fv.engine not in ("local", "ray"):
-        raise AtlasError(f"{path}: `featurevis.engine` must be local (this machine) or ray (a Ray cluster), "
-                         f"not {preview(fv.engine)}.")
+    from .engines import ENGINES  # the engines, named once (imported here: they import this module)
+
+    if fv.engine not in ENGINES:
+        raise AtlasError(f"{path}: `featurevis.engine` must be one of {', '.join(ENGINES)} (local: this machine; ray: "
+                         f"a Ray cluster), not {preview(fv.engine)}.")
     if fv.address is not None and fv.engine != "ray":
         raise AtlasError(f"{path}: `featurevis.address` names a Ray cluster; it needs `featurevis.engine: ray`.")
     scale = fv.transforms.scale

@@ -2,15 +2,15 @@
 
 Images come from a folder (every .jpg/.png under it, sorted by path) or from the default
 model's procedural generator. They stream through the model cut after the deepest
-browsed layer, once, in shards of ``SHARD`` images (in this process, or as tasks on a Ray
-cluster); per unit the ``top`` images with the largest activation at any position are
-kept, ties going to the earlier image. Each shard's result is kept until the layers are
-written, so a stopped build reads only the shards it had not finished. Each example is shown as the crop
-around its strongest position (the part of the image that position can see, at least
-a quarter of the image's shorter side, square where the image allows) and the whole image
-with that crop outlined. Images are read at the model's input size, ``(height, width)``;
-files are read as grey or RGB, and procedural images are square and RGB, so a model that
-reads other images has none from those sources.
+browsed layer, once, in shards of ``SHARD`` images, jobs of the build's engine (in this
+process, or as tasks on a Ray cluster); per unit the ``top`` images with the largest
+activation at any position are kept, ties going to the earlier image. Each shard's result
+is kept until the layers are written, so a stopped build reads only the shards it had not
+finished. Each example is shown as the crop around its strongest position (the part of
+the image that position can see, at least a quarter of the image's shorter side, square
+where the image allows) and the whole image with that crop outlined. Images are read at
+the model's input size, ``(height, width)``; files are read as grey or RGB, and procedural
+images are square and RGB, so a model that reads other images has none from those sources.
 """
 
 from __future__ import annotations
@@ -36,9 +36,10 @@ from safetensors.torch import save
 from tqdm import tqdm
 
 from .config import AtlasConfig
+from .engines import Engine, Work, Worker, opened
 from .errors import AtlasError
 from .files import atomic_write, folder_name
-from .graph import LayerGraph, find_layers
+from .graph import LayerGraph
 from .network import TracedNetwork
 from .images import FILE_CHANNELS, IMAGE_SUFFIXES, Normalise, as_rgb, load_image
 from .render import webp
@@ -410,8 +411,10 @@ def _whole_webp(path: Path) -> bool:
             and int.from_bytes(header[4:8], "little") + 8 == size)
 
 
-def find_examples(config: AtlasConfig, network: TracedNetwork, graph: LayerGraph, weights: str) -> Examples | None:
-    """Dataset examples of every unit (from the cache when nothing changed), or None without images."""
+def find_examples(config: AtlasConfig, network: TracedNetwork, graph: LayerGraph, weights: str,
+                  engine: Engine | None = None) -> Examples | None:
+    """Dataset examples of every unit (from the cache when nothing changed), or None without
+    images. Shards run on ``engine`` (the build's), else on the config's own engine."""
     source = image_source(config)
     if source is None:
         return None
@@ -424,10 +427,7 @@ def find_examples(config: AtlasConfig, network: TracedNetwork, graph: LayerGraph
     if not layers:
         log.info("dataset examples: all layers from the cache %s", examples.folder)
         return examples
-    device = next(network.model.parameters()).device
     names = [layer.name for layer in layers]
-    truncated = network.truncated([graph.values[name] for name in names]).eval().requires_grad_(False)
-    normalise = Normalise(config.input, device)
     assert SHARD % BATCH == 0 and SHARD % PROCEDURAL_BATCH == 0, "a shard must hold whole batches"
     parts = Parts(examples.folder, names)
     shards = [(first, min(first + SHARD, len(source))) for first in range(0, len(source), SHARD)]
@@ -437,18 +437,23 @@ def find_examples(config: AtlasConfig, network: TracedNetwork, graph: LayerGraph
     missing = [shard for shard in shards if shard not in done]
     with tqdm(total=len(source), desc="dataset examples", unit="image", leave=False, disable=None) as progress:
         progress.update(sum(stop - first for first, stop in done))
-        if not missing:
-            results = iter(())
-        elif config.featurevis.engine == "ray":
-            results = _on_cluster(config, network, names, source, missing, progress.update)
-        else:
-            results = _here(truncated, names, source, missing, normalise, config.dataset.top, device, progress.update)
-        with closing(results):  # on an error, a cluster's tasks are cancelled now
-            for shard, part in results:
-                parts.save(*shard, *part)
-                done[shard] = part
+        if missing:
+            sent = config  # what jobs read: workers look for a folder of images where the build found it
+            if isinstance(source, FolderImages):
+                sent = dataclasses.replace(config, dataset=dataclasses.replace(config.dataset,
+                                                                               source=str(source.root.resolve())))
+            tasks = [(sent, names, source.key, first, stop) for first, stop in missing]
+            with opened(config, network, graph, engine) as engine:
+                log.info("dataset examples: %d images in %d shards on %s", sum(stop - first for first, stop in missing),
+                         len(missing), engine.where(EXAMPLES, len(tasks)))
+                with closing(engine.run(EXAMPLES, tasks, progress.update)) as finished:  # on an error, stops its jobs
+                    for (*_, first, stop), part in finished:
+                        parts.save(first, stop, *part)
+                        done[(first, stop)] = part
     found = merge_parts((part for part, _ in done.values()), config.dataset.top)
-    seen = windows(truncated, names, config.input, normalise, device)
+    device = next(network.model.parameters()).device  # where the build's model is now
+    truncated = network.truncated([graph.values[name] for name in names]).eval().requires_grad_(False)
+    seen = windows(truncated, names, config.input, Normalise(config.input, device), device)
     for reason in sorted(reason for _, skipped in done.values() for reason in skipped):
         log.warning("skipped an unreadable image: %s", reason)
     if not found:
@@ -530,53 +535,31 @@ def _well_formed(best: Strongest) -> bool:
             and best.responses.shape == (shape[0], RESPONSES) and bool(torch.isfinite(best.responses).all()))
 
 
-def _here(model: torch.nn.Module, names: list[str], source, shards: list[tuple[int, int]], normalise: Normalise,
-          top: int, device: torch.device, progress: Callable[[int], object]) -> Iterator[tuple[tuple[int, int], Part]]:
-    """:func:`strongest` over each shard in this process."""
-    for first, stop in shards:
-        source.unreadable = []
-        found = strongest(model, names, source.batches(BATCH, first, stop), normalise, top, device, progress)
-        yield (first, stop), (found, source.unreadable)
-
-
-def _on_cluster(config: AtlasConfig, network: TracedNetwork, names: list[str], source,
-                shards: list[tuple[int, int]], progress: Callable[[int], object]
-                ) -> Iterator[tuple[tuple[int, int], Part]]:
-    """:func:`strongest` over each shard as a task on a Ray cluster, as tasks finish."""
-    from .cluster import Cluster
-
-    if isinstance(source, FolderImages):  # workers look for the folder where the build found it
-        config = dataclasses.replace(config, dataset=dataclasses.replace(config.dataset, source=str(source.root.resolve())))
-    with Cluster(config.featurevis.address, network.model, config.featurevis.device) as cluster:
-        log.info("dataset examples: %d images in %d shards on %s", sum(stop - first for first, stop in shards),
-                 len(shards), cluster.description)
-        tasks = [(config, names, source.key, first, stop) for first, stop in shards]
-        for (*_, first, stop), part in cluster.run(strongest_on_worker, tasks, _describe_shard):
-            progress(stop - first)
-            yield (first, stop), part
+def strongest_on_worker(worker: Worker, shard) -> Part:
+    """On a worker: :func:`strongest` over one shard, and the images of it that could not be read."""
+    config, names, key, first, stop = shard
+    memo = worker.memo.get("examples")
+    if memo is None or memo[0] != (config, names):
+        network, graph = worker.traced(config.input.shape)
+        truncated = network.truncated([graph.values[name] for name in names]).eval().requires_grad_(False)
+        memo = worker.memo["examples"] = ((config, names), truncated.to(worker.device), image_source(config))
+    _, truncated, source = memo
+    if source is None or source.key != key:
+        raise AtlasError(f"The dataset images a worker sees are not those of the build: `dataset.source` must be at "
+                         f"the same path, with the same files, on every machine that runs jobs (every node of a "
+                         f"Ray cluster).")
+    source.unreadable = []
+    found = strongest(truncated, names, source.batches(BATCH, first, stop), Normalise(config.input, worker.device),
+                      config.dataset.top, worker.device, worker.progress)
+    return found, source.unreadable
 
 
 def _describe_shard(shard) -> str:
     return f"The dataset examples of images {shard[3]} to {shard[4] - 1}"
 
 
-def strongest_on_worker(shared, shard, device: torch.device) -> tuple[dict[str, Strongest], list[str]]:
-    """On a Ray worker: :func:`strongest` over one shard, and the images of it that could not be read."""
-    config, names, key, first, stop = shard
-    memo = shared.memo.get("examples")
-    if memo is None or memo[0] != (config, names):
-        network = TracedNetwork(shared.model, config.input.shape)
-        graph = find_layers(network)
-        truncated = network.truncated([graph.values[name] for name in names]).eval().requires_grad_(False)
-        memo = shared.memo["examples"] = ((config, names), truncated.to(device), image_source(config))
-    _, truncated, source = memo
-    if source is None or source.key != key:
-        raise AtlasError(f"The dataset images on this Ray worker are not those of the build: `dataset.source` "
-                         f"must be at the same path, with the same files, on every node of the cluster.")
-    source.unreadable = []
-    found = strongest(truncated, names, source.batches(BATCH, first, stop), Normalise(config.input, device),
-                      config.dataset.top, device)
-    return found, source.unreadable
+EXAMPLES = Work("dataset-examples", strongest_on_worker, _describe_shard, size=lambda shard: shard[4] - shard[3],
+                in_build=True)  # one quick pass over the images: not worth workers on this machine
 
 
 def _write_layer(folder: Path, best: Strongest, window, shape,

@@ -259,7 +259,7 @@ def find_layers(t: TracedNetwork) -> LayerGraph:
             layer_of[n] = Layer(unique(prefix or n.name), kind, tuple(values[n].shape[1:]), tuple(names),
                                 tuple(branches))
         elif n not in inside and t.weighted(n):
-            kind = "conv" if isinstance(t.module(n), nn.Conv2d) else "linear"
+            kind = t.operation(n).kind
             layer_of[n] = Layer(unique(n.target), kind, tuple(values[n].shape[1:]), (n.target,))
     if not layer_of:
         raise AtlasError(f"No convolution or linear layer was found in {type(t.model).__name__}'s traced graph.")

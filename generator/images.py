@@ -29,6 +29,17 @@ class Normalise(nn.Module):
         return ((images - self.mean) / self.std).contiguous(memory_format=torch.channels_last)
 
 
+REFERENCE_IMAGES = 16  # images the statistics of gates and norms are measured on, without a dataset
+
+
+def reference_images(shape: tuple[int, ...], normalise: Normalise | None = None) -> torch.Tensor:
+    """The images gates and norms are measured on when there are no dataset images: uniform
+    noise (seeded), as the model reads it: through ``normalise``, by default ``(x - 0.5) / 0.25``,
+    the normalisation an atlas config assumes."""
+    images = torch.rand(REFERENCE_IMAGES, *shape, generator=torch.Generator().manual_seed(0))
+    return normalise(images).contiguous() if normalise is not None else (images - 0.5) / 0.25
+
+
 def load_image(path: Path, size: tuple[int, int], channels: int) -> np.ndarray:
     """An image file as ``[height, width, channels]`` uint8 for ``size = (height, width)``:
     scaled (keeping its aspect) until it covers that size, then the centre cut out; grey for

@@ -16,6 +16,7 @@ a flat state dict with keys such as ``mixed3a_3x3_pre_relu_conv.weight``);
 from __future__ import annotations
 
 import io
+import re
 from pathlib import Path
 
 import torch
@@ -134,3 +135,16 @@ def write_random_checkpoint(path: str | Path, seed: int = 0) -> None:
     torch.save(state, data)
     atomic_write(Path(path), data.getvalue())
 
+
+
+def random_atlas_config(folder: Path, *changes: tuple[str, str], extra: str = "") -> Path:
+    """``site_config/inceptionv1.yml`` in ``folder``, reading random weights written there and
+    building into ``folder/site``, with ``changes`` (pattern, replacement) and ``extra`` lines:
+    the InceptionV1 atlas of the benchmarks, offline."""
+    write_random_checkpoint(folder / "inception5h.pth")
+    text = (Path(__file__).resolve().parent.parent / "site_config" / "inceptionv1.yml").read_text()
+    for pattern, replacement in (("checkpoint: .*", f"checkpoint: {folder / 'inception5h.pth'}"),
+                                 ("output: .*", f"output: {folder / 'site'}"), *changes):
+        text = re.sub(pattern, replacement, text)
+    (folder / "atlas.yml").write_text(text + extra)
+    return folder / "atlas.yml"

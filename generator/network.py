@@ -15,12 +15,35 @@ import torch.fx
 from torch import nn
 
 from .errors import AtlasError
-from .operations import CONCATENATIONS, SUMS, WEIGHTED_MODULES, is_batch_norm, name_of, per_channel
+from . import operations as ops
+
+
+class _Tracer(torch.fx.Tracer):
+    """torch.fx's tracer, keeping as one node only the modules the registry of operations knows
+    (:func:`generator.operations.leaf`): any other module is traced into where its forward can
+    be traced, so that arithmetic wrapped in modules reaches the registry."""
+
+    def __init__(self):
+        super().__init__()
+        self.traceable: dict[type, bool] = {}
+
+    def is_leaf_module(self, m: nn.Module, qualified_name: str) -> bool:
+        if ops.leaf(m):
+            return True
+        if not super().is_leaf_module(m, qualified_name):
+            return False  # a model's own module: traced into, as torch.fx does
+        if type(m) not in self.traceable:
+            try:
+                torch.fx.symbolic_trace(m)
+                self.traceable[type(m)] = True
+            except Exception:  # control flow or an operation torch.fx cannot record
+                self.traceable[type(m)] = False
+        return not self.traceable[type(m)]
 
 
 def _trace(model: nn.Module) -> torch.fx.Graph:
     try:
-        return torch.fx.Tracer().trace(model)
+        return _Tracer().trace(model)
     except Exception as error:  # fx raises TraceError, TypeError, ... for untraceable code
         raise AtlasError(
             f"The model {type(model).__name__} could not be traced with torch.fx "
@@ -116,7 +139,7 @@ class TracedNetwork:
         t = self
 
         def strip(n: torch.fx.Node) -> torch.fx.Node:
-            while t.pointwise(n) and not is_batch_norm(t.module(n), name_of(n)):
+            while t.pointwise(n) and ops.operation_of(t, n).role != ops.NORM:
                 n = t.inputs(n)[0]
             return n
 
@@ -146,26 +169,32 @@ class TracedNetwork:
     def module(self, n: torch.fx.Node) -> nn.Module | None:
         return self.modules[n.target] if n.op == "call_module" else None
 
+    def operation(self, n: torch.fx.Node) -> ops.Operation | None:
+        """The entry of ``n``'s operation in the registry (:mod:`generator.operations`)."""
+        return ops.operation_of(self, n)
+
     def weighted(self, n: torch.fx.Node) -> bool:
-        return isinstance(self.module(n), WEIGHTED_MODULES)
+        """A weight module (convolution, linear layer): what a browsed layer computes."""
+        op = self.operation(n)
+        return n.op == "call_module" and op is not None and op.role == ops.WEIGHTED
 
     def concat(self, n: torch.fx.Node) -> bool:
         """A concatenation along channels."""
-        if n.op != "call_function" or n.target not in CONCATENATIONS:
+        op = self.operation(n)
+        if n.op != "call_function" or op is None or op.role != ops.CONCAT:
             return False
         return n.kwargs.get("dim", n.args[1] if len(n.args) > 1 else 0) in (1, 1 - self.values[n].dim())
 
     def total(self, n: torch.fx.Node) -> bool:
         """A sum of two tensors (a residual connection)."""
-        return n.op in ("call_function", "call_method") and n.target in SUMS and len(self.inputs(n)) == 2
+        op = self.operation(n)
+        return op is not None and op.role == ops.SUM and len(self.inputs(n)) == 2
 
     def pointwise(self, n: torch.fx.Node) -> bool:
         """Batch-norm or an element-wise activation: part of the value of the layer before it."""
         if len(self.inputs(n)) != 1 or not self.is_tensor(n):
             return False
-        if n.op not in ("call_module", "call_function", "call_method"):
-            return False
-        return per_channel(self.module(n), name_of(n))
+        return ops.part_of_layer(self.operation(n))
 
 
 def _first_line(error: Exception) -> str:

@@ -14,6 +14,7 @@ import time
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import jinja2
@@ -21,19 +22,20 @@ import numpy as np
 import safetensors.torch
 import yaml
 
-from .annotations import Annotations
 from .config import AtlasConfig
 from . import files
-from .expanded import LayerWeights
-from .factors import COMPONENTS, GroupFactors, LayerFactors
-from .families import DEAD, OTHER, Family
+from .factors import COMPONENTS, GroupFactors
+from .families import DEAD, OTHER
 from .graph import Layer, LayerGraph
 from .plots import LayerPlot, layer_plots
 from .ranking import UnitWeights
-from .render import tile_sprite
+from .sections.connections import cards
+from .tiles import TileSheet
 from .dataset_examples import Examples
 from .featurevis import Pictures
-from .unit_pages import THUMBNAIL, UnitPages
+from .structure import Structure
+from .sections.pictures import THUMBNAIL
+from .unit_pages import UnitPages
 from .workers import forked_map
 
 SAMPLER = 8  # units of each layer shown on the index
@@ -79,21 +81,6 @@ def layer_slugs(graph: LayerGraph) -> dict[str, str]:
 def html_title(text: str) -> str:
     """A title for mkdocs, which puts page and navigation titles into HTML as they are: escaped here."""
     return html.escape(text.strip()) or "untitled"
-
-
-@dataclass(frozen=True)
-class Structure:
-    """How the atlas organises units beyond their connections: each unit's weight factors,
-    people's labels and families, automatic families, the factors of annotated families, and
-    the kernels and kernel norms between adjacent layers (``norms[(src, dst)]``: ``[dst units,
-    src units]``)."""
-
-    factors: dict[str, LayerFactors]
-    annotations: Annotations
-    families: dict[str, list[Family]]
-    groups: list[GroupFactors]
-    norms: dict[tuple[str, str], np.ndarray]
-    kernels: dict[tuple[str, str], LayerWeights]  # the weights between adjacent layers, by (src, dst)
 
 
 @dataclass(frozen=True)
@@ -247,11 +234,10 @@ class PageWriter:
         """A family's factors: each factor's strongest input units, and each member's map per factor."""
         path = self.group_files[(group.layer, group.family)]
         scale = float(np.abs(group.maps).max()) or 1.0
-        maps = [group.maps[m, c] for m in range(len(group.members)) for c in range(len(group.directions))]
-        sprite, places = tile_sprite(maps, [scale] * len(maps))
-        files.write(docs / f"{path}.png", sprite)
-        tiles, css = self.unit_pages.tiles(f"{Path(path).name}.png", places)
-        tiles.reverse()
+        sheet = TileSheet(f"{Path(path).name}.png", self.config.site.tile_size)
+        tiles = [[sheet.tile(group.maps[m, c], scale) for c in range(len(group.directions))]
+                 for m in range(len(group.members))]
+        css = sheet.finish(lambda name, data: files.write(docs / Path(path).parent / name, data))
         factors = [{"inputs": [{"layer": layer, "unit": unit, "coefficient": c,
                                 "label": self.structure.annotations.label(layer, unit) or "",
                                 "href": self._href(layer, unit, "../"),
@@ -261,7 +247,7 @@ class PageWriter:
         members = [{"unit": u, "href": self._href(group.layer, u, "../"),
                     "label": self.structure.annotations.label(group.layer, u) or "",
                     "picture": self.unit_pages.picture_tag(group.layer, u, "../", 40),
-                    "tiles": [tiles.pop() for _ in group.directions]} for u in group.members]
+                    "tiles": member_tiles} for u, member_tiles in zip(group.members, tiles)]
         self._render_to(docs, "group.md.j2", f"{path}.md", title=f"{group.layer}: {group.family}", root="../",
                         group=group, factors=factors, members=members, tile_css=css, scale=scale,
                         layer_href=f"../layers/{self.slugs[group.layer]}.html",
@@ -293,10 +279,10 @@ class PageWriter:
             return None
         layer, unit = max(candidates, key=strength)
         link = self.units[(layer, unit)].inputs[0]
-        sprite, places = tile_sprite([link.kernel], [link.peak])
-        files.write(docs / "how-to-read.png", sprite)
-        tiles, css = self.unit_pages.tiles("how-to-read.png", places)
-        return {"card": self.unit_pages.cards([link], tiles, "in", root="units/")[0], "css": css,
+        page = SimpleNamespace(site=self.unit_pages, tiles=TileSheet("how-to-read.png", self.config.site.tile_size))
+        made = cards(page, [link], "in", root="units/")
+        css = page.tiles.finish(lambda name, data: files.write(docs / name, data))
+        return {"card": self.env.get_template("_cards.html.j2").render(cards=made), "css": css,
                 "layer": layer, "unit": unit, "label": self.structure.annotations.label(layer, unit),
                 "href": self._href(layer, unit, ""), "anchor": f"in-{self.slugs[link.layer]}-{link.unit}",
                 "picture": self.unit_pages.picture_tag(layer, unit, "", THUMBNAIL), "link": link,

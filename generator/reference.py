@@ -3,12 +3,12 @@
 METHOD.md: run the linearised network, take one output unit near the centre of the map,
 and take the gradient of that unit with respect to the whole source layer; the non-zero
 window is the expanded kernel. Here the linearisation is done by swapping PyTorch's own
-functions while the model's ordinary forward pass runs (the twins named in
-:mod:`generator.operations`: ReLU-like activations, dropout and local response norm become
-the identity, squashing activations their slope at zero, max-pooling average pooling), and
-the gradient is taken by autograd, one backward pass per output channel. Gates (a squashing
-module with one value per channel) and layer norms are frozen at their mean over reference
-images, measured here with forward hooks. Nothing is shared with :mod:`generator.expanded`,
+functions while the model's ordinary forward pass runs (as each operation's entry in
+:mod:`generator.operations` says: ReLU-like activations, dropout and local response norm
+become the identity, squashing activations their slope at zero, max-pooling average
+pooling), and the gradient is taken by autograd, one backward pass per output channel.
+Gates (a squashing module with one value per channel), layer norms and group norms are
+frozen at their mean over reference images, measured here with forward hooks. Nothing is shared with :mod:`generator.expanded`,
 which composes kernels instead.
 """
 
@@ -21,7 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .operations import IDENTITY_FUNCTIONS, SLOPE_AT_ZERO, SQUASHING_MODULES
+from . import operations as ops
+from .images import reference_images
 
 
 def _identity(x, *args, **kwargs):
@@ -34,19 +35,19 @@ def _average_pool(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=
     return F.avg_pool2d(x, kernel_size, stride, padding, ceil_mode, count_include_pad=True)
 
 
-def _zero_pad(x, pad, mode="constant", value=None):
-    return _ORIGINAL_PAD(x, pad, mode)  # constants (such as -inf before a max-pool) carry no weight
+def _adaptive_average_pool(x, output_size, return_indices=False):
+    return F.adaptive_avg_pool2d(x, output_size)
 
 
 _ORIGINAL_PAD = F.pad
 
 
+def _zero_pad(x, pad, mode="constant", value=None):
+    return _ORIGINAL_PAD(x, pad, mode)  # constants (such as -inf before a max-pool) carry no weight
+
+
 def _slope(factor: float):
     return lambda x, *args, **kwargs: x * factor
-
-
-def _adaptive_average_pool(x, output_size, return_indices=False):
-    return F.adaptive_avg_pool2d(x, output_size)
 
 
 @contextlib.contextmanager
@@ -61,38 +62,45 @@ def swapped(swaps) -> Iterator[None]:
             setattr(owner, name, original)
 
 
+def _replacement(op: ops.Operation, statistics: dict[int, torch.Tensor]):
+    """What the functions of entry ``op`` become in the linearised forward pass, by its ``reference``."""
+    if op.reference == "frozen":
+        if not statistics:
+            return None
+        return lambda x, second, weight=None, bias=None, eps=1e-5: op.frozen(x, second, weight, statistics[id(weight)])
+    return {"identity": _identity, "slope": _slope(op.slope or 0.0), "average pool": _average_pool,
+            "adaptive average pool": _adaptive_average_pool, "zero pad": _zero_pad}[op.reference]
+
+
 @contextlib.contextmanager
 def linearised(deviations: dict[int, torch.Tensor] | None = None) -> Iterator[None]:
-    """Within the block, PyTorch's non-linear functions are their linear twins. Layer norms
-    divide by the frozen ``deviations`` (keyed by the id of the norm's weight)."""
-
-    def frozen_layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5):
-        dims = tuple(range(x.dim() - len(normalized_shape), x.dim()))
-        y = (x - x.mean(dim=dims, keepdim=True)) / deviations[id(weight)]
-        return y * weight if weight is not None else y
-
-    swaps = [(F, name, _identity) for name in IDENTITY_FUNCTIONS if hasattr(F, name)]
-    swaps += [(owner, name, _slope(factor)) for name, factor in SLOPE_AT_ZERO.items()
-              for owner in (F, torch) if hasattr(owner, name)]
-    swaps += [(torch, "relu", _identity), (F, "max_pool2d", _average_pool), (F, "pad", _zero_pad),
-              (F, "adaptive_max_pool2d", _adaptive_average_pool)]
-    if deviations:
-        swaps.append((F, "layer_norm", frozen_layer_norm))
+    """Within the block, PyTorch's functions of every operation the registry gives a reference
+    replacement are replaced (:attr:`generator.operations.Operation.reference`). Norms use the
+    frozen ``deviations`` (keyed by the id of the norm's weight)."""
+    swaps = []
+    for op in ops.OPERATIONS:
+        if op.reference is None or (replacement := _replacement(op, deviations or {})) is None:
+            continue
+        swaps += [(owner, name, replacement) for name in op.functions for owner in (F, torch)
+                  if hasattr(owner, name) and callable(getattr(owner, name))]
     with swapped(swaps):
         yield
 
 
 def reference_statistics(model: nn.Module, images: torch.Tensor) -> tuple[dict[str, torch.Tensor], dict[int, torch.Tensor]]:
-    """Gates (outputs of squashing modules with one value per channel) and layer-norm
-    deviations, averaged over ``images``: ``(gate per module name, deviation per norm weight id)``."""
+    """Gates (outputs of squashing modules with one value per channel) and the deviations of
+    layer norms (one) and group norms (one per group), averaged over ``images``: ``(gate per
+    module name, deviation per norm weight id)``."""
     gates: dict[str, torch.Tensor] = {}
     deviations: dict[int, torch.Tensor] = {}
-    original_layer_norm = F.layer_norm
 
-    def measuring_layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5):
-        dims = tuple(range(x.dim() - len(normalized_shape), x.dim()))
-        deviations[id(weight)] = torch.sqrt(x.var(dim=dims, unbiased=False) + eps).mean()
-        return original_layer_norm(x, normalized_shape, weight, bias, eps)
+    def measuring(op: ops.Operation, original):
+        """``original`` (a norm's function: input, normalised shape or groups, weight, bias, eps),
+        recording its entry's statistic under the id of its weight."""
+        def norm(x, second, weight=None, bias=None, eps=1e-5):
+            deviations[id(weight)] = op.statistic(x, second, eps)
+            return original(x, second, weight, bias, eps)
+        return norm
 
     def take_gate(name):
         def hook(module, args, output):
@@ -100,10 +108,12 @@ def reference_statistics(model: nn.Module, images: torch.Tensor) -> tuple[dict[s
                 gates[name] = output.mean(dim=0, keepdim=True)
         return hook
 
-    hooks = [m.register_forward_hook(take_gate(name)) for name, m in model.named_modules()
-             if isinstance(m, tuple(SQUASHING_MODULES))]
+    squashing = tuple(cls for op in ops.OPERATIONS if op.slope is not None for cls in op.modules)
+    hooks = [m.register_forward_hook(take_gate(name)) for name, m in model.named_modules() if isinstance(m, squashing)]
+    measured = [(F, name, measuring(op, getattr(F, name))) for op in ops.OPERATIONS if op.statistic
+                for name in op.functions if hasattr(F, name)]
     try:
-        with torch.no_grad(), swapped([(F, "layer_norm", measuring_layer_norm)]):
+        with torch.no_grad(), swapped(measured):
             model(images)
     finally:
         for hook in hooks:
@@ -118,15 +128,15 @@ def gradient_weights(model: nn.Module, src: str, dst: str, input_shape: tuple[in
 
     ``src`` and ``dst`` are module names; the gradient is taken with respect to ``src``'s
     output and from ``dst``'s output at the centre of its map (its only position when
-    ``dst`` is not spatial). Gates and layer norms are frozen at their mean over the
-    ``reference`` images (default: 16 normal-noise images). The outputs of the modules
+    ``dst`` is not spatial). Gates and norms are frozen at their mean over the ``reference``
+    images (default: :func:`generator.images.reference_images`). The outputs of the modules
     ``held`` are detached: no gradient flows through them.
     """
     model.eval()
     modules = dict(model.named_modules())
     captured: dict[str, torch.Tensor] = {}
     if reference is None:
-        reference = torch.randn(16, *input_shape, generator=torch.Generator().manual_seed(0))
+        reference = reference_images(input_shape)
     gates, deviations = reference_statistics(model, reference)
 
     def frozen_gate(name):

@@ -39,21 +39,28 @@ def forked_map(function: Callable[[Any], Any], items: Sequence[Any]) -> Iterator
     try:
         with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"), initializer=worker_started,
                                  initargs=(os.getpid(),)) as pool:
+            results = pool.map(_run, range(len(items)))
+            processes = started(pool)
             try:
-                yield from pool.map(_run, range(len(items)))
+                yield from results
             except BrokenProcessPool:
-                raise AtlasError(f"A worker process of the build died ({ended(pool)}); the build stopped. If the "
+                raise AtlasError(f"A worker process of the build died ({ended(processes)}); the build stopped. If the "
                                  f"machine ran out of memory, close other programs or build on a larger one."
                                  ) from None
     finally:
         _WORK = None
 
 
-def ended(pool: ProcessPoolExecutor) -> str:
-    """How the pool's dead workers ended, such as "killed by SIGKILL", for a message (the pool
-    itself stops the others with SIGTERM, which is left out when there is more to say)."""
+def started(pool: ProcessPoolExecutor) -> list:
+    """The pool's worker processes (taken once work is submitted: a broken pool may forget them)."""
+    return list((getattr(pool, "_processes", None) or {}).values())
+
+
+def ended(processes: list) -> str:
+    """How a pool's dead workers (:func:`started`) ended, such as "killed by SIGKILL", for a message
+    (the pool itself stops the others with SIGTERM, which is left out when there is more to say)."""
     how = set()
-    for process in list((getattr(pool, "_processes", None) or {}).values()):
+    for process in processes:
         process.join(1)
         code = process.exitcode
         if code is not None and code < 0:

@@ -1,5 +1,6 @@
 """The Ray engine (``featurevis.engine: ray``) on a local cluster of two workers, started the way
-the README says (``ray start --head``), and the exact merge of dataset examples in parts."""
+the README says (``ray start --head``): builds, lost workers, the engine protocol; and the exact
+merge of dataset examples in parts."""
 
 import contextlib
 import json
@@ -23,6 +24,7 @@ from PIL import Image
 
 from generator import load_config
 from generator.dataset_examples import BATCH, ProceduralImages, merge_parts, strongest
+from generator.engines import Work, engine_for
 from generator.errors import AtlasError
 from generator.graph import trace_layers
 from generator.images import Normalise
@@ -237,7 +239,7 @@ def test_an_address_where_no_cluster_answers_is_reported_at_once(tmp_path):
 
 
 def test_engine_settings_are_checked(tmp_path):
-    for settings, message in (({"engine": "spark"}, "`featurevis.engine` must be local"),
+    for settings, message in (({"engine": "spark"}, "`featurevis.engine` must be one of local, ray"),
                               ({"address": "10.0.0.1:6379"}, "needs `featurevis.engine: ray`"),
                               ({"precision": "fp16"}, "`featurevis.precision` must be float32 or bfloat16"),
                               ({"batch": -1}, "`featurevis.batch` must be a whole number from 0 to 4,096")):
@@ -273,3 +275,43 @@ def test_a_model_whose_package_imports_torchvision_builds_on_the_cluster(cluster
                      featurevis={"steps": 2}, dataset={"source": None})
     result = _build(config)
     assert "64 made, 0 from the cache" in result.stdout  # 32 units, both directions
+
+
+def _job(worker, item: str) -> str:
+    """A job of the protocol tests: ``fail`` raises the build's kind of error; ``slow`` takes a minute."""
+    if item == "fail":
+        raise AtlasError("A message from the job, word for word.")
+    time.sleep(60 if item == "slow" else 0)
+    return item.upper()
+
+
+def _waited(condition, seconds: float = 30) -> bool:
+    deadline = time.monotonic() + seconds
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return bool(condition())
+
+
+def test_the_ray_engine_keeps_one_connection_passes_errors_on_and_cancels_when_stopped(cluster, tmp_path):
+    import ray
+
+    config = load_config(_config(tmp_path, cluster, layers=["conv2d1"]))
+    network, graph = trace_layers(load_model(config), config.input.shape)
+    work, told = Work("test", _job, str, size=len), []
+    engine = engine_for(config, network, graph)
+    try:
+        assert not ray.is_initialized()  # nothing sent yet: not joined
+        assert dict(engine.run(work, ["ab", "c"], told.append)) == {"ab": "AB", "c": "C"} and sorted(told) == [1, 2]
+        job = ray.get_runtime_context().get_job_id()
+        with pytest.raises(AtlasError) as failed:
+            list(engine.run(work, ["fail"], told.append))
+        assert str(failed.value) == "A message from the job, word for word." and failed.value.__cause__ is None
+        finished = engine.run(work, ["slow", "quick"], told.append)
+        assert next(finished) == ("quick", "QUICK")
+        assert _waited(lambda: _workers_running_a_task(cluster.temp))  # the slow job runs
+        finished.close()  # the build stops
+        assert _waited(lambda: not _workers_running_a_task(cluster.temp))  # cancelled, not left to run
+        assert ray.get_runtime_context().get_job_id() == job  # one connection throughout
+    finally:
+        engine.close()
+    assert not ray.is_initialized()  # the build's connection ends with it

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from generator import AtlasError, trace_layers
-from generator.expanded import expanded_weights, freeze, layer_weights, linear_map, noise_images
+from generator.expanded import expanded_weights, freeze, layer_weights, linear_map
+from generator.images import reference_images
 from generator.inceptionv1 import InceptionV1
 from generator.reference import gradient_weights, window_of
 from tests.toy_models import Absolute, DilatedGrouped, Gated, ResidualNet, Separable, SmallCNN, randomise_batch_norm
@@ -21,7 +22,7 @@ def check_against_gradient(model, src, dst, input_shape, src_module=None, dst_mo
     noise images, measured independently by each side. ``held``: layer -> module of the
     layers whose values are held fixed (paths through them do not count)."""
     network, graph = trace_layers(model, input_shape)
-    images = noise_images(input_shape)
+    images = reference_images(input_shape)
     held = held or {}
     with torch.no_grad():
         m = linear_map(network, graph, src, dst, freeze(network, images, "noise"), tuple(held))
@@ -129,11 +130,11 @@ def test_operations_without_a_linear_twin_are_named_and_their_pairs_skipped():
 def test_a_gate_is_frozen_at_its_mean_and_marked():
     model = Gated().eval()
     m = check_against_gradient(model, "conv1", "conv2", (3, 12, 12))
-    images = noise_images((3, 12, 12))
+    images = reference_images((3, 12, 12))
     gate = torch.sigmoid(model.squeeze(model.conv1(images).mean(dim=(2, 3), keepdim=True))).mean(dim=0).reshape(-1)
     torch.testing.assert_close(m.kernel, model.conv2.weight.detach() * gate[None, :, None, None])
     (pair,) = [w for w in layer_weights(*trace_layers(model, (3, 12, 12))).weights if w.dst == "conv2"]
-    assert pair.frozen == ("gate `gate` frozen at its mean over 16 noise images",)
+    assert pair.frozen == ("gate `gate` frozen at its mean over 16 uniform-noise images",)
 
 
 def test_unknown_layers_and_wrong_direction():
@@ -289,3 +290,24 @@ class Transposed(torch.nn.Module):
 
 def test_a_stride_one_transposed_convolution_is_composed():
     check_against_gradient(Transposed().eval(), "a", "b", (3, 16, 16))
+
+
+def test_group_norm_is_one_registry_entry_checked_by_the_gradient_reference():
+    """Group norm's twin: its statistics frozen over reference images, each channel scaled by its
+    weight over its group's deviation, the same deviation for every channel of a group. Like
+    batch-norm, it is part of the value of the layer it follows (conv2)."""
+    from tests.toy_models import group_normed
+
+    model = group_normed().eval()
+    m = check_against_gradient(model, "conv1", "conv2", (3, 12, 12), dst_module="norm")
+    images = reference_images((3, 12, 12))
+    with torch.no_grad():
+        grouped = model.conv2(torch.relu(model.conv1(images))).reshape(len(images), 4, -1)
+    deviation = torch.sqrt(grouped.var(dim=2, unbiased=False) + model.norm.eps).mean(dim=0)  # one per group
+    factors = model.norm.weight.detach() / deviation.repeat_interleave(3)
+    torch.testing.assert_close(m.kernel, model.conv2.weight.detach() * factors[:, None, None, None])
+    check_against_gradient(model, "conv2", "conv3", (3, 12, 12), src_module="norm")  # after the norm: conv3
+    network, graph = trace_layers(model, (3, 12, 12))
+    pairs = {w.dst: w for w in layer_weights(network, graph).weights}
+    assert pairs["conv2"].frozen == ("group norm deviation `norm` frozen at its mean over 16 uniform-noise images",)
+    assert pairs["conv2"].direct.all()  # one convolution and a per-channel norm: the stored kernel, scaled

@@ -5,7 +5,7 @@ import numpy as np
 from generator.annotations import Annotation, Annotations
 from generator.families import DEAD, OTHER, UnitFeatures, layer_families
 from generator.graph import Branch, Layer
-from generator.unit_pages import shared
+from generator.sections.examples import shared
 
 
 class _Graph:

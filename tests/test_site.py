@@ -583,3 +583,36 @@ def test_the_index_names_its_sampled_units_and_keeps_the_settings_folded(default
     index = (default_site / "index.html").read_text(encoding="utf-8")
     assert re.search(r'<span class="wa-cell-label">shape=\w+</span>', index)  # logits by their class names
     assert '<details class="wa-config-details">' in index
+
+
+def test_every_unit_with_inputs_has_its_circuit_and_its_edges_are_the_ranked_connections(default_site):
+    """The circuit of a unit, recomputed from the data files alone: its 3 strongest inputs, and
+    theirs; every edge the diagram draws is one of those links (family nodes standing for their
+    members), and every node links to its page."""
+    from generator.sections.circuit import WIDTH
+
+    def data(layer, unit):
+        return json.loads((default_site / "units" / layer / f"{unit}.json").read_text(encoding="utf-8"))
+
+    def strongest(record):
+        return [(g["from"], u) for g in record["inputs"] for u in g["units"]][:WIDTH]
+
+    checked = 0
+    for layer in ("mixed3a", "mixed3b", "logits"):
+        for unit in range(0, 24, 5):
+            record, html = data(layer, unit), (default_site / "units" / layer / f"{unit}.html").read_text(encoding="utf-8")
+            circuit = record["circuit"]
+            assert circuit is not None and '<svg class="wa-circuit"' in html
+            expected = {(src, (layer, unit)) for src in strongest(record)}
+            expected |= {(src, mid) for mid in strongest(record) for src in strongest(data(*mid))}
+            members = [[(n["layer"], u) for u in n["units"]] if n["kind"] == "family" else [(n["layer"], n["unit"])]
+                       for n in circuit["nodes"]]
+            drawn = {(a, b) for e in circuit["edges"] for a in members[e["from"]] for b in members[e["to"]]}
+            assert expected <= drawn and all(any((a, b) in expected for a in members[e["from"]] for b in members[e["to"]])
+                                             for e in circuit["edges"])
+            for node in circuit["nodes"]:
+                target = f'href="../{node["layer"]}/{node["unit"]}.html"' if node["kind"] == "unit" else "#family-"
+                assert target in html.split('<svg class="wa-circuit"')[1] or node["layer"] == layer
+            checked += 1
+    assert checked == 15
+    assert json.loads((default_site / "units" / "conv2d0" / "0.json").read_text())["circuit"] is None  # reads the image

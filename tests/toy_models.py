@@ -294,3 +294,25 @@ class Thin(nn.Module):
 def thin():
     torch.manual_seed(0)
     return Thin()
+
+
+class GroupNormed(nn.Module):
+    """Three convolutions; the second's output group-normed (4 groups of 3 channels)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 6, 3, padding=1)
+        self.conv2 = nn.Conv2d(6, 12, 3, padding=1)
+        self.norm = nn.GroupNorm(4, 12)
+        self.conv3 = nn.Conv2d(12, 5, 3, padding=1)
+        with torch.no_grad():
+            self.norm.weight.uniform_(0.5, 2.0)
+            self.norm.bias.uniform_(-1.0, 1.0)
+
+    def forward(self, x):
+        return self.conv3(F.relu(self.norm(self.conv2(F.relu(self.conv1(x))))))
+
+
+def group_normed():
+    torch.manual_seed(0)
+    return GroupNormed()

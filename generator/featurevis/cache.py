@@ -30,6 +30,7 @@ from ..errors import AtlasError
 from ..files import atomic_write, folder_name
 from ..images import as_rgb
 from ..render import png
+from .objectives import describe
 from .optimise import Picture
 
 log = logging.getLogger("weight_atlas")
@@ -101,8 +102,7 @@ class PictureCache:
         record = {
             "layer": picture.layer, "unit": picture.unit,
             "direction": "positive" if picture.direction > 0 else "negative",
-            "objective": "maximise the unit's mean activation" if picture.direction > 0 else
-                         "minimise the unit's mean pre-activation (before its activation function)",
+            "objective": describe(picture.direction),
             "objective_value": round(picture.objective, 6), "noise_value": round(picture.noise, 6),
             "noise": "the same mean on uniform-noise images",
             "parameterisation": "Fourier spectrum scaled by 1/frequency" +

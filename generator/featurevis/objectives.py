@@ -1,6 +1,8 @@
-"""What a visualisation maximises: a score per image of the batch, from the layer's activations.
+"""What a visualisation maximises: one score per image of the batch, from the layer's activations.
 
-Objectives compose like Lucid's: ``a + b``, ``a - b``, ``2 * a`` and ``-a`` are objectives.
+A job optimises many pictures at once, image ``b`` for its own unit and direction, so the
+objective is one score per image (:func:`channels`); :func:`describe` says in words what a
+picture of each direction maximises, for its record and its page.
 """
 
 from __future__ import annotations
@@ -9,27 +11,7 @@ from collections.abc import Callable
 
 import torch
 
-
-class Objective:
-    """A function from activations ``[B, C, ...]`` to one score per image, ``[B]``."""
-
-    def __init__(self, score: Callable[[torch.Tensor], torch.Tensor], description: str):
-        self.score, self.description = score, description
-
-    def __call__(self, activations: torch.Tensor) -> torch.Tensor:
-        return self.score(activations)
-
-    def __add__(self, other: Objective) -> Objective:
-        return Objective(lambda a: self(a) + other(a), f"{self.description} + {other.description}")
-
-    def __sub__(self, other: Objective) -> Objective:
-        return self + (-1.0) * other
-
-    def __rmul__(self, factor: float) -> Objective:
-        return Objective(lambda a: factor * self(a), f"{factor:g} * ({self.description})")
-
-    def __neg__(self) -> Objective:
-        return (-1.0) * self
+Objective = Callable[[torch.Tensor], torch.Tensor]  # activations [B, C, ...] -> one score per image [B]
 
 
 def channel_mean(activations: torch.Tensor, units: torch.Tensor) -> torch.Tensor:
@@ -44,5 +26,11 @@ def channels(units: list[int], directions: list[int], device: torch.device | str
     ``device`` is where the activations will be (nothing is copied there per step)."""
     index = torch.tensor(units, device=device)
     sign = torch.tensor(directions, dtype=torch.float32, device=device)
-    return Objective(lambda a: sign.to(a.device) * channel_mean(a, index.to(a.device)),
-                     "mean activation of each image's own unit")
+    return lambda a: sign.to(a.device) * channel_mean(a, index.to(a.device))
+
+
+def describe(direction: int) -> str:
+    """What a picture of ``direction`` maximises or minimises (the negative reads the layer
+    before its activation function: :func:`generator.featurevis.optimise.model_for`)."""
+    return ("maximise the unit's mean activation" if direction > 0 else
+            "minimise the unit's mean pre-activation (before its activation function)")

@@ -16,14 +16,13 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.fx
-import torch.nn.functional as F
 from torch import nn
 
 from ..config import FeatureVisConfig, InputConfig
 from ..graph import LayerGraph
 from ..network import TracedNetwork
 from ..images import Normalise
-from ..operations import RELU_FUNCTIONS
+from ..operations import name_of, operation
 from .layers import fused_local_response_norm, redirected_relu
 from .objectives import channel_mean, channels
 from .param import FourierImage, initial_spectra
@@ -54,20 +53,24 @@ class Picture:
 
 
 def redirected(truncated: torch.fx.GraphModule) -> torch.fx.GraphModule:
-    """A truncated model (:meth:`TracedNetwork.truncated`) with every ReLU redirected and every
-    local response norm fused (:mod:`.layers`), frozen."""
+    """A truncated model (:meth:`TracedNetwork.truncated`) with every operation the registry
+    marks ``redirect`` (ReLU) redirected and every one it marks ``fuse`` (local response norm)
+    fused (:mod:`.layers`), frozen."""
     modules = dict(truncated.named_modules())
     for node in truncated.graph.nodes:
+        if node.op not in ("call_module", "call_function", "call_method"):
+            continue
         module = modules.get(node.target) if node.op == "call_module" else None
-        relu = (node.op == "call_function" and node.target in RELU_FUNCTIONS) or \
-            (node.op == "call_method" and node.target in ("relu", "relu_")) or isinstance(module, nn.ReLU)
-        if relu:
+        op = operation(module, name_of(node))
+        if op is None or op.featurevis is None:
+            continue
+        if op.featurevis == "redirect":
             node.op, node.target, node.args, node.kwargs = "call_function", redirected_relu, node.args[:1], {}
-        elif node.op == "call_function" and node.target is F.local_response_norm:
-            node.target = fused_local_response_norm
-        elif isinstance(module, nn.LocalResponseNorm):
+        elif module is not None:  # fuse: the module's own settings as arguments
             node.op, node.target, node.kwargs = "call_function", fused_local_response_norm, {}
             node.args = (node.args[0], module.size, module.alpha, module.beta, module.k)
+        else:
+            node.op, node.target = "call_function", fused_local_response_norm
     truncated.recompile()
     truncated.eval().requires_grad_(False)
     return truncated

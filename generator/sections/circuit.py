@@ -1,0 +1,138 @@
+"""Section: the unit's circuit, two layers deep: its strongest inputs and theirs, as a static SVG.
+
+Layers are columns, the unit on the right. A unit is its small picture with its number and
+label, and links to its page; three or more units of one named family in a column are one
+family node, which links to the family on its layer page. An edge is red (excitation) or
+blue (inhibition) by its kernel's net sign, as wide as its L2 norm is strong (against the
+strongest edge drawn); a family node's edges add up its members'. No script: the diagram
+is plain SVG in the page, and works offline.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import Section, rounded, shortened
+
+WIDTH = 3  # strongest inputs followed from each unit
+DEPTH = 2  # layers of inputs drawn
+NODE = 40  # pixels of a node's picture
+ROW = 64  # pixels from one node to the next in a column
+COLUMN = 170  # pixels from one column to the next
+GROUPED = 3  # units of one named family in a column that become one family node
+
+
+@dataclass
+class Node:
+    key: tuple  # ("unit", layer, unit) or ("family", layer, family)
+    href: str
+    title: str  # what it is, in full (a tooltip)
+    caption: str  # its number, or its family's name
+    label: str
+    picture: str | None
+    column: int
+    x: int = 0
+    y: int = 0
+    members: list[int] = field(default_factory=list)
+
+
+class Circuit(Section):
+    name = "circuit"
+
+    def context(self, page) -> dict[str, Any] | None:
+        site = page.site
+        if not page.weights.inputs:
+            return None
+        # the units, column by column (0: the unit itself), and the edges between them
+        columns: list[dict[tuple[str, int], None]] = [{(page.layer.name, page.unit): None}]
+        edges: dict[tuple[tuple[str, int], tuple[str, int]], tuple[float, float]] = {}  # (src, dst) -> (l2, signed)
+        for depth in range(DEPTH):
+            found: dict[tuple[str, int], None] = {}
+            for dst in columns[-1]:
+                for link in site.units[dst].inputs[:WIDTH]:
+                    src = (link.layer, link.unit)
+                    found[src] = None
+                    edges[(src, dst)] = (link.l2, link.sign * link.l2)
+            if not found:
+                break
+            columns.append(found)
+        nodes, of = self._nodes(page, columns)
+        joined: dict[tuple, list[float]] = {}
+        for (src, dst), (l2, signed) in edges.items():
+            key = (of[src], of[dst])
+            joined.setdefault(key, [0.0, 0.0])
+            joined[key][0] += l2
+            joined[key][1] += signed
+        strongest = max(l2 for l2, _ in joined.values())
+        lines = [{"x1": nodes[a].x + NODE, "y1": nodes[a].y + NODE // 2, "x2": nodes[b].x, "y2": nodes[b].y + NODE // 2,
+                  "width": round(0.75 + 5.25 * l2 / strongest, 2), "sign": "wa-exc" if signed >= 0 else "wa-inh",
+                  "title": f"{nodes[a].title} \u2192 {nodes[b].title}: L2 {l2:.3g}", "from": a, "to": b, "l2": l2,
+                  "signed": signed}
+                 for (a, b), (l2, signed) in sorted(joined.items(), key=lambda item: item[1][0])]
+        height = max(len(column) for column in columns) * ROW
+        return {"nodes": list(nodes.values()), "edges": lines, "node": NODE,
+                "width": (len(columns) - 1) * COLUMN + NODE + 110, "height": height + 4,
+                "layers": [next(iter(column))[0] for column in reversed(columns)], "follow": WIDTH}
+
+    def _nodes(self, page, columns: list[dict[tuple[str, int], None]]) -> tuple[dict[tuple, Node], dict]:
+        """The nodes, placed (columns right to left, each centred), and the node of every unit."""
+        site = page.site
+        nodes: dict[tuple, Node] = {}
+        of: dict[tuple[str, int], tuple] = {}
+        height = max(len(column) for column in columns) * ROW
+        for depth, column in enumerate(columns):
+            placed: list[Node] = []
+            families: dict[str, list[tuple[str, int]]] = {}
+            for layer, unit in column:
+                family, number = site.family_of[(layer, unit)]
+                if family.name not in ("other units", "never fire") and not family.name.startswith("family "):
+                    families.setdefault(family.name, []).append((layer, unit))
+            grouped = {name: members for name, members in families.items() if len(members) >= GROUPED and depth > 0}
+            for layer, unit in column:
+                family, number = site.family_of[(layer, unit)]
+                if family.name in grouped:
+                    key = ("family", layer, family.name)
+                    if key not in nodes:
+                        members = grouped[family.name]
+                        node = Node(key, f"{page.root}../layers/{site.slugs[layer]}.html#family-{number}",
+                                    f"{layer}: family {family.name} ({len(members)} units here)",
+                                    f"{len(members)} units", shortened(family.name),
+                                    site.picture(layer, members[0][1]), len(columns) - 1 - depth,
+                                    members=[u for _, u in members])
+                        nodes[key] = node
+                        placed.append(node)
+                    of[(layer, unit)] = key
+                    continue
+                key = ("unit", layer, unit)
+                label = site.label(layer, unit)
+                node = Node(key, f"{page.root}{site.slugs[layer]}/{unit}.html",
+                            f"{layer} {unit}" + (f" \u00b7 {label}" if label else ""), f"{layer} {unit}",
+                            shortened(label), site.picture(layer, unit), len(columns) - 1 - depth)
+                nodes[key] = node
+                placed.append(node)
+                of[(layer, unit)] = key
+            top = (height - len(placed) * ROW) // 2
+            for i, node in enumerate(placed):
+                node.x = node.column * COLUMN + 2
+                node.y = top + i * ROW + 2
+                if node.picture is not None:
+                    node.picture = page.root + node.picture.removeprefix("units/")
+        return nodes, of
+
+    def data(self, context: dict[str, Any] | None) -> dict[str, Any]:
+        if context is None:
+            return {"circuit": None}
+        index = {n.key: i for i, n in enumerate(context["nodes"])}
+        return {"circuit": {
+            "by": "the unit, its strongest inputs and theirs (L2 norm of the kernel); edges from node to node, "
+                  "the L2 norms (and sums of signed L2 norms) of the kernels they stand for",
+            "follow": context["follow"],
+            "nodes": [{"kind": n.key[0], "layer": n.key[1], **({"unit": n.key[2]} if n.key[0] == "unit" else
+                                                                {"family": n.key[2], "units": n.members})}
+                      for n in context["nodes"]],
+            "edges": [{"from": index[e["from"]], "to": index[e["to"]], "l2": rounded(e["l2"]),
+                       "signed_l2": rounded(e["signed"])} for e in context["edges"]]}}
+
+
+SECTION = Circuit()

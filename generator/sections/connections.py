@@ -1,0 +1,193 @@
+"""Sections: the unit's strongest inputs, its strongest outputs, and its inputs from layers further up.
+
+Each connection is a card (:class:`Card`, drawn by ``templates/_cards.html.j2``): its rank,
+the other unit's picture beside the kernel (its tile on its own scale), the kernel's peak,
+the other unit with its label and branch, and the score after the net sign. When a unit's
+weight factors explain enough of its weights, its input cards are grouped by the factor each
+input contributes most to: in rank order within a group, groups in the order of their
+strongest card, and a factor that carries weight but is no listed input's strongest gets
+cards of its own strongest inputs.
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..ranking import Link, input_link
+from ..tiles import Tile
+from . import Section, rounded, shortened
+from .factors import FACTOR_NAMES, SIGNS
+
+EXTRA_SHARE = 0.05  # a factor with at least this share of a unit's weights always gets cards
+EXTRA_CARDS = 3  # its strongest inputs shown, when none of the listed inputs is its own
+
+
+@dataclass(slots=True)
+class Card:
+    """One connection as a card shows it; every text is escaped by the template."""
+
+    style: str  # wa-exc, wa-inh or ""
+    id: str  # DIRECTION-LAYER-UNIT: the card's anchor
+    href: str
+    rank: int
+    picture: str | None  # the other unit's small picture, from the page
+    crisp: bool  # a colour kernel (drawn pixelated), not a feature visualisation
+    tile: Tile
+    peak: str
+    layer: str
+    unit: int
+    label: str
+    short: str
+    branch: str
+    expanded: bool  # marked as expanded weights among direct ones
+    frozen: str  # what was frozen to linearise it, or ""
+    score: str  # the share (outputs), then the L2 norm after the net sign
+
+
+def cards(page, links: list[Link], direction: str, ranks: bool = False, root: str = "../") -> list[Card]:
+    """The cards of ``links`` (each kernel a tile of ``page.tiles``, on its own scale). Cards are
+    numbered by rank (``ranks``: by the rank each link carries, for inputs found beyond the
+    listed ones). ``root`` leads from the page to the site's ``units/`` folder."""
+    site = page.site
+    marked = len({k.direct for k in links}) > 1  # mark expanded cards only among direct ones
+    made = []
+    for number, link in enumerate(links, start=1):
+        style, sign = SIGNS[link.sign]
+        slug = site.slugs[link.layer]
+        picture = site.picture(link.layer, link.unit)
+        label = site.label(link.layer, link.unit)
+        share = f"{100 * link.share:.2g}% · " if direction == "out" else ""
+        made.append(Card(style, f"{direction}-{slug}-{link.unit}", f"{root}{slug}/{link.unit}.html",
+                         link.rank + 1 if ranks else number, picture and root + picture.removeprefix("units/"),
+                         site.pictures is None, page.tiles.tile(link.kernel, link.peak), f"{link.peak:.2g}",
+                         link.layer, link.unit, label, shortened(label), site.branch(link.layer, link.unit),
+                         marked and not link.direct, "; ".join(link.weights.frozen), f"{share}{sign}{link.l2:.3g}"))
+    return made
+
+
+def frozen(links: list[Link]) -> list[str]:
+    """What was frozen to linearise these connections (gates, norms), each said once."""
+    return sorted({f for k in links for f in k.weights.frozen})
+
+
+class Inputs(Section):
+    name = "inputs"
+
+    def context(self, page) -> dict[str, Any] | None:
+        weights = page.weights
+        grouping = self._by_factor(page) if weights.inputs else None
+        extra = [link for group in grouping or [] for link in group["extra"]]
+        made = dict(zip(((k.layer, k.unit) for k in weights.inputs), cards(page, weights.inputs, "in")))
+        made |= dict(zip(((k.layer, k.unit) for k in extra), cards(page, extra, "in", ranks=True)))
+        factors = page.site.structure.factors.get(page.layer.name)
+        return {"cards": [made[(k.layer, k.unit)] for k in weights.inputs],
+                "groups": [dict(g, cards=[made[(k.layer, k.unit)] for k in g["links"] + g["extra"]]) for g in grouping]
+                if grouping else None,
+                "explained": float(factors.explained[page.unit]) if factors is not None else None,
+                "grouped": page.site.config.factors.grouped, "count": len(weights.inputs),
+                "expanded": any(not k.direct for k in weights.inputs), "frozen": frozen(weights.inputs),
+                "placed": any(k.weights.placed for k in weights.inputs),
+                "sources": sorted({k.layer for k in weights.inputs}), "first": weights.rgb_kernel is not None,
+                "columns": columns(weights.inputs, "from", "in", page.site.slugs)}
+
+    def _by_factor(self, page) -> list[dict[str, Any]] | None:
+        """The unit's inputs grouped by the weight factor each contributes most to (see the module's
+        description), when the factors explain enough and make more than one group."""
+        layer, unit, weights = page.layer.name, page.unit, page.weights
+        factors = page.site.structure.factors.get(layer)
+        if factors is None or factors.explained[unit] < page.site.config.factors.grouped:
+            return None
+        dominant = factors.dominant(unit)
+        start = {s.layer: s.start for s in factors.sources}
+        groups: dict[int, list[Link]] = {}
+        for link in weights.inputs:
+            groups.setdefault(int(dominant[start[link.layer] + link.unit]), []).append(link)
+        listed = {(k.layer, k.unit) for k in weights.inputs}
+        extra: dict[int, list[Link]] = {}
+        for c in range(len(factors.shares[unit])):
+            if c not in groups and factors.shares[unit, c] >= EXTRA_SHARE:
+                extra[c] = sorted((self._link(page, source, other) for source, other, _, _ in
+                                   factors.top_inputs(unit, c, EXTRA_CARDS) if (source, other) not in listed),
+                                  key=lambda link: link.rank)
+        rank = {(k.layer, k.unit): i for i, k in enumerate(weights.inputs)}
+        first = {c: min(rank[(k.layer, k.unit)] for k in links) for c, links in groups.items()}
+        first |= {c: min(k.rank for k in links) for c, links in extra.items() if links and c not in groups}
+        order = sorted(first, key=first.get)
+        if len(order) < 2:
+            return None  # one group is the list itself
+        return [{"factor": c, "colour": FACTOR_NAMES[c], "share": float(factors.shares[unit, c]),
+                 "links": groups.get(c, []), "extra": extra.get(c, [])} for c in order]
+
+    @staticmethod
+    def _link(page, source: str, other: int) -> Link:
+        """The connection from ``source``'s unit ``other`` into the page's unit, as a ranked link would be."""
+        structure, layer = page.site.structure, page.layer.name
+        row = np.concatenate([structure.norms[(s, d)][page.unit] for s, d in structure.norms if d == layer])
+        link = input_link(structure.kernels[(source, layer)], page.unit, other, page.weights.scale)
+        link.rank = int((row > link.l2).sum())
+        return link
+
+    def data(self, context: dict[str, Any] | None) -> dict[str, Any]:
+        """The ranked inputs, as :func:`columns` with their kernels."""
+        return {"inputs": context["columns"]}
+
+
+class Outputs(Section):
+    name = "outputs"
+
+    def context(self, page) -> dict[str, Any] | None:
+        links = page.weights.outputs
+        return {"cards": cards(page, links, "out"), "count": len(links),
+                "expanded": any(not k.direct for k in links), "frozen": frozen(links),
+                "placed": any(k.weights.placed for k in links), "targets": sorted({k.layer for k in links}),
+                "columns": columns(links, "to", "out", page.site.slugs)}
+
+    def data(self, context: dict[str, Any] | None) -> dict[str, Any]:
+        return {"outputs": context["columns"]}
+
+
+class FurtherInputs(Section):
+    name = "further-inputs"
+
+    def context(self, page) -> dict[str, Any] | None:
+        further = [{"layer": f.layer, "hops": f.hops, "count": len(f.links), "cards": cards(page, f.links, f"in{f.hops}"),
+                    "columns": dict(columns(f.links, "from", f"in{f.hops}", page.site.slugs)[0], hops=f.hops)}
+                   for f in page.weights.further if f.links]
+        return {"further": further} if further else None
+
+    def data(self, context: dict[str, Any] | None) -> dict[str, Any]:
+        return {"further_inputs": [f["columns"] for f in context["further"]] if context else []}
+
+
+def columns(links: list[Link], key: str, direction: str, slugs: dict[str, str]) -> list[dict[str, Any]]:
+    """``links`` as columns, one group per layer at the other end (``key``: "from" or "to")."""
+    groups = []
+    for name in dict.fromkeys(k.layer for k in links):
+        chosen = [k for k in links if k.layer == name]
+        kinds = sorted({"direct" if k.direct else "expanded" for k in chosen})
+        groups.append({key: name, "units": [k.unit for k in chosen], "anchor": f"{direction}-{slugs[name]}",
+                       "l2": [rounded(k.l2) for k in chosen], "sign": [k.sign for k in chosen],
+                       **({"share": [rounded(k.share) for k in chosen]} if key == "to" else {}),
+                       "peak": [rounded(k.peak) for k in chosen],
+                       "weights": kinds[0] if len(kinds) == 1 else ["direct" if k.direct else "expanded" for k in chosen],
+                       "positions": any(k.weights.placed for k in chosen),
+                       "frozen": sorted({f for k in chosen for f in k.weights.frozen}),
+                       "kernels": kernel_block([k.kernel for k in chosen])})
+    return groups
+
+
+def kernel_block(kernels: list[np.ndarray]) -> dict[str, Any]:
+    """Kernels of one shape for the data file, compact: ``[count, height, width]`` int8 in base64,
+    each kernel relative to its largest absolute weight (its ``peak``) as 127."""
+    stacked = np.stack(kernels).astype(np.float64)
+    peaks = np.abs(stacked).reshape(len(stacked), -1).max(axis=1)
+    scaled = stacked / np.where(peaks > 0, peaks, 1)[:, None, None] * 127
+    return {"shape": list(stacked.shape), "dtype": "int8", "base64":
+            base64.b64encode(np.round(scaled).astype(np.int8).tobytes()).decode()}
+
+
+SECTIONS = [Inputs(), Outputs(), FurtherInputs()]

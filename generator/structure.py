@@ -1,0 +1,27 @@
+"""How the atlas organises units beyond their connections: the plain data the pages read."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .annotations import Annotations
+from .expanded import LayerWeights
+from .factors import GroupFactors, LayerFactors
+from .families import Family
+
+
+@dataclass(frozen=True)
+class Structure:
+    """How the atlas organises units beyond their connections: each unit's weight factors,
+    people's labels and families, automatic families, the factors of annotated families, and
+    the kernels and kernel norms between adjacent layers (``norms[(src, dst)]``: ``[dst units,
+    src units]``)."""
+
+    factors: dict[str, LayerFactors]
+    annotations: Annotations
+    families: dict[str, list[Family]]
+    groups: list[GroupFactors]
+    norms: dict[tuple[str, str], np.ndarray]
+    kernels: dict[tuple[str, str], LayerWeights]  # the weights between adjacent layers, by (src, dst)
