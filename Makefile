@@ -47,6 +47,7 @@ bench: install
 
 default-model: install
 	$(PY) -m generator.default_model.train
+	$(PY) -m generator.default_model.labels --out site_config/default.labels.yml
 
 clean:
 	rm -rf site bench.json .pytest_cache .atlas-cache $(VENV)

@@ -109,7 +109,8 @@ class ProceduralImages:
     def __len__(self) -> int:
         return self.count
 
-    def _batch(self, number: int):
+    def batch(self, number: int):
+        """Batch ``number`` of ``PROCEDURAL_BATCH`` images, with their labels."""
         from .default_model.procedural import draw
 
         state = np.random.SeedSequence([self.seed, number]).generate_state(1, np.uint64)[0]
@@ -121,7 +122,7 @@ class ProceduralImages:
         to ``stop``; a shard starts and ends at multiples of ``PROCEDURAL_BATCH``."""
         stop = self.count if stop is None else min(stop, self.count)
         for number in range(first // PROCEDURAL_BATCH, (stop + PROCEDURAL_BATCH - 1) // PROCEDURAL_BATCH):
-            images = self._batch(number).images
+            images = self.batch(number).images
             yield list(range(number * PROCEDURAL_BATCH, number * PROCEDURAL_BATCH + len(images))), images
 
     def fetch(self, indices: set[int]) -> dict[int, tuple[np.ndarray, str, dict[str, str]]]:
@@ -131,7 +132,7 @@ class ProceduralImages:
 
         found = {}
         for number in sorted({i // PROCEDURAL_BATCH for i in indices}):
-            batch = self._batch(number)
+            batch = self.batch(number)
             for i in sorted(i for i in indices if i // PROCEDURAL_BATCH == number):
                 j = i % PROCEDURAL_BATCH
                 pixels = (batch.images[j].permute(1, 2, 0) * 255).round().to(torch.uint8).numpy()

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 from PIL import Image
 
 from generator import AtlasError, build_atlas, load_config, trace_layers
@@ -236,14 +237,16 @@ def test_labels_reach_pages_cards_titles_and_search(default_site):
     assert '<details class="wa-family" id="family-1"' in (default_site / "layers" / "logits.html").read_text()
     data = json.loads((default_site / "units" / "logits" / "3.json").read_text(encoding="utf-8"))
     assert data["label"] == "shape=ring" and data["family"] == "shape head" and not data["family_automatic"]
-    reader = json.loads((default_site / "units" / "mixed3b" / "44.json").read_text(encoding="utf-8"))
+    labels = yaml.safe_load((ROOT / "site_config" / "default.labels.yml").read_text())["units"]
+    ring = min(u for u, entry in labels["mixed3b"].items() if entry.get("label") == "ring")
+    reader = json.loads((default_site / "units" / "mixed3b" / f"{ring}.json").read_text(encoding="utf-8"))
     assert reader["label"] == "ring"
     cards = [(default_site / "units" / "mixed3b" / f"{u}.html").read_text(encoding="utf-8") for u in range(208)]
     assert any(re.search(r'href="../logits/3.html">.*?<em title="shape=ring">shape=ring</em>', c)
                for c in cards)  # an outputs card names the class it feeds
     entries = {location: text for location, _, text, _ in _search_index(default_site)}
     assert "shape=ring" in entries["units/logits/3.html"]
-    assert "ring" in entries["units/mixed3b/44.html"]
+    assert "ring" in entries[f"units/mixed3b/{ring}.html"]
     assert "branch conv_pool_reduce" in entries["units/mixed3a/120.html"]
     mixed3a = (default_site / "layers" / "mixed3a.html").read_text(encoding="utf-8")
     assert 'data-label="disk"' in mixed3a

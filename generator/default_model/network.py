@@ -40,9 +40,13 @@ class Mixed(nn.Module):
 
 
 class NarrowInceptionV1(nn.Module):
-    """InceptionV1's stem and two mixed blocks at a fraction of the width."""
+    """InceptionV1's stem and two mixed blocks at a fraction of the width.
 
-    def __init__(self, classes: int = 24):
+    ``classes``: the classifier's outputs, one per value of each attribute of
+    :mod:`.procedural` (8 shapes, 8 hues, 8 grating orientations, 8 curve orientations).
+    """
+
+    def __init__(self, classes: int = 32):
         super().__init__()
         self.conv2d0 = nn.Conv2d(3, 48, 7, stride=2, padding=3)
         self.maxpool0 = nn.MaxPool2d(3, stride=2, padding=1)
