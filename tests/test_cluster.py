@@ -124,11 +124,11 @@ def test_a_ray_cluster_builds_the_default_atlas_like_the_local_engine(cluster, d
     # The settings of the `default_site` fixture (built with the local engine), on the cluster.
     config = _config(tmp_path, cluster, featurevis={"steps": 8}, dataset={"images": 512})
     log = _build(config).stderr
-    assert "1104 of 1104 pictures to make" in log and "on a Ray cluster, one task per CPU (2 CPUs)" in log
-    assert "1,104 pictures made" in log
+    assert "1120 of 1120 pictures to make" in log and "on a Ray cluster, one task per CPU (2 CPUs)" in log
+    assert "1,120 pictures made" in log
     local = sorted((default_site.parent / "cache" / "featurevis").rglob("*.png"))
     on_cluster = tmp_path / "cache" / "featurevis"
-    assert len(local) == 1104
+    assert len(local) == 1120
     for picture in local:
         twin = on_cluster / picture.relative_to(default_site.parent / "cache" / "featurevis")
         assert np.abs(_pixels(picture) - _pixels(twin)).max() <= 2, twin  # thread counts round differently

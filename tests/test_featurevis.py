@@ -17,6 +17,7 @@ from generator.featurevis.layers import fused_local_response_norm, redirected_gr
 from generator.featurevis.objectives import channels
 from generator.featurevis.optimise import Job, model_for, render
 from generator.featurevis.param import FourierImage, initial_spectra
+from generator.featurevis.transforms import resized
 from generator.graph import trace_layers
 from generator.inceptionv1 import InceptionV1
 from generator.loading import load_model, weights_hash
@@ -75,12 +76,9 @@ def full_settings():
 
 
 def as_tensor(picture) -> torch.Tensor:
-    """The picture as stored (8-bit), as the model would read it from the site."""
-    return torch.from_numpy(picture.image.astype(np.float32) / 255).permute(2, 0, 1)
-
-
-def load_picture(path) -> torch.Tensor:
-    return torch.from_numpy(np.asarray(Image.open(path).convert("RGB"), dtype=np.float32) / 255).permute(2, 0, 1)
+    """The picture as stored (8-bit), as the model would read it from the site: at its input size."""
+    stored = torch.from_numpy(picture.image.astype(np.float32) / 255).permute(2, 0, 1)
+    return resized(stored[None], (64, 64))[0]
 
 
 def test_each_picture_excites_its_own_unit_more_than_noise_and_other_units(full_settings):
@@ -117,9 +115,9 @@ def test_provenance_names_how_each_picture_was_made(full_settings, tmp_path):
     (key, picture), *_ = pictures.items()
     cache.put(picture, "cpu")
     record = cache.provenance(*key)
-    assert record["steps"] == 96 and record["size"] == 64 and record["seed"] == 0
-    assert record["transforms"] == {"pad": 4, "jitter": 4, "scale": [0.95, 1.05], "rotate": 5.0}
-    assert record["learning_rate"] == 0.2 and record["optimiser"] == "Adam"
+    assert record["steps"] == 96 and record["size"] == 80 and record["seed"] == 0
+    assert record["transforms"] == {"pad": 10, "jitter": 10, "scale": [0.9, 1.1], "rotate": 10.0}
+    assert record["learning_rate"] == 0.14 and record["optimiser"] == "Adam"
     assert "Fourier" in record["parameterisation"] and "decorrelated colour" in record["parameterisation"]
     assert record["objective_value"] == pytest.approx(picture.objective, abs=1e-5)
     assert record["weights_sha256"] == weights_hash(model)

@@ -28,7 +28,7 @@ def test_direct_connections_skip_bottlenecks():
         ("conv2d2", "mixed3a", 112, 128, "mixed3a.conv_pool_reduce"),
         ("mixed3a", "mixed3b", 0, 48, "mixed3b.conv_1x1"),
         ("mixed3a", "mixed3b", 176, 208, "mixed3b.conv_pool_reduce"),
-        ("mixed3b", "logits", 0, 24, "logits"),
+        ("mixed3b", "logits", 0, 32, "logits"),
     }
     pool_branch = next(c for c in graph.connections if c.module == "mixed3a.conv_pool_reduce")
     assert pool_branch.before == ("maxpool1", "mixed3a.pool") and pool_branch.after == ("relu",)
