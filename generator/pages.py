@@ -18,6 +18,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import jinja2
+import markupsafe
 import numpy as np
 import safetensors.torch
 import yaml
@@ -114,6 +115,10 @@ class PageWriter:
             loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True, trim_blocks=True,
             lstrip_blocks=True, undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
         )
+        cards = self.env.get_template("_cards.html.j2")
+        # A list of connection cards as one piece of markup: rendered on its own, its many small
+        # pieces are joined once instead of passing up through every enclosing template.
+        self.env.globals["card_list"] = lambda made: markupsafe.Markup(cards.render(cards=made))
         group_names = distinct_slugs([f"{self.slugs[g.layer]}-{slug(g.family, 'family')}" for g in structure.groups],
                                      "family")
         self.group_files = {(g.layer, g.family): f"families/{name}" for g, name in zip(structure.groups, group_names)}
@@ -282,7 +287,7 @@ class PageWriter:
         page = SimpleNamespace(site=self.unit_pages, tiles=TileSheet("how-to-read.png", self.config.site.tile_size))
         made = cards(page, [link], "in", root="units/")
         css = page.tiles.finish(lambda name, data: files.write(docs / name, data))
-        return {"card": self.env.get_template("_cards.html.j2").render(cards=made), "css": css,
+        return {"card": self.env.globals["card_list"](made), "css": css,
                 "layer": layer, "unit": unit, "label": self.structure.annotations.label(layer, unit),
                 "href": self._href(layer, unit, ""), "anchor": f"in-{self.slugs[link.layer]}-{link.unit}",
                 "picture": self.unit_pages.picture_tag(layer, unit, "", THUMBNAIL), "link": link,
