@@ -7,6 +7,7 @@ import logging
 import re
 import subprocess
 import sys
+from collections import Counter
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -596,7 +597,7 @@ def test_every_unit_with_inputs_has_its_circuit_and_its_edges_are_the_ranked_con
     """The circuit of a unit, recomputed from the data files alone: its 3 strongest inputs, and
     theirs; every edge the diagram draws is one of those links (family nodes standing for their
     members), and every node links to its page."""
-    from generator.sections.circuit import WIDTH
+    from generator.sections.circuit import ROW, WIDTH
 
     def data(layer, unit):
         return json.loads((default_site / "units" / layer / f"{unit}.json").read_text(encoding="utf-8"))
@@ -617,6 +618,8 @@ def test_every_unit_with_inputs_has_its_circuit_and_its_edges_are_the_ranked_con
             drawn = {(a, b) for e in circuit["edges"] for a in members[e["from"]] for b in members[e["to"]]}
             assert expected <= drawn and all(any((a, b) in expected for a in members[e["from"]] for b in members[e["to"]])
                                              for e in circuit["edges"])
+            tallest = max(Counter(n["layer"] for n in circuit["nodes"]).values())
+            assert f'height="{tallest * ROW + 4}"' in html.split('<svg class="wa-circuit"')[1].split(">")[0]  # no gaps
             for node in circuit["nodes"]:
                 target = f'href="../{node["layer"]}/{node["unit"]}.html"' if node["kind"] == "unit" else "#family-"
                 assert target in html.split('<svg class="wa-circuit"')[1] or node["layer"] == layer

@@ -57,7 +57,7 @@ class Circuit(Section):
             if not found:
                 break
             columns.append(found)
-        nodes, of = self._nodes(page, columns)
+        nodes, of, height = self._nodes(page, columns)
         joined: dict[tuple, list[float]] = {}
         for (src, dst), (l2, signed) in edges.items():
             key = (of[src], of[dst])
@@ -70,17 +70,17 @@ class Circuit(Section):
                   "title": f"{nodes[a].title} \u2192 {nodes[b].title}: L2 {l2:.3g}", "from": a, "to": b, "l2": l2,
                   "signed": signed}
                  for (a, b), (l2, signed) in sorted(joined.items(), key=lambda item: item[1][0])]
-        height = max(len(column) for column in columns) * ROW
         return {"nodes": list(nodes.values()), "edges": lines, "node": NODE,
                 "width": (len(columns) - 1) * COLUMN + NODE + 110, "height": height + 4,
                 "layers": [next(iter(column))[0] for column in reversed(columns)], "follow": WIDTH}
 
-    def _nodes(self, page, columns: list[dict[tuple[str, int], None]]) -> tuple[dict[tuple, Node], dict]:
-        """The nodes, placed (columns right to left, each centred), and the node of every unit."""
+    def _nodes(self, page, columns: list[dict[tuple[str, int], None]]) -> tuple[dict[tuple, Node], dict, int]:
+        """The nodes, placed (columns right to left, each centred), the node of every unit, and
+        the height of the tallest column of nodes (units of a family node count once)."""
         site = page.site
         nodes: dict[tuple, Node] = {}
         of: dict[tuple[str, int], tuple] = {}
-        height = max(len(column) for column in columns) * ROW
+        stacks: list[list[Node]] = []
         for depth, column in enumerate(columns):
             placed: list[Node] = []
             families: dict[str, list[tuple[str, int]]] = {}
@@ -112,13 +112,16 @@ class Circuit(Section):
                 nodes[key] = node
                 placed.append(node)
                 of[(layer, unit)] = key
+            stacks.append(placed)
+        height = max(len(placed) for placed in stacks) * ROW
+        for placed in stacks:
             top = (height - len(placed) * ROW) // 2
             for i, node in enumerate(placed):
                 node.x = node.column * COLUMN + 2
                 node.y = top + i * ROW + 2
                 if node.picture is not None:
                     node.picture = page.root + node.picture.removeprefix("units/")
-        return nodes, of
+        return nodes, of, height
 
     def data(self, context: dict[str, Any] | None) -> dict[str, Any]:
         if context is None:
