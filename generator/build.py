@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import tempfile
 import time
 from dataclasses import dataclass
@@ -75,22 +74,34 @@ def layer_parameters(model: torch.nn.Module, modules: tuple[str, ...]) -> dict[s
 
 
 def check_cache(cache: Path) -> None:
-    """Refuse a cache folder the build could not write, before any work (folders made to try
-    are removed again: a build that turns out to need no cache leaves none)."""
-    created = cache.absolute()
+    """Refuse a cache folder the build could not write, before any work. Folders made to try are
+    removed again while they are empty (a build that turns out to need no cache leaves none),
+    never while another build at the same time has put something in them."""
+    cache = cache.absolute()
+    created = cache
     while not created.parent.exists() and created.parent != created:
         created = created.parent
-    made = not created.exists()
+    made = [] if created.exists() else [cache, *[p for p in cache.parents if p.is_relative_to(created)]]
     try:
-        cache.mkdir(parents=True, exist_ok=True)
-        os.rmdir(tempfile.mkdtemp(prefix=".probe-", dir=cache))
-    except OSError as error:
-        raise AtlasError(f"The cache folder {cache} cannot be written ({error.strerror}); feature visualisations and "
-                         f"dataset examples are kept there. Set `cache` in the atlas config to a folder you can "
-                         f"write to.") from None
+        for attempt in range(3):
+            try:
+                cache.mkdir(parents=True, exist_ok=True)
+                os.rmdir(tempfile.mkdtemp(prefix=".probe-", dir=cache))
+                return
+            except FileNotFoundError:  # another build removed the folder it had just made to try
+                if attempt == 2:
+                    raise AtlasError(f"The cache folder {cache} keeps disappearing while it is tried; is another "
+                                     f"program removing it?") from None
+            except OSError as error:
+                raise AtlasError(f"The cache folder {cache} cannot be written ({error.strerror}); feature "
+                                 f"visualisations and dataset examples are kept there. Set `cache` in the atlas "
+                                 f"config to a folder you can write to.") from None
     finally:
-        if made:
-            shutil.rmtree(created, ignore_errors=True)
+        for folder in made:  # deepest first; stop at the first one in use
+            try:
+                folder.rmdir()
+            except OSError:
+                break
 
 
 def build_atlas(config: AtlasConfig, output: str | Path | None = None) -> BuildReport:
