@@ -238,9 +238,11 @@ class PageWriter:
     def _write_group(self, docs: Path, group: GroupFactors) -> None:
         """A family's factors: each factor's strongest input units, and each member's map per factor."""
         path = self.group_files[(group.layer, group.family)]
-        scale = float(np.abs(group.maps).max()) or 1.0
+        # Each member's maps on one scale of their own, its peak printed: the factors compare
+        # within a row, and a member with weak weights is not left blank beside a strong one.
+        peaks = [float(np.abs(group.maps[m]).max()) or 1.0 for m in range(len(group.members))]
         sheet = TileSheet(f"{Path(path).name}.png", self.config.site.tile_size)
-        tiles = [[sheet.tile(group.maps[m, c], scale) for c in range(len(group.directions))]
+        tiles = [[sheet.tile(group.maps[m, c], peaks[m]) for c in range(len(group.directions))]
                  for m in range(len(group.members))]
         css = sheet.finish(lambda name, data: files.write(docs / Path(path).parent / name, data))
         factors = [{"inputs": [{"layer": layer, "unit": unit, "coefficient": c,
@@ -252,9 +254,9 @@ class PageWriter:
         members = [{"unit": u, "href": self._href(group.layer, u, "../"),
                     "label": self.structure.annotations.label(group.layer, u) or "",
                     "picture": self.unit_pages.picture_tag(group.layer, u, "../", 40),
-                    "tiles": member_tiles} for u, member_tiles in zip(group.members, tiles)]
+                    "tiles": member_tiles, "peak": peak} for u, member_tiles, peak in zip(group.members, tiles, peaks)]
         self._render_to(docs, "group.md.j2", f"{path}.md", title=f"{group.layer}: {group.family}", root="../",
-                        group=group, factors=factors, members=members, tile_css=css, scale=scale,
+                        group=group, factors=factors, members=members, tile_css=css,
                         layer_href=f"../layers/{self.slugs[group.layer]}.html",
                         sources=sorted({s.layer for s in group.sources}))
 

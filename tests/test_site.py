@@ -264,6 +264,8 @@ def test_group_pages_show_each_factor_and_each_member(default_site):
     assert html.count("<h3>Factor ") == 4
     assert all(f'href="../units/mixed3a/{u}.html"' in html for u in members)
     assert html.count('class="wa-tile ') == len(members) * 4  # a signed map per member and factor
+    peaks = re.findall(r"<td>&plusmn;([0-9.e+-]+)</td></tr>", html)  # each row on its own scale
+    assert len(peaks) == len(members) and len(set(peaks)) > 1
     assert re.search(r"reproduce \d+\.\d% of the squared weights", html)
     index = (default_site / "index.html").read_text(encoding="utf-8")
     assert "families/mixed3a-shapes.html" in index  # in the navigation
