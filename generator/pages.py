@@ -114,6 +114,7 @@ class PageWriter:
         self.env = jinja2.Environment(
             loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True, trim_blocks=True,
             lstrip_blocks=True, undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
+            auto_reload=False,  # templates do not change during a build: no file check per include
         )
         cards = self.env.get_template("_cards.html.j2")
         # A list of connection cards as one piece of markup: rendered on its own, its many small
