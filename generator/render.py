@@ -27,6 +27,33 @@ PALETTE = np.round(DIVERGING(np.linspace(0, 1, LEVELS))[:, :3] * 255).astype(np.
 PICTURE_QUALITY = 70  # WebP quality of pictures in the site (80 looks the same, at 16% more bytes)
 
 
+THINNEST = 8  # a stored image's longer side is at most this many times its shorter side
+
+
+def readable_shape(height: int, width: int) -> tuple[int, int]:
+    """``(height, width)`` of an image of that shape after :func:`readable`."""
+    shortest = -(-max(height, width) // THINNEST)
+    return max(height, shortest), max(width, shortest)
+
+
+def readable(image: Image.Image) -> Image.Image:
+    """The image, its shorter side widened by repeating pixels (nearest neighbour) to at least
+    1/``THINNEST`` of its longer side. A one-dimensional picture or a long thin kernel then shows
+    as a strip, not a hairline, wherever a page keeps an image's aspect; other images are
+    returned as they are."""
+    height, width = readable_shape(image.height, image.width)
+    if (width, height) == image.size:
+        return image
+    return image.resize((width, height), Image.Resampling.NEAREST)
+
+
+def shown_size(height: int, width: int, longest: int) -> tuple[int, int]:
+    """``(width, height)`` on screen of an image stored ``height`` x ``width`` (after
+    :func:`readable`), its longer side ``longest`` pixels."""
+    scale = longest / max(height, width)
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
 def png(pixels: np.ndarray) -> bytes:
     """PNG bytes of an ``[h, w, 3]`` uint8 array."""
     buffer = io.BytesIO()
@@ -36,9 +63,11 @@ def png(pixels: np.ndarray) -> bytes:
 
 def webp(image: Image.Image | np.ndarray, size: int | None = None, quality: int = PICTURE_QUALITY) -> bytes:
     """WebP bytes of a picture (about half a JPEG's size at the same look), resized if given a
-    ``size`` so that its longer side is ``size`` pixels (keeping its aspect)."""
+    ``size`` so that its longer side is ``size`` pixels (keeping its aspect); a very thin one is
+    widened first (:func:`readable`)."""
     if isinstance(image, np.ndarray):
         image = Image.fromarray(image)
+    image = readable(image)
     if size is not None and max(image.size) != size:
         scale = size / max(image.size)
         image = image.resize(tuple(max(1, round(side * scale)) for side in image.size), Image.Resampling.LANCZOS)
@@ -73,7 +102,8 @@ def rgb_kernel(kernel: np.ndarray) -> bytes:
     kernel = kernel.astype(np.float64)  # the range of float32 weights past 1e38 overflows float32
     low, high = float(kernel.min()), float(kernel.max())
     unit = (kernel - low) / (high - low) if high > low else np.full_like(kernel, 0.5)
-    return png(np.round(unit.transpose(1, 2, 0) * 255).astype(np.uint8))
+    pixels = np.round(unit.transpose(1, 2, 0) * 255).astype(np.uint8)
+    return png(np.asarray(readable(Image.fromarray(pixels, mode="RGB"))))
 
 
 def tile_sprite(kernels: list[np.ndarray], scales: list[float]) -> tuple[bytes, list[tuple[int, int, int]]]:

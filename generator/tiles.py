@@ -3,7 +3,8 @@
 Sections ask a :class:`TileSheet` for a tile per kernel (:meth:`TileSheet.tile`); once the
 page's sections are done, :meth:`TileSheet.finish` draws every kernel into one sprite (one
 pixel per weight), writes it, and places each tile: its shape class (whole screen pixels per
-weight, about ``tile_size`` pixels a side) and its offset, which the templates write out.
+weight, about ``tile_size`` pixels a side; a long thin kernel widened as
+:func:`generator.render.readable` widens images) and its offset, which the templates write out.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .render import tile_sprite
+from .render import readable_shape, tile_sprite
 
 
 @dataclass(slots=True)
@@ -46,10 +47,12 @@ class TileSheet:
         sprite, places = tile_sprite([t.kernel for t in self.tiles], [t.scale for t in self.tiles])
         write(self.name, sprite)
         width, height = sum(w + 1 for _, w, _ in places) - 1, max(h for _, _, h in places)
-        shapes: dict[tuple[int, int, int], str] = {}
+        shapes: dict[tuple[int, int, int, int], str] = {}
         for tile, (x, w, h) in zip(self.tiles, places):
             factor = max(1, round(self.tile_size / max(w, h)))
-            tile.shape = shapes.setdefault((w, h, factor), f"t{len(shapes)}")
-            tile.x = x * factor
-        return "".join(f".{name}{{width:{w * f}px;height:{h * f}px;background-image:url({self.name});"
-                       f"background-size:{width * f}px {height * f}px}}" for (w, h, f), name in shapes.items())
+            tall, wide = readable_shape(h, w)
+            across, down = max(factor, round(factor * wide / w)), max(factor, round(factor * tall / h))
+            tile.shape = shapes.setdefault((w, h, across, down), f"t{len(shapes)}")
+            tile.x = x * across
+        return "".join(f".{name}{{width:{w * fx}px;height:{h * fy}px;background-image:url({self.name});"
+                       f"background-size:{width * fx}px {height * fy}px}}" for (w, h, fx, fy), name in shapes.items())

@@ -28,7 +28,7 @@ from .featurevis import Pictures
 from .featurevis.objectives import describe
 from .graph import Layer, LayerGraph
 from .ranking import UnitWeights
-from .render import factor_grid, rgb_kernel
+from .render import factor_grid, readable_shape, rgb_kernel
 from .sections import SECTIONS, rounded
 from .sections.pictures import PICTURE_FIELDS
 from .structure import Structure
@@ -103,14 +103,17 @@ class UnitPages:
         return (f'<img class="{self.picture_class}" src="{root}{html.escape(path)}" alt="" width="{size}" '
                 f'height="{size}" loading="lazy">')
 
-    def factor_scale(self, layer: str, size: int) -> tuple[int, int, int] | None:
+    def factor_scale(self, layer: str, size: int) -> tuple[int, int, int, int] | None:
         """Height and width of ``layer``'s factor pictures, and the whole screen pixels per kernel
-        position that show them at about ``size`` pixels (None: no factors)."""
+        position, across and down, that show them at about ``size`` pixels (None: no factors).
+        A long thin kernel is widened as :func:`generator.render.readable` widens images."""
         factors = self.structure.factors.get(layer)
         if factors is None:
             return None
         h, w = factors.spatial.shape[2:]
-        return h, w, max(1, round(size / max(h, w)))
+        f = max(1, round(size / max(h, w)))
+        tall, wide = readable_shape(h, w)
+        return h, w, max(f, round(f * wide / w)), max(f, round(f * tall / h))
 
     def factor_css(self, layer: str, root: str, size: int) -> str:
         """The page CSS of class ``wa-nmf``: a unit's factor picture of ``layer`` at about ``size``
@@ -118,22 +121,22 @@ class UnitPages:
         scale = self.factor_scale(layer, size)
         if scale is None:
             return ""
-        h, w, f = scale
+        h, w, fx, fy = scale
         count = len(self.structure.factors[layer].spatial)
         columns = min(FACTOR_COLUMNS, count)
         rows = -(-count // columns)
-        return (f".wa-nmf{{width:{w * f}px;height:{h * f}px;background-image:url({root}units/{self.slugs[layer]}/"
-                f"factors.png);background-size:{columns * w * f}px {rows * h * f}px}}")
+        return (f".wa-nmf{{width:{w * fx}px;height:{h * fy}px;background-image:url({root}units/{self.slugs[layer]}/"
+                f"factors.png);background-size:{columns * w * fx}px {rows * h * fy}px}}")
 
     def factor_tag(self, layer: str, unit: int, size: int) -> str:
         """A unit's factor picture (with :meth:`factor_css` of the same ``size`` on the page), or ''."""
         scale = self.factor_scale(layer, size)
         if scale is None:
             return ""
-        h, w, f = scale
+        h, w, fx, fy = scale
         row, column = divmod(unit, FACTOR_COLUMNS)
         explained = self.structure.factors[layer].explained[unit]
-        return (f'<i class="wa-nmf" style="background-position:-{column * w * f}px -{row * h * f}px" '
+        return (f'<i class="wa-nmf" style="background-position:-{column * w * fx}px -{row * h * fy}px" '
                 f'title="weight factors: {100 * explained:.0f}% explained"></i>')
 
     # -- the stage ---------------------------------------------------------------------------

@@ -9,7 +9,9 @@ import pytest
 import yaml
 from PIL import Image
 
+from generator import build_atlas, load_config
 from tests.chromium import require_chromium, start_browser
+from tests.conftest import write_config
 
 require_chromium()
 
@@ -113,6 +115,9 @@ def test_a_kernel_opens_large_on_click(browser, default_site):
     assert "Kernel from mixed3a" in dialog.text and "data file" in dialog.text  # from file://: where the numbers are
     assert browser.current_url.endswith("60.html")  # the click opened the kernel, not the card's link
     dialog.find_element(By.CSS_SELECTOR, ".wa-kernel-close").click()
+    deadline = time.time() + 5  # the close event removes it
+    while browser.find_elements(By.CSS_SELECTOR, "dialog.wa-kernel-view") and time.time() < deadline:
+        time.sleep(0.05)
     assert not browser.find_elements(By.CSS_SELECTOR, "dialog.wa-kernel-view")
 
 
@@ -175,3 +180,36 @@ def test_sorting_a_layer_by_input_l2_puts_its_strongest_unit_first(browser, defa
     alive = [u for u in sorted(l2, key=lambda u: (-l2[u], u))
              if json.loads((default_site / "units" / "mixed3b" / f"{u}.json").read_text())["dataset_examples"]["fired"]]
     assert shown[:5] == alive[:5]  # the whole layer in order (units that never fire hidden)
+
+
+@pytest.fixture(scope="module")
+def one_dimensional_site(tmp_path_factory) -> Path:
+    """The atlas of a model that reads 1 x 1024 x 1 samples, with pictures."""
+    folder = tmp_path_factory.mktemp("one-dimensional")
+    config = write_config(folder, model={"source": "tests.toy_models:one_dimensional"},
+                          input={"channels": 1, "size": [1024, 1], "mean": [0.0], "std": [1.0]},
+                          featurevis={"steps": 2}, site={"output": str(folder / "site")})
+    build_atlas(load_config(config))
+    return folder / "site"
+
+
+def test_a_one_dimensional_model_lays_out_in_strips(browser, one_dimensional_site):
+    """Kernels of 256 x 1 and pictures of 1024 x 1 are drawn as strips, not hairlines, and no
+    page is taller than ten screens."""
+    browser.set_window_size(1400, 900)
+    pages = sorted(one_dimensional_site.rglob("*.html"))
+    assert len(pages) > 20
+    for page in pages:
+        browser.get(page.as_uri())
+        height = browser.execute_script("return document.documentElement.scrollHeight")
+        assert height <= 10 * 900, (page.name, height)
+    browser.get((one_dimensional_site / "units" / "conv1" / "3.html").as_uri())
+    for page, selectors in (("conv1/3", (".wa-fv-large", ".wa-rgb", ".wa-first .wa-tile")),
+                            ("conv2/3", (".wa-nmf", ".wa-cards .wa-tile"))):
+        browser.get((one_dimensional_site / "units" / f"{page}.html").as_uri())
+        for selector in selectors:
+            shown = browser.find_element(By.CSS_SELECTOR, selector)
+            width, height = shown.size["width"], shown.size["height"]
+            assert width >= height / 8 - 1 and height <= 1024, (page, selector, width, height)
+    thumbnail = browser.find_element(By.CSS_SELECTOR, ".wa-cards img")
+    assert thumbnail.size["height"] <= 42, thumbnail.size  # a square of 40 (and a border), the strip inside

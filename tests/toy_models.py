@@ -296,6 +296,26 @@ def thin():
     return Thin()
 
 
+class OneDimensional(nn.Module):
+    """A pitch tracker's shape: one channel of 1024 x 1 samples, kernels of 256 x 1 and 32 x 1."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 8, (256, 1), stride=(4, 1), padding=(126, 0))
+        self.conv2 = nn.Conv2d(8, 6, (32, 1), padding=(16, 0))
+        self.classifier = nn.Linear(6 * 16, 5)
+
+    def forward(self, x):
+        x = F.max_pool2d(F.relu(self.conv1(x)), (4, 1))
+        x = F.max_pool2d(F.relu(self.conv2(x)), (4, 1))
+        return self.classifier(torch.flatten(x[:, :, :16], 1))
+
+
+def one_dimensional():
+    torch.manual_seed(0)
+    return OneDimensional()
+
+
 class GroupNormed(nn.Module):
     """Three convolutions; the second's output group-normed (4 groups of 3 channels)."""
 

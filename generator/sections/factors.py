@@ -57,11 +57,11 @@ class WeightFactors(Section):
             rows.append({"factor": c, "colour": FACTOR_NAMES[c], "share": float(factors.shares[unit, c]),
                          "inputs": top, "chips": chips})
         # The page carries its own picture (a few hundred bytes), not the layer's sprite.
-        h, w, f = site.factor_scale(page.layer.name, FACTOR_LARGE)
+        h, w, fx, fy = site.factor_scale(page.layer.name, FACTOR_LARGE)
         picture = base64.b64encode(factor_grid([factors.picture(unit)], 1)).decode()
         explained = float(factors.explained[unit])
         return {"explained": explained, "rows": rows, "shown": SHOWN_SHARE,
-                "css": f".wa-nmf{{width:{w * f}px;height:{h * f}px;background-image:url(data:image/png;base64,"
+                "css": f".wa-nmf{{width:{w * fx}px;height:{h * fy}px;background-image:url(data:image/png;base64,"
                        f"{picture});background-size:100% 100%}}"}
 
     def data(self, context: dict[str, Any] | None) -> dict[str, Any]:

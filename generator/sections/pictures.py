@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..render import webp
+from ..render import readable_shape, shown_size, webp
 from . import Section
 
 THUMBNAIL = 40  # pixels of a feature visualisation's small copy, for cards, grids, the index and search
 THUMBNAIL_QUALITY = 60  # its WebP quality: at 40 pixels, 60 looks as 80 does
 LARGE = 128  # at least this many screen pixels for a unit's own feature visualisation
+LARGEST = 512  # at most this many, on its longer side (a one-dimensional picture of 4,096 samples)
 PICTURE_FIELDS = ("direction", "image", "objective_value", "noise_value", "device")  # per picture; the rest is in about.json
 
 
@@ -30,7 +31,9 @@ class Pictures(Section):
                 page.write(f"{unit}.thumb.webp", webp(image, THUMBNAIL, THUMBNAIL_QUALITY))
             shown.append(dict(pictures.provenance(page.layer.name, unit, direction), image=name))
         size = max(page.site.config.picture_shape)  # the longer side of a picture
-        return {"pictures": shown, "size": size, "shown": size * max(1, round(LARGE / size))}
+        longest = min(size * max(1, round(LARGE / size)), LARGEST)  # whole screen pixels per pixel, where it fits
+        width, height = shown_size(*readable_shape(*page.site.config.picture_shape), longest)
+        return {"pictures": shown, "width": width, "height": height, "enlarged": longest > size}
 
     def data(self, context: dict[str, Any] | None) -> dict[str, Any]:
         """What differs from unit to unit (how every picture was made is in ``units/about.json``)."""
