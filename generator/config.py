@@ -15,7 +15,7 @@ import typing
 import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from .errors import AtlasError
 from .yaml_input import preview, read_yaml
@@ -119,15 +119,29 @@ class SiteConfig:
 class TransformConfig:
     """Robustness transforms applied to the image at every optimisation step (Lucid's set).
 
-    The image is padded by ``pad`` pixels of grey, then a window of it is taken, moved by up
-    to ``jitter`` pixels, scaled by a factor drawn from ``scale`` and turned by up to
-    ``rotate`` degrees either way.
+    The image is padded with grey by ``pad``, then a window of it is taken, moved by up to
+    ``jitter``, scaled by a factor drawn from ``scale`` and turned by up to ``rotate``
+    degrees either way. ``pad`` and ``jitter`` below 1 are shares of the picture's side,
+    along each axis (the defaults, 0.05 and 0.04, are Lucid's 12 and 8 pixels at 224); 1 or
+    more are pixels (:meth:`pixels`). Rotation is off for pictures under ``MIN_TURNED``
+    pixels on a side, such as a one-dimensional model's.
     """
 
-    pad: int = setting(12, 0, MAX_SIDE)
-    jitter: int = setting(8, 0, MAX_SIDE)
+    pad: float = setting(0.05, 0, MAX_SIDE)
+    jitter: float = setting(0.04, 0, MAX_SIDE)
     scale: tuple[float, ...] = setting((0.95, 1.05), 0, 10, above=True)  # smallest and largest factor
     rotate: float = setting(10.0, 0, 180)  # degrees
+
+    MIN_TURNED: ClassVar[int] = 8
+
+    def pixels(self, shape: tuple[int, int]) -> tuple[tuple[int, int], tuple[int, int], float]:
+        """For a picture of ``(height, width)``: the padding and the jitter in whole pixels,
+        each ``(down, across)``, and the rotation in degrees."""
+        def whole(value: float, side: int) -> int:
+            return round(value * side) if value < 1 else round(value)
+
+        return (tuple(whole(self.pad, side) for side in shape), tuple(whole(self.jitter, side) for side in shape),
+                self.rotate if min(shape) >= self.MIN_TURNED else 0.0)
 
 
 @dataclass(frozen=True)

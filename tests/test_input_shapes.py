@@ -177,6 +177,37 @@ def test_views_of_a_non_square_picture_neither_stretch_nor_move_it():
     assert resized(picture, (20, 28)).shape == (1, 2, 20, 28)
 
 
+def test_transforms_below_one_are_shares_of_each_side_and_rotation_needs_a_wide_picture():
+    shares = TransformConfig()  # pad 0.05, jitter 0.04, rotate 10
+    assert shares.pixels((224, 224)) == ((11, 11), (9, 9), 10.0)  # Lucid's 12 and 8, near enough
+    assert shares.pixels((12, 12)) == ((1, 1), (0, 0), 10.0)
+    assert shares.pixels((1024, 1)) == ((51, 0), (41, 0), 0.0)  # along the length only, never turned
+    assert TransformConfig(pad=12, jitter=8).pixels((12, 12)) == ((12, 12), (8, 8), 10.0)  # pixels, as given
+    generators = [np.random.default_rng(3)]
+    thin = RandomViews(shares, (1024, 1), (1024, 1), generators)
+    for _ in range(20):
+        theta = thin._theta(generators[0])
+        assert theta[0][1] == 0 and theta[1][0] == 0 and theta[0][2] == 0  # no turn, no move across
+
+
+def test_face_detectors_of_12_and_24_pixels_beat_noise_with_the_default_transforms():
+    """MTCNN's trained PNet (12 x 12) and RNet (24 x 24): at least 90% of their units' pictures,
+    made with the default transforms, excite them more than uniform noise does."""
+    from generator.config import FeatureVisConfig, InputConfig
+    from tests.zoo import ensure_importable
+
+    ensure_importable()
+    import facenet_pytorch
+    settings = FeatureVisConfig(steps=64)  # the default transforms
+    for name, size in (("PNet", 12), ("RNet", 24)):
+        network, graph = trace_layers(getattr(facenet_pytorch, name)().eval(), (3, size, size))
+        inp = InputConfig(channels=3, size=size, mean=[0.5] * 3, std=[0.5] * 3)
+        made = [p for layer in graph.layers if layer.name.startswith("conv")
+                for p in render(model_for(network, graph, layer.name, 1), Job(layer.name, tuple(range(layer.channels)), 1),
+                                settings, inp, torch.device("cpu"))]
+        assert sum(p.objective > p.noise for p in made) >= 0.9 * len(made), name
+
+
 def test_images_from_a_folder_fit_the_input(mixed_images):
     for path in sorted(mixed_images.glob("*.png")):
         assert load_image(path, (HEIGHT, WIDTH), 1).shape == (HEIGHT, WIDTH, 1)

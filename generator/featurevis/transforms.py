@@ -35,19 +35,22 @@ class RandomViews:
                  generators: list[np.random.Generator]):
         self.settings, self.generators = settings, generators
         self.image_size, self.output_size = tuple(image_size), tuple(output_size)
+        # In pixels of this picture, (down, across): shares of its sides become pixels per axis.
+        self.pad, self.jitter, self.rotate = settings.pixels(self.image_size)
         # Lucid's two jitters (the second is half the first) shrink the window they leave.
-        self.second_jitter = settings.jitter // 2
+        self.second_jitter = tuple(j // 2 for j in self.jitter)
         # Image pixels per output pixel: the larger of the two axes' (equal for a square).
-        self.pixel = max((side + 2 * settings.pad - settings.jitter - self.second_jitter) / out
-                         for side, out in zip(self.image_size, self.output_size))
+        self.pixel = max((side + 2 * pad - jitter - second) / out for side, out, pad, jitter, second in
+                         zip(self.image_size, self.output_size, self.pad, self.jitter, self.second_jitter))
 
     def _theta(self, g: np.random.Generator) -> list[list[float]]:
         """The affine map from output to image coordinates (both in [-1, 1]) for one view."""
         s = self.settings
-        shift = g.integers(-(s.jitter // 2), s.jitter // 2, size=2, endpoint=True) + \
-            g.integers(-(self.second_jitter // 2), self.second_jitter // 2, size=2, endpoint=True)
+        first, second = [j // 2 for j in self.jitter[::-1]], [j // 2 for j in self.second_jitter[::-1]]  # (x, y)
+        shift = g.integers([-j for j in first], first, endpoint=True) + \
+            g.integers([-j for j in second], second, endpoint=True)
         factor = g.uniform(s.scale[0], s.scale[1])
-        angle = math.radians(g.uniform(-s.rotate, s.rotate))
+        angle = math.radians(g.uniform(-self.rotate, self.rotate))
         (height, width), (out_height, out_width) = self.image_size, self.output_size
         # In pixels about the centres: image = zoom * rotation @ output + shift; then each
         # axis scaled from pixels to [-1, 1] (by half the output's side in, the image's out).

@@ -33,12 +33,20 @@ class Pictures(Section):
         size = max(page.site.config.picture_shape)  # the longer side of a picture
         longest = min(size * max(1, round(LARGE / size)), LARGEST)  # whole screen pixels per pixel, where it fits
         width, height = shown_size(*readable_shape(*page.site.config.picture_shape), longest)
-        return {"pictures": shown, "width": width, "height": height, "enlarged": longest > size}
+        pad, jitter, rotate = page.site.config.featurevis.transforms.pixels(page.site.config.picture_shape)
+        return {"pictures": shown, "width": width, "height": height, "enlarged": longest > size,
+                "pad": _pixels(pad), "jitter": _pixels(jitter), "rotate": rotate}
 
     def data(self, context: dict[str, Any] | None) -> dict[str, Any]:
         """What differs from unit to unit (how every picture was made is in ``units/about.json``)."""
         return {"feature_visualisation": None if context is None else
                 [{k: p[k] for k in PICTURE_FIELDS} for p in context["pictures"]]}
+
+
+def _pixels(sides: tuple[int, int]) -> str:
+    """``(down, across)`` pixels in words: "12 px", or "51 px down and 0 across"."""
+    down, across = sides
+    return f"{down} px" if down == across else f"{down} px down and {across} across"
 
 
 SECTION = Pictures()
