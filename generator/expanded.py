@@ -242,12 +242,24 @@ class LayerWeights:
     frozen: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True)
+class SkippedPair:
+    """A pair of layers whose weights are not shown, and why."""
+
+    source: str | None  # None: the input image
+    target: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.source} -> {self.target}: {self.reason}"
+
+
 @dataclass
 class ComposedWeights:
     """What :func:`layer_weights` composed, and the pairs it skipped with the reason."""
 
     weights: list[LayerWeights] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)
+    skipped: list[SkippedPair] = field(default_factory=list)
 
 
 def layer_weights(network: TracedNetwork, graph: LayerGraph, hops: int = 1, frozen: Frozen | None = None,
@@ -281,7 +293,7 @@ def layer_weights(network: TracedNetwork, graph: LayerGraph, hops: int = 1, froz
                     composed = _composed(linearised, source, target,
                                          others - {source, target} if distance == 1 else frozenset(), memory_mb)
                 except Skipped as error:
-                    result.skipped.append(f"{src} -> {dst}: {error}")
+                    result.skipped.append(SkippedPair(src, dst, str(error)))
                     continue
                 if composed is None:
                     continue

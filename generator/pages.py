@@ -15,7 +15,7 @@ import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jinja2
 import markupsafe
@@ -38,6 +38,9 @@ from .structure import Structure
 from .sections.pictures import THUMBNAIL
 from .unit_pages import UnitPages
 from .workers import forked_map
+
+if TYPE_CHECKING:
+    from .expanded import SkippedPair
 
 SAMPLER = 8  # units of each layer shown on the index
 UNITS_MARK = "@@atlas-layer-units@@"
@@ -102,7 +105,7 @@ class PageWriter:
 
     def __init__(self, graph: LayerGraph, units: dict[tuple[str, int], UnitWeights],
                  config: AtlasConfig, summary: ModelSummary, structure: Structure, pictures: Pictures | None = None,
-                 examples: Examples | None = None, skipped: list[str] | None = None,
+                 examples: Examples | None = None, skipped: list[SkippedPair] | None = None,
                  parameters: dict[str, dict[str, Any]] | None = None):
         self.graph, self.units, self.config, self.summary = graph, units, config, summary
         self.structure = structure
@@ -124,7 +127,7 @@ class PageWriter:
                                      "family")
         self.group_files = {(g.layer, g.family): f"families/{name}" for g, name in zip(structure.groups, group_names)}
         self.unit_pages = UnitPages(graph, units, config, self.slugs, self.env, structure, self.group_files,
-                                    pictures, examples)
+                                    pictures, examples, self.skipped)
         self.pictures, self.examples = pictures, examples
 
     # -- mkdocs pages ----------------------------------------------------------------------
@@ -138,6 +141,7 @@ class PageWriter:
         """Write the Markdown pages into ``docs``; return the mkdocs nav (no unit pages)."""
         self._render_to(docs, "index.md.j2", "index.md", title=self.config.title, root="",
                         layers=self._layer_rows(), summary=self.summary, skipped=self.skipped,
+                        pair_count=len(set(self.graph.adjacent) | {(s.source, s.target) for s in self.skipped}),
                         config_yaml=yaml.safe_dump(self.config.as_dict(), sort_keys=False),
                         config_path=Path(self.config.path).name, samplers=self._samplers(),
                         pictures=self._pictures_summary())
@@ -199,6 +203,7 @@ class PageWriter:
                         targets=[d for s, d in self.graph.adjacent if s == layer.name], slugs=self.slugs,
                         plots=[{"src": f"{name}/{p.file}", "title": p.title, "caption": p.caption} for p in plots],
                         factor_css=self.unit_pages.factor_css(layer.name, "../", CELL_FACTOR), download=download,
+                        skipped=[s for s in self.skipped if layer.name in (s.source, s.target)],
                         explained=float(np.median(factors.explained)) if factors else None,
                         grouped=self.config.factors.grouped,
                         automatic=all(f.automatic for f in self.structure.families[layer.name]),

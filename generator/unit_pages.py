@@ -36,6 +36,7 @@ from .tiles import TileSheet
 from .workers import forked_map
 
 if TYPE_CHECKING:
+    from .expanded import SkippedPair
     from .site import PageShell
 
 CHUNK = 64  # units written by one task of a worker process
@@ -60,8 +61,10 @@ class UnitPage:
 class UnitPages:
     def __init__(self, graph: LayerGraph, units: dict[tuple[str, int], UnitWeights], config: AtlasConfig,
                  slugs: dict[str, str], env: jinja2.Environment, structure: Structure, group_files: dict[tuple[str, str], str],
-                 pictures: Pictures | None = None, examples: Examples | None = None):
+                 pictures: Pictures | None = None, examples: Examples | None = None,
+                 skipped: list[SkippedPair] | None = None):
         self.graph, self.units, self.config, self.slugs = graph, units, config, slugs
+        self.skipped = skipped or []  # pairs of layers whose weights are not shown, and why
         self.structure, self.group_files = structure, group_files
         self.pictures, self.examples = pictures, examples
         self.env = env

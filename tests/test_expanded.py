@@ -124,7 +124,9 @@ def test_operations_without_a_linear_twin_are_named_and_their_pairs_skipped():
         expanded_weights(Absolute(), "conv1", "conv2", (3, 12, 12))
     composed = layer_weights(*trace_layers(Absolute(), (3, 12, 12)))
     assert [(w.src, w.dst) for w in composed.weights] == [(None, "conv1")]
-    assert len(composed.skipped) == 1 and composed.skipped[0].startswith("conv1 -> conv2: ") and "`abs`" in composed.skipped[0]
+    (skipped,) = composed.skipped
+    assert (skipped.source, skipped.target) == ("conv1", "conv2") and "`abs`" in skipped.reason
+    assert str(skipped).startswith("conv1 -> conv2: ")
 
 
 def test_a_gate_is_frozen_at_its_mean_and_marked():
@@ -273,7 +275,7 @@ def test_maps_over_the_memory_budget_are_skipped_and_the_rest_composed_in_slices
     for pair, w in kept.items():  # composed a few source channels at a time: the same numbers
         np.testing.assert_array_equal(w.kernel, whole[pair].kernel)
     assert len(limited.skipped) == len(sizes) - len(kept)
-    assert all("more than `ranking.memory_mb` (2 MB)" in reason for reason in limited.skipped)
+    assert all("more than `ranking.memory_mb` (2 MB)" in s.reason for s in limited.skipped)
 
 
 class Transposed(torch.nn.Module):

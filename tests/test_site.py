@@ -522,10 +522,18 @@ def test_a_pair_without_a_linear_twin_is_listed_and_the_rest_builds(tmp_path, ca
         report = build_atlas(config)
     assert report.layers == 2 and "skipped conv1 -> conv2: " in caplog.text
     index = (tmp_path / "site" / "index.html").read_text(encoding="utf-8")
-    shown = re.search(r"<h2[^>]*>Not shown</h2>\s*<ul>(.*?)</ul>", index, re.S).group(1)
-    assert "conv1 -&gt; conv2" in shown and "`abs`" in shown.replace("&#96;", "`")
+    shown = re.search(r"<h2[^>]*>Not shown</h2>\s*<p>(.*?)</p>\s*<ul>(.*?)</ul>", index, re.S)
+    assert "1 of 2 pairs of layers are not shown" in shown.group(1)
+    assert "conv1 -&gt; conv2" in shown.group(2) and "`abs`" in shown.group(2).replace("&#96;", "`")
     conv2 = json.loads((tmp_path / "site" / "units" / "conv2" / "0.json").read_text(encoding="utf-8"))
     assert conv2["inputs"] == []  # no weights shown where there is no linear map
+    # where it matters: the pages of both layers and of their units say which pair and why
+    for page, says in (("units/conv2/0.html", "The weights from <b>conv1</b> are not shown: "),
+                       ("units/conv1/0.html", "The weights to <b>conv2</b> are not shown: "),
+                       ("layers/conv2.html", "The weights from <b>conv1</b> are not shown: "),
+                       ("layers/conv1.html", "The weights to <b>conv2</b> are not shown: ")):
+        html = (tmp_path / "site" / page).read_text(encoding="utf-8")
+        assert says in html and "abs" in html.split(says)[1].split("</p>")[0], page
 
 
 @pytest.mark.parametrize("source, target", [("conv2d2", "mixed3a"), ("mixed3a", "mixed3b")])

@@ -92,7 +92,8 @@ class Inputs(Section):
                 "expanded": any(not k.direct for k in weights.inputs), "frozen": frozen(weights.inputs),
                 "placed": any(k.weights.placed for k in weights.inputs),
                 "sources": sorted({k.layer for k in weights.inputs}), "first": weights.rgb_kernel is not None,
-                "columns": columns(weights.inputs, "from", "in", page.site.slugs)}
+                "columns": columns(weights.inputs, "from", "in", page.site.slugs),
+                "skipped": [s for s in page.site.skipped if s.target == page.layer.name]}
 
     def _by_factor(self, page) -> list[dict[str, Any]] | None:
         """The unit's inputs grouped by the weight factor each contributes most to (see the module's
@@ -144,7 +145,8 @@ class Outputs(Section):
         return {"cards": cards(page, links, "out"), "count": len(links),
                 "expanded": any(not k.direct for k in links), "frozen": frozen(links),
                 "placed": any(k.weights.placed for k in links), "targets": sorted({k.layer for k in links}),
-                "columns": columns(links, "to", "out", page.site.slugs)}
+                "columns": columns(links, "to", "out", page.site.slugs),
+                "skipped": [s for s in page.site.skipped if s.source == page.layer.name]}
 
     def data(self, context: dict[str, Any] | None) -> dict[str, Any]:
         return {"outputs": context["columns"]}
