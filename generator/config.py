@@ -108,6 +108,15 @@ class FactorsConfig:
 
 
 @dataclass(frozen=True)
+class CircuitsConfig:
+    """Each unit page's circuit: the unit, its ``width`` strongest inputs, theirs, and so on,
+    ``depth`` layers deep."""
+
+    depth: int = setting(2, 1, 4)
+    width: int = setting(3, 1, 8)
+
+
+@dataclass(frozen=True)
 class SiteConfig:
     """Where and how the site is written."""
 
@@ -211,6 +220,7 @@ class AtlasConfig:
     featurevis: FeatureVisConfig = field(default_factory=FeatureVisConfig)
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     factors: FactorsConfig = field(default_factory=FactorsConfig)
+    circuits: CircuitsConfig = field(default_factory=CircuitsConfig)
     labels: str | None = None  # unit labels and families; default: <config name>.labels.yml beside the config
     site: SiteConfig = field(default_factory=SiteConfig)
     cache: str = ".atlas-cache"  # feature visualisations and dataset examples, reused across builds

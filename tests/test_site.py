@@ -607,7 +607,10 @@ def test_every_unit_with_inputs_has_its_circuit_and_its_edges_are_the_ranked_con
     """The circuit of a unit, recomputed from the data files alone: its 3 strongest inputs, and
     theirs; every edge the diagram draws is one of those links (family nodes standing for their
     members), and every node links to its page."""
-    from generator.sections.circuit import ROW, WIDTH
+    from generator.config import CircuitsConfig
+    from generator.sections.circuit import ROW
+
+    WIDTH = CircuitsConfig().width  # the default atlas's
 
     def data(layer, unit):
         return json.loads((default_site / "units" / layer / f"{unit}.json").read_text(encoding="utf-8"))
@@ -636,3 +639,22 @@ def test_every_unit_with_inputs_has_its_circuit_and_its_edges_are_the_ranked_con
             checked += 1
     assert checked == 15
     assert json.loads((default_site / "units" / "conv2d0" / "0.json").read_text())["circuit"] is None  # reads the image
+
+
+@pytest.mark.parametrize("depth, width", [(1, 2), (3, 1)])
+def test_circuits_follow_their_depth_and_width(tmp_path, depth, width):
+    """`circuits.depth` layers of inputs, `circuits.width` followed from each unit: the fc unit of
+    a three-convolution network reads conv3, which reads conv2, which reads conv1."""
+    config = load_config(write_config(tmp_path, model={"source": "tests.toy_models:small_cnn"},
+                                      input={"channels": 3, "size": 12}, featurevis={"enabled": False},
+                                      circuits={"depth": depth, "width": width}, site={"output": str(tmp_path / "site")}))
+    build_atlas(config)
+    circuit = json.loads((tmp_path / "site" / "units" / "fc" / "0.json").read_text(encoding="utf-8"))["circuit"]
+    layers = {n["layer"] for n in circuit["nodes"]}
+    assert layers == set(["fc", "conv3", "conv2", "conv1"][: depth + 1])
+    assert circuit["follow"] == width
+    into = {}
+    for edge in circuit["edges"]:
+        into.setdefault(edge["to"], []).append(edge["from"])
+    assert all(len(sources) <= width for sources in into.values())
+    assert sum(n["layer"] == "fc" for n in circuit["nodes"]) == 1

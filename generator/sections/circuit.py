@@ -1,4 +1,5 @@
-"""Section: the unit's circuit, two layers deep: its strongest inputs and theirs, as a static SVG.
+"""Section: the unit's circuit as a static SVG: its ``circuits.width`` strongest inputs, theirs,
+and so on, ``circuits.depth`` layers deep (3 and 2 by default).
 
 Layers are columns, the unit on the right. A unit is its small picture with its number and
 label, and links to its page; three or more units of one named family in a column are one
@@ -15,8 +16,6 @@ from typing import Any
 
 from . import Section, rounded, shortened
 
-WIDTH = 3  # strongest inputs followed from each unit
-DEPTH = 2  # layers of inputs drawn
 NODE = 40  # pixels of a node's picture
 ROW = 64  # pixels from one node to the next in a column
 COLUMN = 170  # pixels from one column to the next
@@ -45,12 +44,13 @@ class Circuit(Section):
         if not page.weights.inputs:
             return None
         # the units, column by column (0: the unit itself), and the edges between them
+        settings = site.config.circuits
         columns: list[dict[tuple[str, int], None]] = [{(page.layer.name, page.unit): None}]
         edges: dict[tuple[tuple[str, int], tuple[str, int]], tuple[float, float]] = {}  # (src, dst) -> (l2, signed)
-        for depth in range(DEPTH):
+        for depth in range(settings.depth):
             found: dict[tuple[str, int], None] = {}
             for dst in columns[-1]:
-                for link in site.units[dst].inputs[:WIDTH]:
+                for link in site.units[dst].inputs[:settings.width]:
                     src = (link.layer, link.unit)
                     found[src] = None
                     edges[(src, dst)] = (link.l2, link.sign * link.l2)
@@ -72,7 +72,7 @@ class Circuit(Section):
                  for (a, b), (l2, signed) in sorted(joined.items(), key=lambda item: item[1][0])]
         return {"nodes": list(nodes.values()), "edges": lines, "node": NODE,
                 "width": (len(columns) - 1) * COLUMN + NODE + 110, "height": height + 4,
-                "layers": [next(iter(column))[0] for column in reversed(columns)], "follow": WIDTH}
+                "layers": [next(iter(column))[0] for column in reversed(columns)], "follow": settings.width}
 
     def _nodes(self, page, columns: list[dict[tuple[str, int], None]]) -> tuple[dict[tuple, Node], dict, int]:
         """The nodes, placed (columns right to left, each centred), the node of every unit, and
