@@ -30,6 +30,7 @@ from .families import DEAD, OTHER
 from .graph import Layer, LayerGraph
 from .plots import LayerPlot, layer_plots
 from .ranking import UnitWeights
+from .sections.circuit import draw
 from .sections.connections import cards
 from .tiles import TileSheet
 from .dataset_examples import Examples
@@ -47,6 +48,7 @@ UNITS_MARK = "@@atlas-layer-units@@"
 COLLAPSED = 48  # families with more units than this start collapsed on their layer page
 PREVIEW = 8  # units of a collapsed family shown beside its name
 GROUP_INPUTS = 8  # input units listed per factor of a group
+FAMILY_CIRCUIT = 8  # units in each column of a family's circuit, the strongest into the column before
 CELL_FACTOR = 40  # about this many screen pixels for a unit's factor picture in its layer's grid
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 
@@ -261,8 +263,9 @@ class PageWriter:
                     "label": self.structure.annotations.label(group.layer, u) or "",
                     "picture": self.unit_pages.picture_tag(group.layer, u, "../", 40),
                     "tiles": member_tiles, "peak": peak} for u, member_tiles, peak in zip(group.members, tiles, peaks)]
+        circuit = draw(self.unit_pages, [(group.layer, u) for u in group.members], "../units/", FAMILY_CIRCUIT)
         self._render_to(docs, "group.md.j2", f"{path}.md", title=f"{group.layer}: {group.family}", root="../",
-                        group=group, factors=factors, members=members, tile_css=css,
+                        group=group, factors=factors, members=members, tile_css=css, circuit=circuit,
                         layer_href=f"../layers/{self.slugs[group.layer]}.html",
                         sources=sorted({s.layer for s in group.sources}))
 

@@ -266,6 +266,11 @@ def test_group_pages_show_each_factor_and_each_member(default_site):
     assert html.count('class="wa-tile ') == len(members) * 4  # a signed map per member and factor
     peaks = re.findall(r"<td>&plusmn;([0-9.e+-]+)</td></tr>", html)  # each row on its own scale
     assert len(peaks) == len(members) and len(set(peaks)) > 1
+    # the family's circuit: the family as one node, at most 8 units (or family nodes) a column
+    svg = html.split('aria-label="circuit of the family shapes in mixed3a"')[1].split("</svg>")[0]
+    assert svg.count('href="../layers/mixed3a.html#family-') == 1  # the family itself, one node
+    sources = re.findall(r'href="../units/(conv2d2)/(\d+)\.html"', svg) + re.findall(r'href="../layers/conv2d2', svg)
+    assert 0 < len(sources) <= 8 and "<line " in svg
     assert re.search(r"reproduce \d+\.\d% of the squared weights", html)
     index = (default_site / "index.html").read_text(encoding="utf-8")
     assert "families/mixed3a-shapes.html" in index  # in the navigation

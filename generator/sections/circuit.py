@@ -11,6 +11,7 @@ is plain SVG in the page, and works offline.
 
 from __future__ import annotations
 
+import posixpath
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,92 +37,109 @@ class Node:
     members: list[int] = field(default_factory=list)
 
 
+def draw(site, start: list[tuple[str, int]], root: str, limit: int | None = None) -> dict[str, Any] | None:
+    """The circuit of the units ``start`` (one unit, or a family's members) as the partial
+    ``_circuit_svg.html.j2`` draws it: their ``circuits.width`` strongest inputs each, theirs,
+    and so on, ``circuits.depth`` layers deep. ``limit`` keeps only that many units of each
+    column of inputs, those with the largest summed L2 norm into the column before. ``root``
+    leads from the page to the site's ``units/`` folder. None: the units have no inputs."""
+    settings = site.config.circuits
+    columns: list[dict[tuple[str, int], None]] = [dict.fromkeys(start)]
+    edges: dict[tuple[tuple[str, int], tuple[str, int]], tuple[float, float]] = {}  # (src, dst) -> (l2, signed)
+    for depth in range(settings.depth):
+        found: dict[tuple[str, int], float] = {}
+        for dst in columns[-1]:
+            for link in site.units[dst].inputs[:settings.width]:
+                src = (link.layer, link.unit)
+                found[src] = found.get(src, 0.0) + link.l2
+                edges[(src, dst)] = (link.l2, link.sign * link.l2)
+        if limit is not None and len(found) > limit:
+            kept = set(sorted(found, key=found.get, reverse=True)[:limit])
+            found = {src: l2 for src, l2 in found.items() if src in kept}
+        if not found:
+            break
+        columns.append(dict.fromkeys(found))
+    if len(columns) == 1:
+        return None
+    placed = {unit for column in columns for unit in column}
+    edges = {(a, b): e for (a, b), e in edges.items() if a in placed and b in placed}
+    nodes, of, height = _nodes(site, root, columns, group_start=len(start) > 1)
+    joined: dict[tuple, list[float]] = {}
+    for (src, dst), (l2, signed) in edges.items():
+        key = (of[src], of[dst])
+        joined.setdefault(key, [0.0, 0.0])
+        joined[key][0] += l2
+        joined[key][1] += signed
+    strongest = max(l2 for l2, _ in joined.values())
+    lines = [{"x1": nodes[a].x + NODE, "y1": nodes[a].y + NODE // 2, "x2": nodes[b].x, "y2": nodes[b].y + NODE // 2,
+              "width": round(0.75 + 5.25 * l2 / strongest, 2), "sign": "wa-exc" if signed >= 0 else "wa-inh",
+              "title": f"{nodes[a].title} \u2192 {nodes[b].title}: L2 {l2:.3g}", "from": a, "to": b, "l2": l2,
+              "signed": signed}
+             for (a, b), (l2, signed) in sorted(joined.items(), key=lambda item: item[1][0])]
+    return {"nodes": list(nodes.values()), "edges": lines, "node": NODE,
+            "width": (len(columns) - 1) * COLUMN + NODE + 110, "height": height + 4,
+            "layers": [next(iter(column))[0] for column in reversed(columns)], "follow": settings.width}
+
+
+def _nodes(site, root: str, columns: list[dict[tuple[str, int], None]],
+           group_start: bool = False) -> tuple[dict[tuple, Node], dict, int]:
+    """The nodes, placed (columns right to left, each centred), the node of every unit, and
+    the height of the tallest column of nodes (units of a family node count once). Units of
+    one named family in a column of inputs are one node, and so are ``group_start``'s."""
+    nodes: dict[tuple, Node] = {}
+    of: dict[tuple[str, int], tuple] = {}
+    stacks: list[list[Node]] = []
+    for depth, column in enumerate(columns):
+        placed: list[Node] = []
+        families: dict[str, list[tuple[str, int]]] = {}
+        for layer, unit in column:
+            family, number = site.family_of[(layer, unit)]
+            if family.name not in ("other units", "never fire") and not family.name.startswith("family "):
+                families.setdefault(family.name, []).append((layer, unit))
+        grouped = {name: members for name, members in families.items()
+                   if (len(members) >= GROUPED and depth > 0) or (group_start and depth == 0)}
+        for layer, unit in column:
+            family, number = site.family_of[(layer, unit)]
+            if family.name in grouped:
+                key = ("family", layer, family.name)
+                if key not in nodes:
+                    members = grouped[family.name]
+                    node = Node(key, f"{posixpath.normpath(root + '../layers')}/{site.slugs[layer]}.html#family-{number}",
+                                f"{layer}: family {family.name} ({len(members)} units here)",
+                                f"{len(members)} units", shortened(family.name),
+                                site.picture(layer, members[0][1]), len(columns) - 1 - depth,
+                                members=[u for _, u in members])
+                    nodes[key] = node
+                    placed.append(node)
+                of[(layer, unit)] = key
+                continue
+            key = ("unit", layer, unit)
+            label = site.label(layer, unit)
+            node = Node(key, f"{root}{site.slugs[layer]}/{unit}.html",
+                        f"{layer} {unit}" + (f" \u00b7 {label}" if label else ""), f"{layer} {unit}",
+                        shortened(label), site.picture(layer, unit), len(columns) - 1 - depth)
+            nodes[key] = node
+            placed.append(node)
+            of[(layer, unit)] = key
+        stacks.append(placed)
+    height = max(len(placed) for placed in stacks) * ROW
+    for placed in stacks:
+        top = (height - len(placed) * ROW) // 2
+        for i, node in enumerate(placed):
+            node.x = node.column * COLUMN + 2
+            node.y = top + i * ROW + 2
+            if node.picture is not None:
+                node.picture = root + node.picture.removeprefix("units/")
+    return nodes, of, height
+
+
 class Circuit(Section):
     name = "circuit"
 
     def context(self, page) -> dict[str, Any] | None:
-        site = page.site
         if not page.weights.inputs:
             return None
-        # the units, column by column (0: the unit itself), and the edges between them
-        settings = site.config.circuits
-        columns: list[dict[tuple[str, int], None]] = [{(page.layer.name, page.unit): None}]
-        edges: dict[tuple[tuple[str, int], tuple[str, int]], tuple[float, float]] = {}  # (src, dst) -> (l2, signed)
-        for depth in range(settings.depth):
-            found: dict[tuple[str, int], None] = {}
-            for dst in columns[-1]:
-                for link in site.units[dst].inputs[:settings.width]:
-                    src = (link.layer, link.unit)
-                    found[src] = None
-                    edges[(src, dst)] = (link.l2, link.sign * link.l2)
-            if not found:
-                break
-            columns.append(found)
-        nodes, of, height = self._nodes(page, columns)
-        joined: dict[tuple, list[float]] = {}
-        for (src, dst), (l2, signed) in edges.items():
-            key = (of[src], of[dst])
-            joined.setdefault(key, [0.0, 0.0])
-            joined[key][0] += l2
-            joined[key][1] += signed
-        strongest = max(l2 for l2, _ in joined.values())
-        lines = [{"x1": nodes[a].x + NODE, "y1": nodes[a].y + NODE // 2, "x2": nodes[b].x, "y2": nodes[b].y + NODE // 2,
-                  "width": round(0.75 + 5.25 * l2 / strongest, 2), "sign": "wa-exc" if signed >= 0 else "wa-inh",
-                  "title": f"{nodes[a].title} \u2192 {nodes[b].title}: L2 {l2:.3g}", "from": a, "to": b, "l2": l2,
-                  "signed": signed}
-                 for (a, b), (l2, signed) in sorted(joined.items(), key=lambda item: item[1][0])]
-        return {"nodes": list(nodes.values()), "edges": lines, "node": NODE,
-                "width": (len(columns) - 1) * COLUMN + NODE + 110, "height": height + 4,
-                "layers": [next(iter(column))[0] for column in reversed(columns)], "follow": settings.width}
-
-    def _nodes(self, page, columns: list[dict[tuple[str, int], None]]) -> tuple[dict[tuple, Node], dict, int]:
-        """The nodes, placed (columns right to left, each centred), the node of every unit, and
-        the height of the tallest column of nodes (units of a family node count once)."""
-        site = page.site
-        nodes: dict[tuple, Node] = {}
-        of: dict[tuple[str, int], tuple] = {}
-        stacks: list[list[Node]] = []
-        for depth, column in enumerate(columns):
-            placed: list[Node] = []
-            families: dict[str, list[tuple[str, int]]] = {}
-            for layer, unit in column:
-                family, number = site.family_of[(layer, unit)]
-                if family.name not in ("other units", "never fire") and not family.name.startswith("family "):
-                    families.setdefault(family.name, []).append((layer, unit))
-            grouped = {name: members for name, members in families.items() if len(members) >= GROUPED and depth > 0}
-            for layer, unit in column:
-                family, number = site.family_of[(layer, unit)]
-                if family.name in grouped:
-                    key = ("family", layer, family.name)
-                    if key not in nodes:
-                        members = grouped[family.name]
-                        node = Node(key, f"{page.root}../layers/{site.slugs[layer]}.html#family-{number}",
-                                    f"{layer}: family {family.name} ({len(members)} units here)",
-                                    f"{len(members)} units", shortened(family.name),
-                                    site.picture(layer, members[0][1]), len(columns) - 1 - depth,
-                                    members=[u for _, u in members])
-                        nodes[key] = node
-                        placed.append(node)
-                    of[(layer, unit)] = key
-                    continue
-                key = ("unit", layer, unit)
-                label = site.label(layer, unit)
-                node = Node(key, f"{page.root}{site.slugs[layer]}/{unit}.html",
-                            f"{layer} {unit}" + (f" \u00b7 {label}" if label else ""), f"{layer} {unit}",
-                            shortened(label), site.picture(layer, unit), len(columns) - 1 - depth)
-                nodes[key] = node
-                placed.append(node)
-                of[(layer, unit)] = key
-            stacks.append(placed)
-        height = max(len(placed) for placed in stacks) * ROW
-        for placed in stacks:
-            top = (height - len(placed) * ROW) // 2
-            for i, node in enumerate(placed):
-                node.x = node.column * COLUMN + 2
-                node.y = top + i * ROW + 2
-                if node.picture is not None:
-                    node.picture = page.root + node.picture.removeprefix("units/")
-        return nodes, of, height
+        return draw(page.site, [(page.layer.name, page.unit)], page.root)
 
     def data(self, context: dict[str, Any] | None) -> dict[str, Any]:
         if context is None:
