@@ -217,8 +217,9 @@ class UnitPages:
                         "weights": "direct: the stored kernel; expanded: the linear map between the two layers "
                                    "with ReLU as the identity and max-pooling as average pooling (one value "
                                    "for the group, or one per connection)",
-                        "kernels": "the listed connections' kernels, [connection, height, width], as int8 in base64, "
-                                   "each relative to its peak: numpy.frombuffer(base64.b64decode(base64), 'i1')"
+                        "kernels": "the listed connections' kernels, [connection, height, width], as int8, each "
+                                   "relative to its peak, zlib-compressed, in base64: numpy.frombuffer(zlib."
+                                   "decompress(base64.b64decode(zlib)), 'i1')"
                                    ".reshape(shape) / 127 * peak[:, None, None] (within 0.4% of the peak; each "
                                    "layer's page has its own weights, whole)",
                         "anchor": "the cards' ids on the unit's page are ANCHOR-UNIT (page.html#ANCHOR-UNIT)",

@@ -125,6 +125,7 @@ def test_a_kernel_shows_its_numbers_over_http(default_site):
     """Served (as GitHub Pages serves it), the large kernel shows the weights the data file holds."""
     import base64
     import json
+    import zlib
 
     from generator.page_weights import serve
 
@@ -144,7 +145,7 @@ def test_a_kernel_shows_its_numbers_over_http(default_site):
     data = json.loads((default_site / "units" / "mixed3b" / "60.json").read_text(encoding="utf-8"))
     group = data["inputs"][0]  # the first card is the first input
     block = group["kernels"]
-    kernel = np.frombuffer(base64.b64decode(block["base64"]), "i1").reshape(block["shape"])[0] / 127 * group["peak"][0]
+    kernel = np.frombuffer(zlib.decompress(base64.b64decode(block["zlib"])), "i1").reshape(block["shape"])[0] / 127 * group["peak"][0]
     expected = [[("+" if v > 0 else "\u2212" if v < 0 else "") + f"{abs(float(v)):.2g}" for v in row] for row in kernel]
     assert len(shown) == kernel.shape[0] and [len(r) for r in shown] == [kernel.shape[1]] * kernel.shape[0]
     assert [float(t.replace("\u2212", "-")) for r in shown for t in r] == pytest.approx(

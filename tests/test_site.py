@@ -7,6 +7,7 @@ import logging
 import re
 import subprocess
 import sys
+import zlib
 from collections import Counter
 from html.parser import HTMLParser
 from pathlib import Path
@@ -112,7 +113,7 @@ def test_unit_page_and_its_data_file(default_site):
     graph = find_layers(network)
     composed = next(w for w in layer_weights(network, graph, 1, None, 2048).weights if w.dst == "conv2d1")
     block = inputs["kernels"]
-    kernels = np.frombuffer(base64.b64decode(block["base64"]), "i1").reshape(block["shape"]) / 127
+    kernels = np.frombuffer(zlib.decompress(base64.b64decode(block["zlib"])), "i1").reshape(block["shape"]) / 127
     assert block["shape"] == [24, *composed.kernel.shape[2:]]
     for i, source in enumerate(inputs["units"]):
         truth = composed.kernel[5, source]

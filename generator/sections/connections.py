@@ -12,6 +12,7 @@ cards of its own strongest inputs.
 from __future__ import annotations
 
 import base64
+import zlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -183,13 +184,14 @@ def columns(links: list[Link], key: str, direction: str, slugs: dict[str, str]) 
 
 
 def kernel_block(kernels: list[np.ndarray]) -> dict[str, Any]:
-    """Kernels of one shape for the data file, compact: ``[count, height, width]`` int8 in base64,
-    each kernel relative to its largest absolute weight (its ``peak``) as 127."""
+    """Kernels of one shape for the data file, compact: ``[count, height, width]`` int8, each
+    kernel relative to its largest absolute weight (its ``peak``) as 127, zlib-compressed (an
+    expanded kernel's window is mostly zeros) and in base64."""
     stacked = np.stack(kernels).astype(np.float64)
     peaks = np.abs(stacked).reshape(len(stacked), -1).max(axis=1)
     scaled = stacked / np.where(peaks > 0, peaks, 1)[:, None, None] * 127
-    return {"shape": list(stacked.shape), "dtype": "int8", "base64":
-            base64.b64encode(np.round(scaled).astype(np.int8).tobytes()).decode()}
+    packed = zlib.compress(np.round(scaled).astype(np.int8).tobytes(), 9)
+    return {"shape": list(stacked.shape), "dtype": "int8", "zlib": base64.b64encode(packed).decode()}
 
 
 SECTIONS = [Inputs(), Outputs(), FurtherInputs()]

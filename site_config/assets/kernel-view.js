@@ -1,9 +1,9 @@
 /* Weight Atlas: a kernel tile, clicked, opens large with its numbers.
    The tile is enlarged from the page's own sprite (nearest neighbour). Its numbers come from the
-   unit's data file (UNIT.json: each group of connections' "kernels", int8 in base64 relative to each
-   kernel's "peak"; a card's id is the group's "anchor" and the unit), which a browser lets a page read
-   over http(s) but not from file://; there the view says where the numbers are.
-   Plain ES2017, no network beyond that file. */
+   unit's data file (UNIT.json: each group of connections' "kernels", int8 relative to each kernel's
+   "peak", zlib-compressed in base64; a card's id is the group's "anchor" and the unit), which a
+   browser lets a page read over http(s) but not from file://; there the view says where the
+   numbers are. Plain ES2017 with the browser's DecompressionStream; no network beyond that file. */
 (function () {
   "use strict";
   var SIDE = 360;  // CSS pixels of the enlarged tile's longer side, about
@@ -39,24 +39,30 @@
     return table;
   }
 
-  function kernelOf(json, id) {  // [height][width] of the card's kernel: its group's int8 block times its peak
+  function inflated(block) {  // promise of a block's int8 values: zlib in base64, inflated by the browser
+    var bytes = Uint8Array.from(atob(block.zlib), function (c) { return c.charCodeAt(0); });
+    var stream = new Blob([bytes]).stream().pipeThrough(new DecompressionStream("deflate"));
+    return new Response(stream).arrayBuffer().then(function (b) { return new Int8Array(b); });
+  }
+
+  function kernelOf(json, id) {  // promise of [height][width] of the card's kernel (its group's block times its peak), or null
     var groups = [].concat(json.inputs || [], json.outputs || [], json.further_inputs || []);
     for (var i = 0; i < groups.length; i++) {
       var g = groups[i], block = g.kernels;
       var at = block ? g.units.map(function (u) { return g.anchor + "-" + u; }).indexOf(id) : -1;
       if (at < 0) continue;
-      var bytes = atob(block.base64), h = block.shape[1], w = block.shape[2], rows = [];
-      for (var r = 0; r < h; r++) {
-        var row = [];
-        for (var c = 0; c < w; c++) {
-          var q = bytes.charCodeAt((at * h + r) * w + c);
-          row.push((q > 127 ? q - 256 : q) / 127 * g.peak[at]);
+      var h = block.shape[1], w = block.shape[2], peak = g.peak[at];
+      return inflated(block).then(function (q) {
+        var rows = [];
+        for (var r = 0; r < h; r++) {
+          var row = [];
+          for (var c = 0; c < w; c++) row.push(q[(at * h + r) * w + c] / 127 * peak);
+          rows.push(row);
         }
-        rows.push(row);
-      }
-      return rows;
+        return rows;
+      });
     }
-    return null;
+    return Promise.resolve(null);
   }
 
   function show(card, tile) {
@@ -94,8 +100,7 @@
     }
     note.textContent = "Loading its numbers\u2026";
     data[url] = data[url] || fetch(url).then(function (r) { return r.json(); });
-    data[url].then(function (json) {
-      var kernel = kernelOf(json, card.id);
+    data[url].then(function (json) { return kernelOf(json, card.id); }).then(function (kernel) {
       if (!kernel) { note.textContent = "This unit's data file does not list this kernel."; return; }
       var flat = [].concat.apply([], kernel), peak = Math.max.apply(null, flat.map(Math.abs));
       note.textContent = kernel.length + " \u00d7 " + kernel[0].length + " weights, the largest absolute " +
