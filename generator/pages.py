@@ -125,6 +125,8 @@ class PageWriter:
         # A list of connection cards as one piece of markup: rendered on its own, its many small
         # pieces are joined once instead of passing up through every enclosing template.
         self.env.globals["card_list"] = lambda made: markupsafe.Markup(cards.render(cards=made))
+        svg = self.env.get_template("_circuit_svg.html.j2")  # a circuit diagram, the same way
+        self.env.globals["circuit_svg"] = lambda d, aria: markupsafe.Markup(svg.render(d=d, aria=aria))
         group_names = distinct_slugs([f"{self.slugs[g.layer]}-{slug(g.family, 'family')}" for g in structure.groups],
                                      "family")
         self.group_files = {(g.layer, g.family): f"families/{name}" for g, name in zip(structure.groups, group_names)}

@@ -95,7 +95,7 @@ def palette_png(levels: np.ndarray) -> bytes:
     image = Image.fromarray(levels, mode="P")
     image.putpalette(PALETTE.reshape(-1).tolist())
     buffer = io.BytesIO()
-    image.save(buffer, format="PNG", optimize=True)
+    image.save(buffer, format="PNG")  # zlib level 6: optimize (level 9) is 1% smaller, 3 times slower
     return buffer.getvalue()
 
 
@@ -115,6 +115,15 @@ def tile_sprite(kernels: list[np.ndarray], scales: list[float]) -> tuple[bytes, 
     enlarging the sprite with nearest-neighbour sampling and offsetting it, so a unit's
     tiles cost one image file and one PNG encode, not one per tile.
     """
+    if len({(k.shape, k.dtype) for k in kernels}) == 1:  # the usual page: one shape, drawn at once
+        stacked = np.stack(kernels)
+        n, h, w = stacked.shape
+        divisors = np.asarray(scales, dtype=stacked.dtype)
+        scaled = np.where(divisors[:, None, None] > 0, stacked / np.where(divisors > 0, divisors, 1)[:, None, None], 0)
+        canvas = np.zeros((h, n, w + 1), dtype=np.float32)
+        canvas[:, :, :w] = scaled.transpose(1, 0, 2)
+        canvas = canvas.reshape(h, n * (w + 1))[:, :-1]
+        return palette_png(diverging_levels(canvas, 1.0)), [(i * (w + 1), w, h) for i in range(n)]
     widths = [k.shape[1] for k in kernels]
     height = max(k.shape[0] for k in kernels)
     canvas = np.zeros((height, sum(widths) + len(kernels) - 1), dtype=np.float32)

@@ -48,11 +48,14 @@ class TileSheet:
         write(self.name, sprite)
         width, height = sum(w + 1 for _, w, _ in places) - 1, max(h for _, _, h in places)
         shapes: dict[tuple[int, int, int, int], str] = {}
+        scales: dict[tuple[int, int], tuple[str, int]] = {}  # a kernel's width and height: its class, pixels across
         for tile, (x, w, h) in zip(self.tiles, places):
-            factor = max(1, round(self.tile_size / max(w, h)))
-            tall, wide = readable_shape(h, w)
-            across, down = max(factor, round(factor * wide / w)), max(factor, round(factor * tall / h))
-            tile.shape = shapes.setdefault((w, h, across, down), f"t{len(shapes)}")
+            if (w, h) not in scales:
+                factor = max(1, round(self.tile_size / max(w, h)))
+                tall, wide = readable_shape(h, w)
+                across, down = max(factor, round(factor * wide / w)), max(factor, round(factor * tall / h))
+                scales[(w, h)] = shapes.setdefault((w, h, across, down), f"t{len(shapes)}"), across
+            tile.shape, across = scales[(w, h)]
             tile.x = x * across
         return "".join(f".{name}{{width:{w * fx}px;height:{h * fy}px;background-image:url({self.name});"
                        f"background-size:{width * fx}px {height * fy}px}}" for (w, h, fx, fy), name in shapes.items())

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import jinja2
+from markupsafe import Markup
 import numpy as np
 from tqdm import tqdm
 
@@ -29,7 +30,7 @@ from .featurevis.objectives import describe
 from .graph import Layer, LayerGraph
 from .ranking import UnitWeights
 from .render import factor_grid, readable_shape, rgb_kernel
-from .sections import SECTIONS, rounded
+from .sections import SECTIONS, rounded, shortened
 from .sections.pictures import PICTURE_FIELDS
 from .structure import Structure
 from .tiles import TileSheet
@@ -73,14 +74,30 @@ class UnitPages:
         self.template = env.get_template("unit.html.j2")
         self.settings = config.as_dict()  # in units/about.json
         self.thumbnails = {key for key, w in units.items() if w.rgb_kernel is not None and len(w.rgb_kernel) in (1, 3)}
+        self._branch_names: dict[str, list[str]] = {}
+        self._card_source = env.get_template("_card_source.html.j2")
+        self._card_sources: dict[tuple[str, int], Markup] = {}
 
     # -- how a unit is shown wherever it appears ----------------------------------------------
     def label(self, layer: str, unit: int) -> str:
         return self.structure.annotations.label(layer, unit) or ""
 
     def branch(self, layer: str, unit: int) -> str:
-        found = self.graph.layer(layer).branch_of(unit)
-        return found.name if found else ""
+        names = self._branch_names.get(layer)
+        if names is None:  # asked for about 100 times a page: one list per layer
+            found = self.graph.layer(layer)
+            names = self._branch_names[layer] = [b.name if (b := found.branch_of(u)) else "" for u in range(found.channels)]
+        return names[unit]
+
+    def card_source(self, layer: str, unit: int) -> Markup:
+        """What a connection card says of ``layer``'s ``unit`` (``templates/_card_source.html.j2``):
+        rendered once, for the many cards that name the unit."""
+        made = self._card_sources.get((layer, unit))
+        if made is None:
+            label = self.label(layer, unit)
+            made = self._card_sources[(layer, unit)] = Markup(self._card_source.render(
+                layer=layer, unit=unit, label=label, short=shortened(label), branch=self.branch(layer, unit)))
+        return made
 
     def thumbnail(self, layer: str, unit: int) -> str | None:
         """Path from the site root of a first-layer unit's colour kernel."""
