@@ -37,6 +37,8 @@ def main(argv: list[str] | None = None) -> int:
     build.add_argument("config", help="atlas config (YAML), e.g. site_config/default.yml")
     build.add_argument("--output", help="output folder (default: site.output in the config)")
     build.add_argument("--quiet", action="store_true", help="print only errors")
+    build.add_argument("--profile", action="store_true",
+                       help="also print each stage's time and the build process's peak memory in it")
     publish = commands.add_parser("deploy", help="publish the built atlas to a git branch (gh-pages), for GitHub Pages")
     publish.add_argument("config", help="atlas config (YAML) the atlas was built from")
     publish.add_argument("--output", help="the built atlas (default: site.output in the config)")
@@ -63,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
         if args.command == "deploy":
             return _deploy(args)
-        return _build(load_config(args.config), args.output)
+        return _build(load_config(args.config), args.output, args.profile)
     except AtlasError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -81,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         return 3
 
 
-def _build(config, output: str | None) -> int:
+def _build(config, output: str | None, profile: bool = False) -> int:
     """Build the atlas; 0 on success, else the exit status, with the problem printed."""
     # SIGTERM (a CI runner's cancel, `kill`) ends the build the way Ctrl-C does: worker
     # processes stopped, the staging folder removed, the existing site kept.
@@ -105,7 +107,19 @@ def _build(config, output: str | None) -> int:
     print(f"Built {report.output}: {report.layers} layers, {report.units} units, {report.pages} pages "
           f"in {report.seconds:.1f}s ({stages}). Feature visualisations: {report.pictures_made} made, "
           f"{report.pictures_reused} from the cache. Open {report.output}/index.html")
+    if profile:
+        print(_profile(report))
     return 0
+
+
+def _profile(report) -> str:
+    """Each stage's seconds and the build process's peak memory in it, as a table."""
+    width = max(len(name) for name in report.stages)
+    rows = [f"{'stage':<{width}}  {'seconds':>8}  {'peak MB':>8}"]
+    rows += [f"{name:<{width}}  {seconds:8.1f}  {report.peaks.get(name, 0.0):8.0f}"
+             for name, seconds in report.stages.items()]
+    rows.append(f"{'whole build':<{width}}  {report.seconds:8.1f}  {max(report.peaks.values(), default=0.0):8.0f}")
+    return "\n".join(rows)
 
 
 def _io_problem(error: OSError, config, output: str | None) -> str:

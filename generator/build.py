@@ -22,6 +22,7 @@ from .families import family_features, layer_families
 from .featurevis import visualise_units
 from .graph import find_layers
 from .loading import load_model, weights_hash
+from . import memory
 from .network import TracedNetwork
 from .images import REFERENCE_IMAGES, Normalise, reference_images
 from .pages import UNITS_MARK, ModelSummary, PageWriter
@@ -41,6 +42,7 @@ class BuildReport:
     pages: int
     seconds: float
     stages: dict[str, float]  # seconds per stage, in build order
+    peaks: dict[str, float]  # the build process's peak resident memory per stage, MB (generator.memory)
     pictures_made: int = 0  # feature visualisations optimised by this build
     pictures_reused: int = 0  # feature visualisations found in the cache
 
@@ -108,10 +110,14 @@ def build_atlas(config: AtlasConfig, output: str | Path | None = None) -> BuildR
     """Build the atlas ``config`` describes into ``output`` (default: the config's)."""
     start = time.perf_counter()
     stages: dict[str, float] = {}
+    peaks: dict[str, float] = {}
+    memory.reset_peak()
 
     def done(stage: str, since: float) -> float:
         now = time.perf_counter()
         stages[stage] = now - since
+        peaks[stage] = memory.peak_mb()
+        memory.reset_peak()
         return now
 
     dataset = config.dataset.source if config.dataset.source != "procedural" else None
@@ -166,8 +172,9 @@ def build_atlas(config: AtlasConfig, output: str | Path | None = None) -> BuildR
         t = done("mkdocs", t)
         stages["mkdocs"] -= writer.plot_seconds  # drawn while writing the layer pages
         stages["layer plots"] = writer.plot_seconds
+        peaks["layer plots"] = peaks["mkdocs"]  # drawn in the same stretch
         write_index(stage / "site", pages + writer.unit_pages.write(stage / "site", PageShell.take(stage / "site")))
         pages = sum(1 for _ in (stage / "site").rglob("*.html"))
         t = done("unit pages", t)
-    return BuildReport(output, len(graph.layers), len(units), pages, time.perf_counter() - start, stages,
+    return BuildReport(output, len(graph.layers), len(units), pages, time.perf_counter() - start, stages, peaks,
                        pictures.made if pictures else 0, pictures.reused if pictures else 0)

@@ -664,3 +664,30 @@ def test_circuits_follow_their_depth_and_width(tmp_path, depth, width):
         into.setdefault(edge["to"], []).append(edge["from"])
     assert all(len(sources) <= width for sources in into.values())
     assert sum(n["layer"] == "fc" for n in circuit["nodes"]) == 1
+
+
+def test_profile_prints_each_stage_with_its_time_and_peak_memory(tmp_path):
+    config = write_config(tmp_path, model={"source": "tests.toy_models:small_cnn"}, input={"channels": 3, "size": 12},
+                          featurevis={"enabled": False}, site={"output": str(tmp_path / "site")})
+    result = subprocess.run([sys.executable, "-m", "generator", "build", str(config), "--quiet", "--profile"],
+                            cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.split() == ["stage", "seconds", "peak", "MB"])
+    rows = {re.match(r"(.+?)\s{2,}", line)[1]: [float(v) for v in line.split()[-2:]] for line in lines[header + 1:]}
+    assert list(rows) == ["load", "trace", "weights and ranking", "factors", "feature visualisation",
+                          "dataset examples", "families", "mkdocs", "layer plots", "unit pages", "whole build"]
+    assert all(seconds >= 0 and 50 < peak < 4000 for seconds, peak in rows.values())  # MB: a Python with torch
+    assert rows["whole build"][1] == max(peak for _, peak in rows.values())
+
+
+def test_a_stage_peak_starts_from_the_memory_held_when_it_starts():
+    from generator import memory
+
+    memory.reset_peak()
+    before = memory.peak_mb()
+    held = np.ones(300 * 2**20 // 8)  # 300 MB, touched
+    assert memory.peak_mb() >= before + 250
+    del held
+    assert memory.reset_peak()  # Linux: the peak is measured per stage
+    assert memory.peak_mb() < before + 100
