@@ -43,6 +43,17 @@ def test_sprite_places_tiles_side_by_side_each_on_its_own_scale():
     assert {hex_colour(p) for p in sprite[3:, :3].reshape(-1, 3)} == {"#f7f7f7"}  # below the short tile: zero
 
 
+def test_tiles_of_one_shape_are_drawn_as_tiles_of_mixed_shapes_are():
+    rng = np.random.default_rng(0)
+    same = [rng.normal(size=(5, 5)).astype(np.float32) for _ in range(4)]
+    scales = [1.5, 0.0, 0.7, 3.0]  # a zero scale draws the tile blank
+    one_shape, places = tile_sprite(same, scales)  # drawn at once
+    mixed, mixed_places = tile_sprite([*same, np.ones((3, 2), np.float32)], [*scales, 1.0])  # tile by tile
+    assert places == mixed_places[:4]
+    assert np.array_equal(pixels(one_shape), pixels(mixed)[:, :places[-1][0] + 5])
+    assert {hex_colour(p) for p in pixels(one_shape)[:, 6:11].reshape(-1, 3)} == {"#f7f7f7"}
+
+
 def test_first_layer_kernel_is_min_max_over_all_channels():
     kernel = np.zeros((3, 2, 2))
     kernel[0, 0, 0] = 4.0  # the brightest red

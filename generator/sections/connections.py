@@ -61,7 +61,8 @@ def cards(page, links: list[Link], direction: str, ranks: bool = False, root: st
         made.append(Card(style, f"{direction}-{slug}-{link.unit}", f"{root}{slug}/{link.unit}.html",
                          link.rank + 1 if ranks else number, picture and root + picture.removeprefix("units/"),
                          site.pictures is None, page.tiles.tile(link.kernel, link.peak), f"{link.peak:.2g}",
-                         site.card_source(link.layer, link.unit), marked and not link.direct, "; ".join(link.weights.frozen), f"{share}{sign}{link.l2:.3g}"))
+                         site.card_source(link.layer, link.unit), marked and not link.direct,
+                         "; ".join(link.weights.frozen), f"{share}{sign}{link.l2:.3g}"))
     return made
 
 
