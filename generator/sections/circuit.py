@@ -20,6 +20,7 @@ from . import Section, rounded, shortened
 NODE = 40  # pixels of a node's picture
 ROW = 64  # pixels from one node to the next in a column
 COLUMN = 170  # pixels from one column to the next
+TEXT_ROOM = 170  # pixels beside the last column's nodes for their captions and labels (up to 28 characters)
 GROUPED = 3  # units of one named family in a column that become one family node
 
 
@@ -77,7 +78,7 @@ def draw(site, start: list[tuple[str, int]], root: str, limit: int | None = None
               "signed": signed}
              for (a, b), (l2, signed) in sorted(joined.items(), key=lambda item: item[1][0])]
     return {"nodes": list(nodes.values()), "edges": lines, "node": NODE,
-            "width": (len(columns) - 1) * COLUMN + NODE + 110, "height": height + 4,
+            "width": (len(columns) - 1) * COLUMN + NODE + TEXT_ROOM, "height": height + 4,
             "layers": [next(iter(column))[0] for column in reversed(columns)], "follow": settings.width}
 
 
