@@ -25,6 +25,7 @@ from .loading import load_model, weights_hash
 from . import memory
 from .network import TracedNetwork
 from .images import REFERENCE_IMAGES, Normalise, reference_images
+from .linearity import measure_linearity
 from .pages import UNITS_MARK, ModelSummary, PageWriter
 from .structure import Structure
 from .ranking import kernel_norms, rank
@@ -150,6 +151,9 @@ def build_atlas(config: AtlasConfig, output: str | Path | None = None) -> BuildR
         t = done("feature visualisation", t)
         examples = find_examples(config, network, graph, weights, engine)
         t = done("dataset examples", t)
+        linearity = measure_linearity(config, network, graph, composed.weights, weights, engine) \
+            if config.circuits.linearity and (config.featurevis.enabled or config.dataset.source is not None) else None
+        t = done("measured effects", t)
     readers = {w.dst for w in composed.weights if w.hops == 1 and w.src is not None}
     structure = Structure(
         factors, annotations,
@@ -158,7 +162,7 @@ def build_atlas(config: AtlasConfig, output: str | Path | None = None) -> BuildR
         [group_factors(composed.weights, layer, family, members) for layer, family, members in annotations.groups()
          if layer in readers and len(members) > 1],
         {(w.src, w.dst): l2 for w, l2 in zip(composed.weights, norms) if w.hops == 1 and w.src is not None},
-        {(w.src, w.dst): w for w in composed.weights if w.hops == 1 and w.src is not None})
+        {(w.src, w.dst): w for w in composed.weights if w.hops == 1 and w.src is not None}, linearity)
     t = done("families", t)
     parameters = {layer.name: layer_parameters(model, layer.modules) for layer in graph.layers}
     summary = ModelSummary(config.title, sum(p.numel() for p in model.parameters()), len(units), input_shape,

@@ -110,10 +110,13 @@ class FactorsConfig:
 @dataclass(frozen=True)
 class CircuitsConfig:
     """Each unit page's circuit: the unit, its ``width`` strongest inputs, theirs, and so on,
-    ``depth`` layers deep."""
+    ``depth`` layers deep. ``linearity``: measure each connection's effect in the real network
+    and compare it with its expanded weight (:mod:`generator.linearity`), in atlases that
+    have pictures or a dataset."""
 
     depth: int = setting(2, 1, 4)
     width: int = setting(3, 1, 8)
+    linearity: bool = True
 
 
 @dataclass(frozen=True)

@@ -240,6 +240,11 @@ class LayerWeights:
     direct: np.ndarray  # bool [dst units]
     placed: bool = False
     frozen: tuple[str, ...] = ()
+    # Where a kernel lies on ``src`` (spatial kernels): for a unit of ``dst`` at ``(y, x)``,
+    # ``kernel[o, i, a, b]`` weighs ``src`` position ``(y * stride[0] + offset[0] + a, x * stride[1] + offset[1] + b)``.
+    stride: tuple[int, int] = (1, 1)
+    offset: tuple[int, int] = (0, 0)
+    spatial: bool = True  # False: after global pooling (or a dense layer), one kernel per pair of units
 
 
 @dataclass(frozen=True)
@@ -297,7 +302,7 @@ def layer_weights(network: TracedNetwork, graph: LayerGraph, hops: int = 1, froz
                     continue
                 if composed is None:
                     continue
-                kernel, placed = composed
+                kernel, window = composed
                 if not np.isfinite(kernel).all():
                     raise AtlasError(
                         f"The weights between `{src or 'the input image'}` and `{dst}` are not finite (NaN or "
@@ -307,15 +312,17 @@ def layer_weights(network: TracedNetwork, graph: LayerGraph, hops: int = 1, froz
                     for c in graph.connections:
                         if c.src == src and c.dst == dst and all(_keeps_kernel(network, op) for op in c.before):
                             direct[c.start : c.stop] = True
-                result.weights.append(LayerWeights(src, dst, distance, kernel, direct, placed,
-                                                   tuple(sorted(linearised.used))))
+                result.weights.append(LayerWeights(src, dst, distance, kernel, direct, window.placed,
+                                                   tuple(sorted(linearised.used)), window.stride, window.offset,
+                                                   window.spatial))
     return result
 
 
 def _composed(linearised: _Linearised, source: torch.fx.Node | None, target: torch.fx.Node, stops: frozenset,
-              memory_mb: int) -> tuple[np.ndarray, bool] | None:
-    """``(kernel, placed)`` of one pair, composed a slice of source channels at a time; None
-    when ``target`` does not read ``source``. A map larger than ``memory_mb`` is skipped."""
+              memory_mb: int) -> tuple[np.ndarray, LinearMap] | None:
+    """The kernel of one pair, composed a slice of source channels at a time, and the map of its
+    first channel (its window: stride, offset, spatial, placed); None when ``target`` does not
+    read ``source``. A map larger than ``memory_mb`` is skipped."""
     budget = memory_mb * 2**20
     channels = _source(linearised.t, source).shape[1]
     linearised.largest = 0
@@ -329,12 +336,12 @@ def _composed(linearised: _Linearised, source: torch.fx.Node | None, target: tor
     step = max(1, budget // (16 * max(linearised.largest, 1)))
     if step >= channels:  # all at once, and no copy
         whole = one if channels == 1 else linearised.propagate(source, target, None, stops)
-        return whole.kernel.float().contiguous().numpy(), one.placed
+        return whole.kernel.float().contiguous().numpy(), one
     kernel = np.empty((one.kernel.shape[0], channels, *one.kernel.shape[2:]), dtype=np.float32)
     for start in range(0, channels, step):
         kernel[:, start : start + step] = linearised.propagate(source, target, slice(start, start + step),
                                                                stops).kernel.float().numpy()
-    return kernel, one.placed
+    return kernel, one
 
 
 def _keeps_kernel(network: TracedNetwork, op: str) -> bool:

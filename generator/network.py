@@ -78,24 +78,26 @@ class TracedNetwork:
         last_use = {p: n for n in self.graph.nodes for p in n.all_input_nodes}
         with torch.no_grad():
             for node in self.graph.nodes:
-                args, kwargs = torch.fx.node.map_arg((node.args, node.kwargs), lambda n: values[n])
-                if node.op == "placeholder":
-                    values[node] = images
-                elif node.op == "get_attr":
-                    values[node] = attributes[node.target]
-                elif node.op == "call_module":
-                    values[node] = self.modules[node.target](*args, **kwargs)
-                elif node.op == "call_function":
-                    values[node] = node.target(*args, **kwargs)
-                elif node.op == "call_method":
-                    values[node] = getattr(args[0], node.target)(*args[1:], **kwargs)
-                elif node.op == "output":
-                    values[node] = args[0]
+                values[node] = images if node.op == "placeholder" else self.run(node, values, attributes)
                 if keep is not None:
                     for p in node.all_input_nodes:
                         if last_use[p] is node and p not in keep:
                             del values[p]
         return values if keep is None else {n: values[n] for n in keep}
+
+    def run(self, node: torch.fx.Node, values: dict[torch.fx.Node, object], attributes: dict[str, torch.Tensor]):
+        """``node``'s value from the values of the nodes it reads (not a placeholder's);
+        ``attributes``: the model's parameters and buffers by name."""
+        args, kwargs = torch.fx.node.map_arg((node.args, node.kwargs), lambda n: values[n])
+        if node.op == "get_attr":
+            return attributes[node.target]
+        if node.op == "call_module":
+            return self.modules[node.target](*args, **kwargs)
+        if node.op == "call_function":
+            return node.target(*args, **kwargs)
+        if node.op == "call_method":
+            return getattr(args[0], node.target)(*args[1:], **kwargs)
+        return args[0]  # output
 
     def node(self, name: str) -> torch.fx.Node:
         """The node called ``name`` in the fx graph."""
@@ -112,7 +114,7 @@ class TracedNetwork:
         t = self
         flags = before_activation if isinstance(before_activation, list) else [before_activation] * len(names)
         targets = [self.node(name) for name in names]
-        targets = [self._before_activation(n) if flag else n for n, flag in zip(targets, flags)]
+        targets = [self.before_activation(n) if flag else n for n, flag in zip(targets, flags)]
         roots = [n for target in targets for n in (target[0] if isinstance(target, tuple) else (target,))]
         needed = set(roots).union(*(ancestors(n, lambda m: m.all_input_nodes) for n in roots))
         graph = torch.fx.Graph()
@@ -133,7 +135,7 @@ class TracedNetwork:
         graph.output(tuple(copies[n] for n in targets))
         return torch.fx.GraphModule(owned, graph, class_name="Truncated")
 
-    def _before_activation(self, node: torch.fx.Node):
+    def before_activation(self, node: torch.fx.Node):
         """The node whose value is ``node``'s before its trailing activations; for a
         concatenation, ``(parts, dim)`` with each part taken before its own."""
         t = self

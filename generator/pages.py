@@ -28,6 +28,7 @@ from . import files
 from .factors import COMPONENTS, GroupFactors
 from .families import DEAD, OTHER
 from .graph import Layer, LayerGraph
+from .linearity import HOLDS, MARK, by_layer
 from .plots import LayerPlot, layer_plots
 from .ranking import UnitWeights
 from .sections.circuit import draw
@@ -152,7 +153,7 @@ class PageWriter:
         self._render_to(docs, "how-to-read.md.j2", "how-to-read.md", title="How to read this atlas",
                         root="", top_k=self.config.ranking.top_k, featurevis=self.pictures is not None,
                         grouped=self.config.factors.grouped, example=self._example(docs),
-                        examples=self.examples is not None)
+                        examples=self.examples is not None, linearity=self._linearity())
         start = time.perf_counter()
         plots = dict(zip((layer.name for layer in self.graph.layers),
                          forked_map(lambda layer: self._plots(docs, layer), self.graph.layers)))
@@ -166,6 +167,14 @@ class PageWriter:
         return [{"Atlas": "index.md"}, {"How to read this atlas": "how-to-read.md"},
                 {"Layers": [{html_title(layer.name): f"layers/{self.slugs[layer.name]}.md"}
                             for layer in self.graph.layers]}] + ([{"Families": families}] if families else [])
+
+    def _linearity(self) -> dict[str, Any] | None:
+        """For How to read: how far the listed inputs' expanded weights hold, per layer."""
+        measured = self.structure.linearity
+        if measured is None:
+            return None
+        return {"images": measured.images, "mark": MARK, "holds": HOLDS,
+                "rows": by_layer(self.units, [layer.name for layer in self.graph.layers], measured)}
 
     def _plots(self, docs: Path, layer: Layer) -> list[LayerPlot]:
         """Draw a layer's plots into its folder beside its page."""

@@ -10,6 +10,7 @@ from .annotations import Annotations
 from .expanded import LayerWeights
 from .factors import GroupFactors, LayerFactors
 from .families import Family
+from .linearity import Linearity
 
 
 @dataclass(frozen=True)
@@ -17,7 +18,7 @@ class Structure:
     """How the atlas organises units beyond their connections: each unit's weight factors,
     people's labels and families, automatic families, the factors of annotated families, and
     the kernels and kernel norms between adjacent layers (``norms[(src, dst)]``: ``[dst units,
-    src units]``)."""
+    src units]``), and how far the expanded weights hold (None: not measured)."""
 
     factors: dict[str, LayerFactors]
     annotations: Annotations
@@ -25,3 +26,4 @@ class Structure:
     groups: list[GroupFactors]
     norms: dict[tuple[str, str], np.ndarray]
     kernels: dict[tuple[str, str], LayerWeights]  # the weights between adjacent layers, by (src, dst)
+    linearity: Linearity | None = None

@@ -2,7 +2,9 @@
 
 Each connection is a card (:class:`Card`, drawn by ``templates/_cards.html.j2``): its rank,
 the other unit's picture beside the kernel (its tile on its own scale), the kernel's peak,
-the other unit with its label and branch, and the score after the net sign. When a unit's
+the other unit with its label and branch, and the score after the net sign; a connection whose
+measured effect in the real network disagrees with its expanded weight (cosine below
+:data:`generator.linearity.MARK`) is marked. When a unit's
 weight factors explain enough of its weights, its input cards are grouped by the factor each
 input contributes most to: in rank order within a group, groups in the order of their
 strongest card, and a factor that carries weight but is no listed input's strongest gets
@@ -18,6 +20,7 @@ from typing import Any, NamedTuple
 import numpy as np
 from markupsafe import Markup
 
+from ..linearity import HOLDS, MARK, Linearity
 from ..ranking import Link, input_link
 from ..tiles import Tile
 from . import Section, rounded
@@ -43,6 +46,7 @@ class Card(NamedTuple):
     source: Markup  # the other unit: layer, number, label and branch (UnitPages.card_source)
     expanded: bool  # marked as expanded weights among direct ones
     frozen: str  # what was frozen to linearise it, or ""
+    nonlinear: str  # where its measured effect disagrees with it: the figures, else ""
     score: str  # the share (outputs), then the L2 norm after the net sign
 
 
@@ -52,8 +56,16 @@ def cards(page, links: list[Link], direction: str, ranks: bool = False, root: st
     listed ones). ``root`` leads from the page to the site's ``units/`` folder."""
     site = page.site
     marked = len({k.direct for k in links}) > 1  # mark expanded cards only among direct ones
+    linearity = site.structure.linearity
     made = []
     for number, link in enumerate(links, start=1):
+        nonlinear = ""
+        if linearity is not None and (effects := linearity.of(link.weights)) is not None:
+            cosine = effects.cosine[link.row, link.column]
+            if cosine < MARK:
+                nonlinear = (f"In the real network this connection acts otherwise: its measured effect has cosine "
+                             f"{cosine:.2f} with this expanded weight and {effects.ratio[link.row, link.column]:.2g} "
+                             f"times its L2 norm, over {linearity.images}")
         style, sign = SIGNS[link.sign]
         slug = site.slugs[link.layer]
         picture = site.picture(link.layer, link.unit)
@@ -62,8 +74,20 @@ def cards(page, links: list[Link], direction: str, ranks: bool = False, root: st
                          link.rank + 1 if ranks else number, picture and root + picture.removeprefix("units/"),
                          site.pictures is None, page.tiles.tile(link.kernel, link.peak), f"{link.peak:.2g}",
                          site.card_source(link.layer, link.unit), marked and not link.direct,
-                         "; ".join(link.weights.frozen), f"{share}{sign}{link.l2:.3g}"))
+                         "; ".join(link.weights.frozen), nonlinear, f"{share}{sign}{link.l2:.3g}"))
     return made
+
+
+def measured(site, links: list[Link]) -> dict[str, Any] | None:
+    """How many of ``links`` hold in the real network (cosine at least :data:`HOLDS`) and how
+    many are marked, over what; None where nothing was measured."""
+    linearity = site.structure.linearity
+    found = [(e.cosine[k.row, k.column]) for k in links
+             if linearity is not None and (e := linearity.of(k.weights)) is not None]
+    if not found:
+        return None
+    return {"holds": sum(c >= HOLDS for c in found), "marked": sum(c < MARK for c in found), "count": len(found),
+            "images": linearity.images, "mark": MARK, "limit": HOLDS}
 
 
 def frozen(links: list[Link]) -> list[str]:
@@ -89,7 +113,8 @@ class Inputs(Section):
                 "expanded": any(not k.direct for k in weights.inputs), "frozen": frozen(weights.inputs),
                 "placed": any(k.weights.placed for k in weights.inputs),
                 "sources": sorted({k.layer for k in weights.inputs}), "first": weights.rgb_kernel is not None,
-                "columns": columns(weights.inputs, "from", "in", page.site.slugs),
+                "columns": columns(weights.inputs, "from", "in", page.site.slugs, page.site.structure.linearity),
+                "measured": measured(page.site, weights.inputs),
                 "skipped": [s for s in page.site.skipped if s.target == page.layer.name]}
 
     def _by_factor(self, page) -> list[dict[str, Any]] | None:
@@ -142,7 +167,8 @@ class Outputs(Section):
         return {"cards": cards(page, links, "out"), "count": len(links),
                 "expanded": any(not k.direct for k in links), "frozen": frozen(links),
                 "placed": any(k.weights.placed for k in links), "targets": sorted({k.layer for k in links}),
-                "columns": columns(links, "to", "out", page.site.slugs),
+                "columns": columns(links, "to", "out", page.site.slugs, page.site.structure.linearity),
+                "measured": measured(page.site, links),
                 "skipped": [s for s in page.site.skipped if s.source == page.layer.name]}
 
     def data(self, context: dict[str, Any] | None) -> dict[str, Any]:
@@ -154,7 +180,8 @@ class FurtherInputs(Section):
 
     def context(self, page) -> dict[str, Any] | None:
         further = [{"layer": f.layer, "hops": f.hops, "count": len(f.links), "cards": cards(page, f.links, f"in{f.hops}"),
-                    "columns": dict(columns(f.links, "from", f"in{f.hops}", page.site.slugs)[0], hops=f.hops)}
+                    "columns": dict(columns(f.links, "from", f"in{f.hops}", page.site.slugs,
+                                             page.site.structure.linearity)[0], hops=f.hops)}
                    for f in page.weights.further if f.links]
         return {"further": further} if further else None
 
@@ -162,8 +189,10 @@ class FurtherInputs(Section):
         return {"further_inputs": [f["columns"] for f in context["further"]] if context else []}
 
 
-def columns(links: list[Link], key: str, direction: str, slugs: dict[str, str]) -> list[dict[str, Any]]:
-    """``links`` as columns, one group per layer at the other end (``key``: "from" or "to")."""
+def columns(links: list[Link], key: str, direction: str, slugs: dict[str, str],
+            linearity: Linearity | None = None) -> list[dict[str, Any]]:
+    """``links`` as columns, one group per layer at the other end (``key``: "from" or "to"),
+    with each connection's measured effect and its figures where ``linearity`` has them."""
     groups = []
     for name in dict.fromkeys(k.layer for k in links):
         chosen = [k for k in links if k.layer == name]
@@ -176,6 +205,13 @@ def columns(links: list[Link], key: str, direction: str, slugs: dict[str, str]) 
                        "positions": any(k.weights.placed for k in chosen),
                        "frozen": sorted({f for k in chosen for f in k.weights.frozen}),
                        "kernels": kernel_block([k.kernel for k in chosen])})
+        measured = [linearity.of(k.weights) if linearity is not None else None for k in chosen]
+        if all(m is not None for m in measured):
+            effects = [m.effect[k.row, k.column] for m, k in zip(measured, chosen)]
+            groups[-1] |= {"cosine": [rounded(m.cosine[k.row, k.column]) for m, k in zip(measured, chosen)],
+                           "ratio": [rounded(m.ratio[k.row, k.column]) for m, k in zip(measured, chosen)],
+                           "effect_peak": [rounded(np.abs(e).max()) for e in effects],
+                           "effects": kernel_block(effects)}
     return groups
 
 

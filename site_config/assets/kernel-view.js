@@ -1,8 +1,10 @@
-/* Weight Atlas: a kernel tile, clicked, opens large with its numbers.
-   The tile is enlarged from the page's own sprite (nearest neighbour). Its numbers come from the
-   unit's data file (UNIT.json: each group of connections' "kernels", int8 relative to each kernel's
-   "peak", zlib-compressed in base64; a card's id is the group's "anchor" and the unit), which a
-   browser lets a page read over http(s) but not from file://; there the view says where the
+/* Weight Atlas: a kernel tile, clicked (or a card's anchor in the address), opens large: the
+   connection's view. The tile is enlarged from the page's own sprite (nearest neighbour). Its
+   numbers come from the unit's data file (UNIT.json: each group of connections' "kernels", int8
+   relative to each kernel's "peak", zlib-compressed in base64; a card's id is the group's
+   "anchor" and the unit), and so does its measured effect in the real network ("effects",
+   "effect_peak", "cosine", "ratio"), drawn beside the kernel on one colour scale. A browser lets
+   a page read that file over http(s) but not from file://; there the view says where the
    numbers are. Plain ES2017 with the browser's DecompressionStream; no network beyond that file. */
 (function () {
   "use strict";
@@ -45,24 +47,77 @@
     return new Response(stream).arrayBuffer().then(function (b) { return new Int8Array(b); });
   }
 
-  function kernelOf(json, id) {  // promise of [height][width] of the card's kernel (its group's block times its peak), or null
+  function rowsOf(block, at, peak) {  // promise of [height][width]: kernel ``at`` of a block, times its peak
+    var h = block.shape[1], w = block.shape[2];
+    return inflated(block).then(function (q) {
+      var rows = [];
+      for (var r = 0; r < h; r++) {
+        var row = [];
+        for (var c = 0; c < w; c++) row.push(q[(at * h + r) * w + c] / 127 * peak);
+        rows.push(row);
+      }
+      return rows;
+    });
+  }
+
+  function kernelOf(json, id) {  // promise of {kernel, effect, cosine, ratio} of the card's connection, or null
     var groups = [].concat(json.inputs || [], json.outputs || [], json.further_inputs || []);
     for (var i = 0; i < groups.length; i++) {
       var g = groups[i], block = g.kernels;
       var at = block ? g.units.map(function (u) { return g.anchor + "-" + u; }).indexOf(id) : -1;
       if (at < 0) continue;
-      var h = block.shape[1], w = block.shape[2], peak = g.peak[at];
-      return inflated(block).then(function (q) {
-        var rows = [];
-        for (var r = 0; r < h; r++) {
-          var row = [];
-          for (var c = 0; c < w; c++) row.push(q[(at * h + r) * w + c] / 127 * peak);
-          rows.push(row);
-        }
-        return rows;
+      var measured = g.effects ? rowsOf(g.effects, at, g.effect_peak[at]) : Promise.resolve(null);
+      return Promise.all([rowsOf(block, at, g.peak[at]), measured]).then(function (both) {
+        return { kernel: both[0], effect: both[1], cosine: g.cosine ? g.cosine[at] : null,
+                 ratio: g.ratio ? g.ratio[at] : null };
       });
     }
     return Promise.resolve(null);
+  }
+
+  var STOPS = [[5, 113, 176], [146, 197, 222], [247, 247, 247], [244, 165, 130], [202, 0, 32]];  // RdBu, - to +
+
+  function drawn(rows, peak, side) {  // a canvas of rows on the RdBu scale, -peak to +peak, about side px
+    var h = rows.length, w = rows[0].length, cell = Math.max(1, Math.floor(side / Math.max(h, w)));
+    var canvas = document.createElement("canvas");
+    canvas.className = "wa-kernel-big";
+    canvas.width = w * cell;
+    canvas.height = h * cell;
+    var context = canvas.getContext("2d");
+    rows.forEach(function (row, r) {
+      row.forEach(function (v, c) {
+        var t = peak > 0 ? (Math.max(-1, Math.min(1, v / peak)) + 1) * 2 : 2, k = Math.min(3, Math.floor(t)), f = t - k;
+        var a = STOPS[k], b = STOPS[k + 1];
+        context.fillStyle = "rgb(" + [0, 1, 2].map(function (j) { return Math.round(a[j] + (b[j] - a[j]) * f); }) + ")";
+        context.fillRect(c * cell, r * cell, cell, cell);
+      });
+    });
+    return canvas;
+  }
+
+  function figure(caption, content) {
+    var f = document.createElement("figure");
+    f.className = "wa-kernel-figure";
+    var c = document.createElement("figcaption");
+    c.textContent = caption;
+    f.append(content, c);
+    return f;
+  }
+
+  function compared(found, big) {  // the kernel and its measured effect on one scale, with the figures, for the big tile
+    var flat = [].concat.apply([], found.kernel.concat(found.effect)), peak = Math.max.apply(null, flat.map(Math.abs));
+    var side = Math.min(300, (innerWidth - 120) / 2);
+    var row = document.createElement("div");
+    row.className = "wa-kernel-compared";
+    row.append(figure("expanded weight", drawn(found.kernel, peak, side)),
+               figure("measured effect", drawn(found.effect, peak, side)));
+    var figures = document.createElement("p");
+    figures.className = "wa-kernel-figures" + (found.cosine < 0.5 ? " wa-kernel-misleads" : "");
+    figures.textContent = "On one scale (\u00b1" + peak.toPrecision(3) + "). Cosine " + found.cosine.toFixed(2) +
+      ", ratio " + found.ratio.toPrecision(2) + ": " + (found.cosine >= 0.8 ? "the expanded weight holds in the real network." :
+      found.cosine >= 0.5 ? "the expanded weight holds in part." :
+      "the real network acts otherwise; read this connection by its measured effect.");
+    big.replaceWith(row, figures);
   }
 
   function show(card, tile) {
@@ -80,7 +135,8 @@
     close.addEventListener("click", function () { dialog.close(); });
     var body = document.createElement("div");
     body.className = "wa-kernel-body";
-    body.append(enlarged(tile));
+    var big = enlarged(tile);
+    body.append(big);
     var note = document.createElement("p");
     note.className = "wa-kernel-note";
     body.append(note);
@@ -100,14 +156,24 @@
     }
     note.textContent = "Loading its numbers\u2026";
     data[url] = data[url] || fetch(url).then(function (r) { return r.json(); });
-    data[url].then(function (json) { return kernelOf(json, card.id); }).then(function (kernel) {
-      if (!kernel) { note.textContent = "This unit's data file does not list this kernel."; return; }
-      var flat = [].concat.apply([], kernel), peak = Math.max.apply(null, flat.map(Math.abs));
+    data[url].then(function (json) { return kernelOf(json, card.id); }).then(function (found) {
+      if (!found) { note.textContent = "This unit's data file does not list this kernel."; return; }
+      var kernel = found.kernel, flat = [].concat.apply([], kernel), peak = Math.max.apply(null, flat.map(Math.abs));
       note.textContent = kernel.length + " \u00d7 " + kernel[0].length + " weights, the largest absolute " +
         peak.toPrecision(3) + ":";
-      note.after(numbers(kernel, peak));
+      var table = numbers(kernel, peak);
+      note.after(table);
+      if (found.effect) compared(found, big);
     }).catch(function () { note.textContent = "Its numbers could not be read from this unit's data file."; });
   }
+
+  function fromAddress() {  // a card's anchor in the address opens its connection's view
+    var card = location.hash.length > 1 ? document.getElementById(decodeURIComponent(location.hash.slice(1))) : null;
+    var tile = card && card.classList.contains("wa-card") ? card.querySelector(".wa-tile") : null;
+    if (tile && window.HTMLDialogElement && !document.querySelector("dialog.wa-kernel-view[open]")) show(card, tile);
+  }
+  window.addEventListener("hashchange", fromAddress);
+  if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", fromAddress); else fromAddress();
 
   document.addEventListener("click", function (e) {
     var tile = e.target.closest && e.target.closest(".wa-card .wa-tile, .wa-channel .wa-tile");
