@@ -26,6 +26,7 @@ from . import memory
 from .network import TracedNetwork
 from .images import REFERENCE_IMAGES, Normalise, reference_images
 from .linearity import measure_linearity
+from .paths import split_paths
 from .pages import UNITS_MARK, ModelSummary, PageWriter
 from .structure import Structure
 from .ranking import kernel_norms, rank
@@ -136,10 +137,11 @@ def build_atlas(config: AtlasConfig, output: str | Path | None = None) -> BuildR
     log.info("traced %d layers, %d pairs of adjacent layers", len(graph.layers), len(graph.adjacent))
     annotations = load_annotations(config, graph, model)
     t = done("trace", t)
-    composed = layer_weights(network, graph, config.ranking.hops, reference_statistics(config, network),
-                             config.ranking.memory_mb)
+    frozen = reference_statistics(config, network)
+    composed = layer_weights(network, graph, config.ranking.hops, frozen, config.ranking.memory_mb)
     norms = kernel_norms(composed.weights)
     units = rank(graph, composed.weights, config.ranking.top_k, norms)
+    paths = split_paths(network, graph, composed.weights, units, frozen)
     for reason in composed.skipped:
         log.info("skipped %s", reason)
     t = done("weights and ranking", t)
@@ -162,7 +164,7 @@ def build_atlas(config: AtlasConfig, output: str | Path | None = None) -> BuildR
         [group_factors(composed.weights, layer, family, members) for layer, family, members in annotations.groups()
          if layer in readers and len(members) > 1],
         {(w.src, w.dst): l2 for w, l2 in zip(composed.weights, norms) if w.hops == 1 and w.src is not None},
-        {(w.src, w.dst): w for w in composed.weights if w.hops == 1 and w.src is not None}, linearity)
+        {(w.src, w.dst): w for w in composed.weights if w.hops == 1 and w.src is not None}, linearity, paths)
     t = done("families", t)
     parameters = {layer.name: layer_parameters(model, layer.modules) for layer in graph.layers}
     summary = ModelSummary(config.title, sum(p.numel() for p in model.parameters()), len(units), input_shape,

@@ -12,16 +12,17 @@ from pathlib import Path
 
 from .dataset_examples import check_examples, read_part
 from .featurevis.cache import check_picture
+from .linearity import read_effect
 
 
 @dataclass
 class CacheReport:
-    checked: int = 0  # entries: pictures, layers of examples, shards
+    checked: int = 0  # entries: pictures, layers of examples, shards, measured effects
     damaged: list[str] = field(default_factory=list)  # "path: what is wrong"
 
 
 def verify_cache(root: Path, delete: bool = True) -> CacheReport:
-    """Check every picture, layer of dataset examples and shard under ``root``; with ``delete``,
+    """Check every picture, layer of dataset examples, shard and measured effect under ``root``; with ``delete``,
     remove the damaged ones, so that the next build makes them again."""
     report = CacheReport()
 
@@ -41,4 +42,7 @@ def verify_cache(root: Path, delete: bool = True) -> CacheReport:
     for shard in sorted((root / "examples").glob("*/*/parts/*/*.safetensors")):
         part = read_part(shard)
         found(shard, part if isinstance(part, str) else None, shard)
+    for effect in sorted((root / "effects").glob("*/*/*.safetensors")):
+        read = read_effect(effect)
+        found(effect, read if isinstance(read, str) else None, effect)
     return report

@@ -37,8 +37,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import torch
-from safetensors import SafetensorError
-from safetensors.numpy import load_file, save
+from safetensors import SafetensorError, safe_open
+from safetensors.numpy import save
 
 from .config import AtlasConfig
 from .engines import Engine, Work, Worker, opened
@@ -226,12 +226,9 @@ class EffectCache:
         path = self._path(pair)
         if not path.exists():
             return None
-        try:
-            effect = load_file(path)["effect"]
-            if effect.shape == pair.shape and effect.dtype == np.float32 and np.isfinite(effect).all():
-                return effect
-        except (SafetensorError, OSError, KeyError, ValueError):
-            pass
+        read = read_effect(path)
+        if not isinstance(read, str) and read[1] == self._record(pair) and read[0].shape == pair.shape:
+            return read[0]
         log.warning("removed a damaged measured effect from the cache: %s", path)
         path.unlink(missing_ok=True)
         return None
@@ -239,7 +236,25 @@ class EffectCache:
     def put(self, pair: Pair, effect: np.ndarray) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
         atomic_write(self._path(pair), save({"effect": np.ascontiguousarray(effect, dtype=np.float32)},
-                                            metadata={"key": self.key, "pair": pair.name}))
+                                            metadata={"record": self._record(pair)}))
+
+    def _record(self, pair: Pair) -> str:
+        """What a file says it holds: the key and the pair (one metadata entry, so the bytes do
+        not depend on the order safetensors writes entries in)."""
+        return json.dumps({"key": self.key, "pair": [pair.src, pair.dst, pair.hops]}, sort_keys=True)
+
+
+def read_effect(path: Path) -> tuple[np.ndarray, str] | str:
+    """A cached effect and the record it carries, or what is wrong with the file."""
+    try:
+        with safe_open(path, "numpy") as file:
+            effect, record = file.get_tensor("effect"), (file.metadata() or {}).get("record")
+        json.loads(record)
+    except (SafetensorError, OSError, KeyError, ValueError, TypeError) as error:
+        return f"not a whole measured effect ({str(error).splitlines()[0] if str(error) else type(error).__name__})"
+    if effect.dtype != np.float32 or effect.ndim != 4 or not np.isfinite(effect).all():
+        return "its numbers are not finite float32 kernels"
+    return effect, record
 
 
 def measure_linearity(config: AtlasConfig, network: TracedNetwork, graph: LayerGraph, weights: list[LayerWeights],

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -11,6 +11,7 @@ from .expanded import LayerWeights
 from .factors import GroupFactors, LayerFactors
 from .families import Family
 from .linearity import Linearity
+from .paths import PairPaths
 
 
 @dataclass(frozen=True)
@@ -18,7 +19,8 @@ class Structure:
     """How the atlas organises units beyond their connections: each unit's weight factors,
     people's labels and families, automatic families, the factors of annotated families, and
     the kernels and kernel norms between adjacent layers (``norms[(src, dst)]``: ``[dst units,
-    src units]``), and how far the expanded weights hold (None: not measured)."""
+    src units]``), how far the expanded weights hold (None: not measured), and the paths of
+    the listed connections that have several."""
 
     factors: dict[str, LayerFactors]
     annotations: Annotations
@@ -27,3 +29,4 @@ class Structure:
     norms: dict[tuple[str, str], np.ndarray]
     kernels: dict[tuple[str, str], LayerWeights]  # the weights between adjacent layers, by (src, dst)
     linearity: Linearity | None = None
+    paths: dict[tuple, PairPaths] = field(default_factory=dict)  # by (src, dst, hops): pairs with several paths

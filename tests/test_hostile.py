@@ -29,6 +29,7 @@ from PIL import Image
 from generator.__main__ import main
 from generator.dataset_examples import check_examples
 from generator.featurevis.cache import check_picture
+from generator.linearity import read_effect
 from generator.site import MARK
 from generator.page_weights import serve as served
 from tests.conftest import QUICK_PICTURES
@@ -414,12 +415,15 @@ def test_cache_verify_finds_and_deletes_damaged_entries(tmp_path, monkeypatch, c
     picture.write_bytes(picture.read_bytes()[:30])
     examples = sorted((tmp_path / "cache" / "examples").rglob("examples.json"))[0]
     examples.write_text(json.dumps([[{"image": 0}]]))
+    effect = sorted((tmp_path / "cache" / "effects").rglob("*.safetensors"))[0]
+    effect.write_bytes(effect.read_bytes()[:40])
     assert main(["cache", "verify", config, "--dry-run"]) == 1
     listed = capsys.readouterr().out
-    assert str(picture) in listed and str(examples.parent) in listed and "2 damaged (listed)" in listed
-    assert picture.exists() and examples.exists()
+    assert all(str(p) in listed for p in (picture, examples.parent, effect)) and "3 damaged (listed)" in listed
+    assert picture.exists() and examples.exists() and effect.exists()
     assert main(["cache", "verify", config]) == 1
-    assert "2 damaged (deleted" in capsys.readouterr().out
-    assert not picture.exists() and not examples.parent.exists()
+    assert "3 damaged (deleted" in capsys.readouterr().out
+    assert not picture.exists() and not examples.parent.exists() and not effect.exists()
     assert main(["build", config, "--quiet"]) == 0  # made again
     assert check_picture(picture.with_suffix(".json")) is None
+    assert not isinstance(read_effect(effect), str)

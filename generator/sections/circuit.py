@@ -5,8 +5,11 @@ Layers are columns, the unit on the right. A unit is its small picture with its 
 label, and links to its page; three or more units of one named family in a column are one
 family node, which links to the family on its layer page. An edge is red (excitation) or
 blue (inhibition) by its kernel's net sign, as wide as its L2 norm is strong (against the
-strongest edge drawn); a family node's edges add up its members'. No script: the diagram
-is plain SVG in the page, and works offline.
+strongest edge drawn); a family node's edges add up its members'. Where the connections were
+measured in the real network (:mod:`generator.linearity`), an edge whose cosine is below
+:data:`generator.linearity.MARK` is dashed: the linear view misleads there (a family edge
+takes its members' cosines weighted by L2 norm). No script: the diagram is plain SVG in the
+page, and works offline.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import posixpath
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..linearity import MARK
 from . import Section, rounded, shortened
 
 NODE = 40  # pixels of a node's picture
@@ -44,16 +48,20 @@ def draw(site, start: list[tuple[str, int]], root: str, limit: int | None = None
     and so on, ``circuits.depth`` layers deep. ``limit`` keeps only that many units of each
     column of inputs, those with the largest summed L2 norm into the column before. ``root``
     leads from the page to the site's ``units/`` folder. None: the units have no inputs."""
-    settings = site.config.circuits
+    settings, linearity = site.config.circuits, site.structure.linearity
     columns: list[dict[tuple[str, int], None]] = [dict.fromkeys(start)]
-    edges: dict[tuple[tuple[str, int], tuple[str, int]], tuple[float, float]] = {}  # (src, dst) -> (l2, signed)
+    # (src, dst) -> (l2, signed l2, cosine and ratio of its measured effect or None)
+    edges: dict[tuple[tuple[str, int], tuple[str, int]], tuple[float, float, tuple | None]] = {}
     for depth in range(settings.depth):
         found: dict[tuple[str, int], float] = {}
         for dst in columns[-1]:
             for link in site.units[dst].inputs[:settings.width]:
                 src = (link.layer, link.unit)
                 found[src] = found.get(src, 0.0) + link.l2
-                edges[(src, dst)] = (link.l2, link.sign * link.l2)
+                effects = linearity.of(link.weights) if linearity is not None else None
+                measured = (float(effects.cosine[link.row, link.column]), float(effects.ratio[link.row, link.column])) \
+                    if effects is not None else None
+                edges[(src, dst)] = (link.l2, link.sign * link.l2, measured)
         if limit is not None and len(found) > limit:
             kept = set(sorted(found, key=found.get, reverse=True)[:limit])
             found = {src: l2 for src, l2 in found.items() if src in kept}
@@ -65,21 +73,30 @@ def draw(site, start: list[tuple[str, int]], root: str, limit: int | None = None
     placed = {unit for column in columns for unit in column}
     edges = {(a, b): e for (a, b), e in edges.items() if a in placed and b in placed}
     nodes, of, height = _nodes(site, root, columns, group_start=len(start) > 1)
-    joined: dict[tuple, list[float]] = {}
-    for (src, dst), (l2, signed) in edges.items():
+    joined: dict[tuple, list] = {}  # node pair -> [l2, signed l2, L2-weighted cosine, ratio, L2 measured]
+    for (src, dst), (l2, signed, measured) in edges.items():
         key = (of[src], of[dst])
-        joined.setdefault(key, [0.0, 0.0])
+        joined.setdefault(key, [0.0, 0.0, 0.0, 0.0, 0.0])
         joined[key][0] += l2
         joined[key][1] += signed
-    strongest = max(l2 for l2, _ in joined.values())
-    lines = [{"x1": nodes[a].x + NODE, "y1": nodes[a].y + NODE // 2, "x2": nodes[b].x, "y2": nodes[b].y + NODE // 2,
-              "width": round(0.75 + 5.25 * l2 / strongest, 2), "sign": "wa-exc" if signed >= 0 else "wa-inh",
-              "title": f"{nodes[a].title} \u2192 {nodes[b].title}: L2 {l2:.3g}", "from": a, "to": b, "l2": l2,
-              "signed": signed}
-             for (a, b), (l2, signed) in sorted(joined.items(), key=lambda item: item[1][0])]
+        if measured is not None:
+            joined[key][2:] = [joined[key][2] + l2 * measured[0], joined[key][3] + l2 * measured[1], joined[key][4] + l2]
+    strongest = max(j[0] for j in joined.values())
+    lines = []
+    for (a, b), (l2, signed, cosines, ratios, weight) in sorted(joined.items(), key=lambda item: item[1][0]):
+        cosine, ratio = (cosines / weight, ratios / weight) if weight > 0 else (None, None)
+        nonlinear = cosine is not None and cosine < MARK
+        lines.append({"x1": nodes[a].x + NODE, "y1": nodes[a].y + NODE // 2, "x2": nodes[b].x,
+                      "y2": nodes[b].y + NODE // 2, "width": round(0.75 + 5.25 * l2 / strongest, 2),
+                      "sign": ("wa-exc" if signed >= 0 else "wa-inh") + (" wa-nonlinear" if nonlinear else ""),
+                      "title": f"{nodes[a].title} \u2192 {nodes[b].title}: L2 {l2:.3g}" + (
+                          f"; measured effect: cosine {cosine:.2f}, ratio {ratio:.2g}" + (" (nonlinear)" if nonlinear else "")
+                          if cosine is not None else ""),
+                      "from": a, "to": b, "l2": l2, "signed": signed, "cosine": cosine, "ratio": ratio})
     return {"nodes": list(nodes.values()), "edges": lines, "node": NODE,
             "width": (len(columns) - 1) * COLUMN + NODE + TEXT_ROOM, "height": height + 4,
-            "layers": [next(iter(column))[0] for column in reversed(columns)], "follow": settings.width}
+            "layers": [next(iter(column))[0] for column in reversed(columns)], "follow": settings.width,
+            "measured": linearity is not None}
 
 
 def _nodes(site, root: str, columns: list[dict[tuple[str, int], None]],
@@ -148,13 +165,17 @@ class Circuit(Section):
         index = {n.key: i for i, n in enumerate(context["nodes"])}
         return {"circuit": {
             "by": "the unit, its strongest inputs and theirs (L2 norm of the kernel); edges from node to node, "
-                  "the L2 norms (and sums of signed L2 norms) of the kernels they stand for",
+                  "the L2 norms (and sums of signed L2 norms) of the kernels they stand for, and the cosine and "
+                  "norm ratio of their measured effect in the real network to their expanded weight (weighted by "
+                  "L2 norm over a family node's units; null where not measured)",
             "follow": context["follow"],
             "nodes": [{"kind": n.key[0], "layer": n.key[1], **({"unit": n.key[2]} if n.key[0] == "unit" else
                                                                 {"family": n.key[2], "units": n.members})}
                       for n in context["nodes"]],
             "edges": [{"from": index[e["from"]], "to": index[e["to"]], "l2": rounded(e["l2"]),
-                       "signed_l2": rounded(e["signed"])} for e in context["edges"]]}}
+                       "signed_l2": rounded(e["signed"]),
+                       "cosine": None if e["cosine"] is None else rounded(e["cosine"]),
+                       "ratio": None if e["ratio"] is None else rounded(e["ratio"])} for e in context["edges"]]}}
 
 
 SECTION = Circuit()

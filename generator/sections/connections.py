@@ -21,6 +21,7 @@ import numpy as np
 from markupsafe import Markup
 
 from ..linearity import HOLDS, MARK, Linearity
+from ..paths import PairPaths
 from ..ranking import Link, input_link
 from ..tiles import Tile
 from . import Section, rounded
@@ -113,7 +114,8 @@ class Inputs(Section):
                 "expanded": any(not k.direct for k in weights.inputs), "frozen": frozen(weights.inputs),
                 "placed": any(k.weights.placed for k in weights.inputs),
                 "sources": sorted({k.layer for k in weights.inputs}), "first": weights.rgb_kernel is not None,
-                "columns": columns(weights.inputs, "from", "in", page.site.slugs, page.site.structure.linearity),
+                "columns": columns(weights.inputs, "from", "in", page.site.slugs, page.site.structure.linearity,
+                                   page.site.structure.paths),
                 "measured": measured(page.site, weights.inputs),
                 "skipped": [s for s in page.site.skipped if s.target == page.layer.name]}
 
@@ -167,7 +169,8 @@ class Outputs(Section):
         return {"cards": cards(page, links, "out"), "count": len(links),
                 "expanded": any(not k.direct for k in links), "frozen": frozen(links),
                 "placed": any(k.weights.placed for k in links), "targets": sorted({k.layer for k in links}),
-                "columns": columns(links, "to", "out", page.site.slugs, page.site.structure.linearity),
+                "columns": columns(links, "to", "out", page.site.slugs, page.site.structure.linearity,
+                                   page.site.structure.paths),
                 "measured": measured(page.site, links),
                 "skipped": [s for s in page.site.skipped if s.source == page.layer.name]}
 
@@ -181,7 +184,8 @@ class FurtherInputs(Section):
     def context(self, page) -> dict[str, Any] | None:
         further = [{"layer": f.layer, "hops": f.hops, "count": len(f.links), "cards": cards(page, f.links, f"in{f.hops}"),
                     "columns": dict(columns(f.links, "from", f"in{f.hops}", page.site.slugs,
-                                             page.site.structure.linearity)[0], hops=f.hops)}
+                                             page.site.structure.linearity, page.site.structure.paths)[0],
+                                     hops=f.hops)}
                    for f in page.weights.further if f.links]
         return {"further": further} if further else None
 
@@ -189,10 +193,13 @@ class FurtherInputs(Section):
         return {"further_inputs": [f["columns"] for f in context["further"]] if context else []}
 
 
-def columns(links: list[Link], key: str, direction: str, slugs: dict[str, str],
-            linearity: Linearity | None = None) -> list[dict[str, Any]]:
+def columns(links: list[Link], key: str, direction: str, slugs: dict[str, str], linearity: Linearity | None = None,
+            paths: dict[tuple, PairPaths] | None = None) -> list[dict[str, Any]]:
     """``links`` as columns, one group per layer at the other end (``key``: "from" or "to"),
-    with each connection's measured effect and its figures where ``linearity`` has them."""
+    with each connection's measured effect and its figures where ``linearity`` has them, and
+    its paths where ``paths`` split it (per connection: null, or the paths' names, shares of
+    the expanded weight, peaks and kernels)."""
+    paths = paths or {}
     groups = []
     for name in dict.fromkeys(k.layer for k in links):
         chosen = [k for k in links if k.layer == name]
@@ -205,6 +212,13 @@ def columns(links: list[Link], key: str, direction: str, slugs: dict[str, str],
                        "positions": any(k.weights.placed for k in chosen),
                        "frozen": sorted({f for k in chosen for f in k.weights.frozen}),
                        "kernels": kernel_block([k.kernel for k in chosen])})
+        split = [paths[key].of(k.row, k.column) if (key := (k.weights.src, k.weights.dst, k.weights.hops)) in paths
+                 else None for k in chosen]
+        if any(split):
+            groups[-1]["paths"] = [None if parts is None else {
+                "names": [name for name, _, _ in parts], "shares": [rounded(share) for _, share, _ in parts],
+                "peaks": [rounded(np.abs(kernel).max()) for _, _, kernel in parts],
+                "kernels": kernel_block([kernel for _, _, kernel in parts])} for parts in split]
         measured = [linearity.of(k.weights) if linearity is not None else None for k in chosen]
         if all(m is not None for m in measured):
             effects = [m.effect[k.row, k.column] for m, k in zip(measured, chosen)]

@@ -67,9 +67,12 @@
       var at = block ? g.units.map(function (u) { return g.anchor + "-" + u; }).indexOf(id) : -1;
       if (at < 0) continue;
       var measured = g.effects ? rowsOf(g.effects, at, g.effect_peak[at]) : Promise.resolve(null);
-      return Promise.all([rowsOf(block, at, g.peak[at]), measured]).then(function (both) {
-        return { kernel: both[0], effect: both[1], cosine: g.cosine ? g.cosine[at] : null,
-                 ratio: g.ratio ? g.ratio[at] : null };
+      var split = g.paths && g.paths[at], parts = split ? Promise.all(split.names.map(function (name, p) {
+        return rowsOf(split.kernels, p, split.peaks[p]);
+      })) : Promise.resolve(null);
+      return Promise.all([rowsOf(block, at, g.peak[at]), measured, parts]).then(function (all) {
+        return { kernel: all[0], effect: all[1], cosine: g.cosine ? g.cosine[at] : null,
+                 ratio: g.ratio ? g.ratio[at] : null, paths: all[2] && { names: split.names, shares: split.shares, kernels: all[2] } };
       });
     }
     return Promise.resolve(null);
@@ -120,6 +123,21 @@
     big.replaceWith(row, figures);
   }
 
+  function pathsOf(found, after) {  // each path's kernel on one scale, with its share of the expanded weight
+    var p = found.paths, flat = [].concat.apply([], [].concat.apply(found.kernel, p.kernels));
+    var peak = Math.max.apply(null, flat.map(Math.abs));
+    var heading = document.createElement("p");
+    heading.className = "wa-kernel-figures";
+    heading.textContent = "The expanded weight is the sum of " + p.names.length + " paths (on one scale, \u00b1" +
+      peak.toPrecision(3) + "; a share is the part of the expanded weight along the path, and shares add up to 100%):";
+    var row = document.createElement("div");
+    row.className = "wa-kernel-compared";
+    p.names.forEach(function (name, i) {
+      row.append(figure(name + ": " + Math.round(100 * p.shares[i]) + "%", drawn(p.kernels[i], peak, 120)));
+    });
+    after.after(heading, row);
+  }
+
   function show(card, tile) {
     var dialog = document.createElement("dialog");
     dialog.className = "wa-kernel-view";
@@ -164,6 +182,7 @@
       var table = numbers(kernel, peak);
       note.after(table);
       if (found.effect) compared(found, big);
+      if (found.paths) pathsOf(found, table);
     }).catch(function () { note.textContent = "Its numbers could not be read from this unit's data file."; });
   }
 
