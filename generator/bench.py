@@ -353,7 +353,7 @@ def main(argv: list[str] | None = None) -> None:
         if args.gpu and not torch.cuda.is_available():
             parser.error("--gpu needs a CUDA GPU, and PyTorch sees none here")
         results = run(torch.device("cuda")) if args.gpu else \
-            run(torch.device("cpu"), steps=2, units=4, layer_steps=1)
+            run(torch.device("cpu"), steps=2, units=4, layer_steps=1, effect_pairs=1)
         args.out.write_text(json.dumps(results, indent=1) + "\n")
         _print(gpu_rows(results))
         print(f"wrote {args.out}")

@@ -13,7 +13,9 @@ On InceptionV1 (random weights) at Lucid's settings (224 px), on one GPU:
 - one whole layer made as a build makes it (mixed4a, 508 units x 2 directions, 512
   steps, ``featurevis.batch: 0``, so as many units per job as fit);
 - the whole atlas (11,608 pictures): each layer's time per picture from a short probe,
-  scaled by the whole-layer build's measured time.
+  scaled by the whole-layer build's measured time;
+- the measured effects of every adjacent pair (:mod:`generator.linearity`, 32 noise
+  images), against that whole atlas's pictures (target: at most a tenth).
 
 About ten minutes on one H100.
 """
@@ -33,7 +35,9 @@ from .config import load_config
 from .featurevis import layers, optimise
 from .featurevis.jobs import CPU_BATCH, visualise_units
 from .featurevis.optimise import Job, fitting_batch, model_for, render
+from .expanded import layer_weights
 from .graph import trace_layers
+from .linearity import IMAGES, Pair, measured_effect
 from .inceptionv1 import random_atlas_config
 from .loading import load_model, weights_hash
 
@@ -82,13 +86,14 @@ def _compare(pictures, reference) -> dict:
 
 
 def bench_gpu(folder: Path, device: torch.device, steps: int = STEPS, units: int = UNITS,
-              layer_steps: int = 512) -> dict:
+              layer_steps: int = 512, effect_pairs: int | None = None) -> dict:
     """The GPU rows (``device`` may be the CPU, with few ``steps`` and ``units``, to try the code)."""
 
     config = load_config(random_atlas_config(folder, extra=f"cache: {folder / 'cache'}\n"))
     model = load_model(config).eval().requires_grad_(False)
     network, graph = trace_layers(model, config.input.shape)
     graph = graph.restricted(config.layers)
+    pairs = [Pair.of(w) for w in layer_weights(network, graph).weights if w.src is not None][:effect_pairs]
     model.to(device)
     short = dataclasses.replace(config.featurevis, steps=steps)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
@@ -132,7 +137,20 @@ def bench_gpu(folder: Path, device: torch.device, steps: int = STEPS, units: int
                     "gpu_whole_layer_steps": layer_steps,
                     "gpu_full_atlas_pictures": sum(2 * layer.channels for layer in graph.layers),
                     "gpu_full_atlas_estimate_s": total})
+    results.update(_effects(network, graph, device, pairs))
     return results
+
+
+def _effects(network, graph, device: torch.device, pairs: list[Pair]) -> dict:
+    """Seconds to measure the effects of ``pairs`` (every adjacent pair, or the first, to try)."""
+    images = torch.rand(IMAGES, *network.input_shape, device=device)
+    _synchronize(device)
+    start = time.perf_counter()
+    for pair in pairs:
+        measured_effect(network, graph, pair, images)
+    _synchronize(device)
+    return {"gpu_effects_pairs": len(pairs), "gpu_effects_units": sum(pair.shape[0] for pair in pairs),
+            "gpu_effects_s": time.perf_counter() - start}
 
 
 def gpu_rows(results: dict) -> list[tuple[str, str]]:
@@ -153,6 +171,10 @@ def gpu_rows(results: dict) -> list[tuple[str, str]]:
                  f"{results['gpu_whole_layer_pictures']} pictures in {results['gpu_whole_layer_s']:.0f} s"))
     rows.append((f"full InceptionV1 atlas, {results['gpu_full_atlas_pictures']:,} pictures (estimate)",
                  f"{results['gpu_full_atlas_estimate_s'] / 60:.1f} min"))
+    rows.append((f"measured effects, {results['gpu_effects_pairs']} pairs, {results['gpu_effects_units']:,} units "
+                 f"(target: 10% of the pictures)",
+                 f"{results['gpu_effects_s']:.1f} s, "
+                 f"{100 * results['gpu_effects_s'] / results['gpu_full_atlas_estimate_s']:.1f}% of the pictures"))
     return rows
 
 

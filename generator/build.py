@@ -154,7 +154,7 @@ def build_atlas(config: AtlasConfig, output: str | Path | None = None) -> BuildR
         examples = find_examples(config, network, graph, weights, engine)
         t = done("dataset examples", t)
         linearity = measure_linearity(config, network, graph, composed.weights, weights, engine) \
-            if config.circuits.linearity and (config.featurevis.enabled or config.dataset.source is not None) else None
+            if config.circuits.linearity and (pictures is not None or examples is not None) else None
         t = done("measured effects", t)
     readers = {w.dst for w in composed.weights if w.hops == 1 and w.src is not None}
     structure = Structure(

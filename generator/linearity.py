@@ -156,7 +156,7 @@ def measured_effect(network: TracedNetwork, graph: LayerGraph, pair: Pair, image
     held = frozenset(network.node(n) for n in graph.values.values()) - {source, target} if pair.hops == 1 \
         else frozenset()
     units, _, kh, kw = pair.shape
-    effect = torch.zeros(pair.shape, dtype=torch.float64)
+    effect = torch.zeros(pair.shape, dtype=torch.float64, device=images.device)
     for number, first in enumerate(range(0, len(images), batch)):
         leaf, out = _forward(network, source, target, held, images[first : first + batch])
         if out is None or not out.requires_grad:
@@ -179,7 +179,7 @@ def measured_effect(network: TracedNetwork, graph: LayerGraph, pair: Pair, image
             for unit, (y, x) in chosen:
                 top, left = y * sy + oy + kh, x * sx + ox + kw
                 effect[unit] += grad[:, top : top + kh, left : left + kw]
-    return (effect / len(images)).float().numpy()
+    return (effect / len(images)).float().cpu().numpy()
 
 
 def effect_images(config: AtlasConfig, network: TracedNetwork) -> tuple[torch.Tensor, str]:

@@ -28,6 +28,7 @@ from .families import OTHER
 from .featurevis import Pictures
 from .featurevis.objectives import describe
 from .graph import Layer, LayerGraph
+from .linearity import HOLDS, MARK
 from .ranking import UnitWeights
 from .render import factor_grid, readable_shape, rgb_kernel
 from .sections import SECTIONS, rounded, shortened
@@ -242,7 +243,22 @@ class UnitPages:
                         "anchor": "the cards' ids on the unit's page are ANCHOR-UNIT (page.html#ANCHOR-UNIT)",
                         "positions": "the kernel is a map over the input layer's positions (a dense layer "
                                      "reading a flattened feature map)",
-                        "frozen": "gates and layer norms held at their mean over reference images"},
+                        "frozen": "gates and layer norms held at their mean over reference images",
+                        "paths": "per connection, null (one path) or its paths through the layers between: names "
+                                 "(their weighted and pooling steps), shares (each path's kernel projected on the "
+                                 "expanded weight, over its squared norm: they add up to 1), peaks and kernels "
+                                 "(int8 as above, [path, height, width]); the paths' kernels add up to the "
+                                 "expanded weight"},
+            "linearity": None if self.structure.linearity is None else {
+                "effects": "each connection's measured effect in the real network: the mean gradient of the "
+                           "receiving unit's input (before its own activation) with respect to the sending unit, "
+                           f"over {self.structure.linearity.images}, on the kernel's window (int8 as the kernels, "
+                           "relative to effect_peak)",
+                "cosine": "cosine similarity of the measured effect and the expanded weight",
+                "ratio": "L2 norm of the measured effect over that of the expanded weight",
+                "holds": f"a cosine of at least {HOLDS}", "nonlinear": f"a cosine below {MARK}: the card is marked",
+                "circuit": "circuit edges carry the cosine and ratio of the connections they stand for (weighted "
+                           "by L2 norm over a family node's units)"},
             "settings": self.settings,
             "feature_visualisation": self._picture_recipe(),
         }

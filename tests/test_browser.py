@@ -42,11 +42,12 @@ def _search(browser, page, query: str) -> list[str]:
     box = browser.find_element(By.CSS_SELECTOR, ".wa-search input")
     box.click()
     box.send_keys(query)
-    meta = browser.find_element(By.CSS_SELECTOR, ".wa-search__meta")
+    read = "return (document.querySelector('.wa-search__meta') || {}).textContent || ''"  # redrawn as it searches
     deadline = time.time() + 20
-    while "matching" not in meta.text and time.time() < deadline:
+    while "matching" not in browser.execute_script(read) and time.time() < deadline:
         time.sleep(0.1)
-    assert "matching" in meta.text and not meta.text.startswith("No"), (query, meta.text)
+    meta = browser.execute_script(read).strip()
+    assert "matching" in meta and not meta.startswith("No"), (query, meta)
     return [a.get_attribute("href").split("/site/")[-1]
             for a in browser.find_elements(By.CSS_SELECTOR, ".wa-search__link")]
 

@@ -64,3 +64,34 @@ def test_routes_name_their_weighted_and_pooling_steps():
     source, target = (network.node(graph.values[name]) for name in ("stem", "block"))
     names = [route_name(network, r) for r in routes(network, source, target, frozenset())]
     assert names == ["block.conv1 \u2192 block.conv2", "block.shortcut.0"]
+
+
+def test_a_residual_atlas_carries_each_listed_connection_s_paths_in_its_data(tmp_path):
+    """Inputs of block2 and outputs of block, in the unit data: the paths' kernels decode to the
+    expanded weight's, and their shares add up to one."""
+    import base64
+    import json
+    import zlib
+
+    from generator.build import build_atlas
+    from generator.config import load_config
+    from tests.conftest import write_config
+
+    config = write_config(tmp_path, model={"source": "tests.toy_models:residual_net"}, input={"size": 16},
+                          featurevis={"enabled": False}, site={"output": str(tmp_path / "site")})
+    build_atlas(load_config(config))
+
+    def decoded(block, peaks):
+        values = np.frombuffer(zlib.decompress(base64.b64decode(block["zlib"])), "i1").reshape(block["shape"]) / 127
+        return values * np.array(peaks)[:, None, None]
+
+    for layer, direction in (("block2", "inputs"), ("block", "outputs")):
+        data = json.loads((tmp_path / "site" / "units" / layer / "3.json").read_text(encoding="utf-8"))
+        [group] = [g for g in data[direction] if g.get("from", g.get("to")) in ("block", "block2")]
+        kernels = decoded(group["kernels"], group["peak"])
+        assert len(group["paths"]) == len(group["units"]) and all(group["paths"])
+        for kernel, split in zip(kernels, group["paths"]):
+            assert split["names"] == ["block2.conv1 \u2192 block2.conv2", "block2.shortcut.0"]
+            assert abs(sum(split["shares"]) - 1) < 1e-4
+            whole = decoded(split["kernels"], split["peaks"]).sum(axis=0)
+            assert np.abs(whole - kernel).max() <= 0.01 * np.abs(kernel).max()

@@ -647,6 +647,39 @@ def test_every_unit_with_inputs_has_its_circuit_and_its_edges_are_the_ranked_con
     assert json.loads((default_site / "units" / "conv2d0" / "0.json").read_text())["circuit"] is None  # reads the image
 
 
+def test_every_listed_connection_carries_its_measured_effect_and_marked_cards_are_those_that_disagree(default_site):
+    """Each listed input has its measured effect, cosine and ratio; the figures agree with the
+    decoded kernels and effects; exactly the connections below MARK carry the mark; circuit edges
+    between units carry their connection's cosine; How to read tabulates every layer with inputs."""
+    from generator.linearity import MARK
+
+    def decoded(block, peaks):
+        values = np.frombuffer(zlib.decompress(base64.b64decode(block["zlib"])), "i1").reshape(block["shape"]) / 127
+        return values * np.array(peaks)[:, None, None]
+
+    marked = 0
+    for layer, unit in [("conv2d1", 5), ("mixed3a", 106), ("mixed3b", 20), ("logits", 3)]:
+        record = json.loads((default_site / "units" / layer / f"{unit}.json").read_text(encoding="utf-8"))
+        html = (default_site / "units" / layer / f"{unit}.html").read_text(encoding="utf-8")
+        for group in record["inputs"]:
+            kernels, effects = decoded(group["kernels"], group["peak"]), decoded(group["effects"], group["effect_peak"])
+            assert len(group["cosine"]) == len(group["ratio"]) == len(group["units"]) == len(effects)
+            for i, source in enumerate(group["units"]):
+                k, e = kernels[i].ravel(), effects[i].ravel()
+                cosine = k @ e / (np.linalg.norm(k) * np.linalg.norm(e)) if np.linalg.norm(e) > 0 else 0.0
+                assert abs(cosine - group["cosine"][i]) < 0.02
+                assert abs(np.linalg.norm(e) / np.linalg.norm(k) - group["ratio"][i]) <= 0.02 * group["ratio"][i] + 1e-6
+                card = html.split(f'id="{group["anchor"]}-{source}"')[1].split("</a>")[0]
+                assert ('class="wa-nonlinear"' in card) == (group["cosine"][i] < MARK)
+                marked += group["cosine"][i] < MARK
+        for edge in record["circuit"]["edges"] if record["circuit"] else []:
+            assert edge["cosine"] is not None and edge["ratio"] is not None
+    assert marked > 0
+    how = (default_site / "how-to-read.html").read_text(encoding="utf-8")
+    table = how.split('id="linearity"')[1].split("</table>")[0]
+    assert all(f"<td>{layer}</td>" in table for layer in ("conv2d1", "conv2d2", "mixed3a", "mixed3b", "logits"))
+
+
 @pytest.mark.parametrize("depth, width", [(1, 2), (3, 1)])
 def test_circuits_follow_their_depth_and_width(tmp_path, depth, width):
     """`circuits.depth` layers of inputs, `circuits.width` followed from each unit: the fc unit of

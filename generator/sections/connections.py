@@ -64,9 +64,7 @@ def cards(page, links: list[Link], direction: str, ranks: bool = False, root: st
         if linearity is not None and (effects := linearity.of(link.weights)) is not None:
             cosine = effects.cosine[link.row, link.column]
             if cosine < MARK:
-                nonlinear = (f"In the real network this connection acts otherwise: its measured effect has cosine "
-                             f"{cosine:.2f} with this expanded weight and {effects.ratio[link.row, link.column]:.2g} "
-                             f"times its L2 norm, over {linearity.images}")
+                nonlinear = f"measured effect: cosine {cosine:.2f}, ratio {effects.ratio[link.row, link.column]:.2g}"
         style, sign = SIGNS[link.sign]
         slug = site.slugs[link.layer]
         picture = site.picture(link.layer, link.unit)
@@ -212,7 +210,7 @@ def columns(links: list[Link], key: str, direction: str, slugs: dict[str, str], 
                        "positions": any(k.weights.placed for k in chosen),
                        "frozen": sorted({f for k in chosen for f in k.weights.frozen}),
                        "kernels": kernel_block([k.kernel for k in chosen])})
-        split = [paths[key].of(k.row, k.column) if (key := (k.weights.src, k.weights.dst, k.weights.hops)) in paths
+        split = [paths[pair].of(k.row, k.column) if (pair := (k.weights.src, k.weights.dst, k.weights.hops)) in paths
                  else None for k in chosen]
         if any(split):
             groups[-1]["paths"] = [None if parts is None else {
