@@ -52,7 +52,7 @@ log = logging.getLogger("weight_atlas")
 
 ALGORITHM = 1  # raise when a change here changes the effects measured
 IMAGES = 32  # dataset images the effects are averaged over
-BATCH = 8  # images per forward pass
+BATCH = 8  # images per forward pass on a CPU
 MARK = 0.5  # a connection whose cosine is below this is marked: its expanded weight misleads
 HOLDS = 0.8  # a cosine of at least this: the expanded weight holds (the share the layer pages count)
 
@@ -128,57 +128,68 @@ def _rows(size: int, stride: int, offset: int, extent: int, positions: int) -> l
 
 def _forward(network: TracedNetwork, source, target, held: frozenset, images: torch.Tensor):
     """The source layer's value on ``images`` as a leaf that takes gradients, and the target
-    layer's value before its own activation (a mixed layer's: its branches' before theirs),
-    computed from the leaf through the real network (``held`` nodes keep their values)."""
+    layer's value before its own activation, computed from the leaf through the real network
+    (``held`` nodes keep their values): as ``(first unit, value)`` per part of it (a mixed
+    layer's branches, before their activations), the value None where a part does not read the
+    source. A unit's gradient is taken from its own part, so it passes through its branch only."""
     attributes = {**dict(network.model.named_parameters()), **dict(network.model.named_buffers())}
     before = network.before_activation(target)
     parts, dim = before if isinstance(before, tuple) else ((before,), 1)
     needed = set(parts).union(*(ancestors(p, lambda n: n.all_input_nodes) for p in parts))
-    values = network.evaluate(images, keep=needed | {source})
+    live, computed = [source], {source}  # the nodes that depend on the source, in order: computed again, from the leaf
+    for node in network.graph.nodes:
+        if node in needed and node not in computed and node not in held and \
+                any(p in computed for p in node.all_input_nodes):
+            live.append(node)
+            computed.add(node)
+    values = network.evaluate(images, keep={source} | {p for n in live[1:] for p in n.all_input_nodes} - computed)
     leaf = values[source] = values[source].detach().requires_grad_(True)
-    live = {source}  # the nodes that depend on the source
     with torch.enable_grad():
-        for node in network.graph.nodes:
-            if node in needed and node is not source and node not in held and \
-                    any(p in live for p in node.all_input_nodes):
-                values[node] = network.run(node, values, attributes)
-                live.add(node)
-    if not live & set(parts):
-        return leaf, None
-    return leaf, values[parts[0]] if len(parts) == 1 else torch.cat([values[p] for p in parts], dim)
+        for node in live[1:]:
+            values[node] = network.run(node, values, attributes)
+    found, start = [], 0
+    for part in parts:
+        found.append((start, values[part] if part in computed else None))
+        start += network.values[part].shape[dim]
+    return leaf, found
 
 
 def measured_effect(network: TracedNetwork, graph: LayerGraph, pair: Pair, images: torch.Tensor,
-                    batch: int = BATCH) -> np.ndarray:
+                    batch: int | None = None) -> np.ndarray:
     """The mean gradient of each unit of ``pair.dst`` with respect to ``pair.src``, over
-    ``images`` (as the model reads them), on the window of the pair's kernels: shaped like them."""
+    ``images`` (as the model reads them), on the window of the pair's kernels: shaped like them.
+    ``batch``: images per forward pass (default :data:`BATCH` on a CPU, all of them on a GPU)."""
+    batch = batch or (BATCH if images.device.type == "cpu" else len(images))
     source, target = network.node(graph.values[pair.src]), network.node(graph.values[pair.dst])
     held = frozenset(network.node(n) for n in graph.values.values()) - {source, target} if pair.hops == 1 \
         else frozenset()
     units, _, kh, kw = pair.shape
     effect = torch.zeros(pair.shape, dtype=torch.float64, device=images.device)
     for number, first in enumerate(range(0, len(images), batch)):
-        leaf, out = _forward(network, source, target, held, images[first : first + batch])
-        if out is None or not out.requires_grad:
-            continue  # the real network does not pass the source on
-        if not pair.spatial:
-            for unit in range(units):
-                grad = torch.autograd.grad(out[:, unit].sum(), leaf, retain_graph=True)[0].sum(0).double()
-                effect[unit] += grad if pair.placed else grad.sum(dim=(1, 2))[:, None, None]
-            continue
-        (sy, sx), (oy, ox) = pair.stride, pair.offset
-        height, width = leaf.shape[2:]
-        places = [(y, x) for y in _rows(height, sy, oy, kh, out.shape[2]) for x in _rows(width, sx, ox, kw, out.shape[3])]
-        places.sort(key=lambda p: (abs(p[0] - out.shape[2] // 2) + abs(p[1] - out.shape[3] // 2), p))
-        order = np.roll(np.arange(units), number)  # a unit's place moves from one batch to the next
-        for start in range(0, units, len(places)):
-            chosen = list(zip(order[start : start + len(places)].tolist(), places))
-            total = sum(out[:, unit, y, x].sum() for unit, (y, x) in chosen)
-            grad = torch.autograd.grad(total, leaf, retain_graph=True)[0].sum(0).double()
-            grad = torch.nn.functional.pad(grad, (kw, kw, kh, kh))  # windows partly outside read zeros
-            for unit, (y, x) in chosen:
-                top, left = y * sy + oy + kh, x * sx + ox + kw
-                effect[unit] += grad[:, top : top + kh, left : left + kw]
+        leaf, parts = _forward(network, source, target, held, images[first : first + batch])
+        for start, out in parts:
+            if out is None or not out.requires_grad:
+                continue  # the real network does not pass the source on to this part
+            count = out.shape[1]
+            if not pair.spatial:
+                for unit in range(count):
+                    grad = torch.autograd.grad(out[:, unit].sum(), leaf, retain_graph=True)[0].sum(0).double()
+                    effect[start + unit] += grad if pair.placed else grad.sum(dim=(1, 2))[:, None, None]
+                continue
+            (sy, sx), (oy, ox) = pair.stride, pair.offset
+            height, width = leaf.shape[2:]
+            places = [(y, x) for y in _rows(height, sy, oy, kh, out.shape[2])
+                      for x in _rows(width, sx, ox, kw, out.shape[3])]
+            places.sort(key=lambda p: (abs(p[0] - out.shape[2] // 2) + abs(p[1] - out.shape[3] // 2), p))
+            order = np.roll(np.arange(count), number)  # a unit's place moves from one batch to the next
+            for step in range(0, count, len(places)):
+                chosen = list(zip(order[step : step + len(places)].tolist(), places))
+                total = sum(out[:, unit, y, x].sum() for unit, (y, x) in chosen)
+                grad = torch.autograd.grad(total, leaf, retain_graph=True)[0].sum(0).double()
+                grad = torch.nn.functional.pad(grad, (kw, kw, kh, kh))  # windows partly outside read zeros
+                for unit, (y, x) in chosen:
+                    top, left = y * sy + oy + kh, x * sx + ox + kw
+                    effect[start + unit] += grad[:, top : top + kh, left : left + kw]
     return (effect / len(images)).float().cpu().numpy()
 
 

@@ -71,13 +71,17 @@ class TracedNetwork:
             ) from None
 
     def evaluate(self, images: torch.Tensor, keep: set | None = None) -> dict[torch.fx.Node, object]:
-        """Every node's value on ``images`` (only those of ``keep``, when given, holding no
-        other value longer than needed). Module names are looked up whole, never split at dots."""
+        """Every node's value on ``images`` (only those of ``keep``, when given: no node after the
+        last of them is computed, and no other value is held longer than needed). Module names
+        are looked up whole, never split at dots."""
         attributes = {**dict(self.model.named_parameters()), **dict(self.model.named_buffers())}
         values: dict[torch.fx.Node, object] = {}
-        last_use = {p: n for n in self.graph.nodes for p in n.all_input_nodes}
+        needed = None if keep is None else set(keep).union(*(ancestors(n, lambda m: m.all_input_nodes) for n in keep))
+        last_use = {p: n for n in self.graph.nodes if needed is None or n in needed for p in n.all_input_nodes}
         with torch.no_grad():
             for node in self.graph.nodes:
+                if needed is not None and node not in needed:
+                    continue
                 values[node] = images if node.op == "placeholder" else self.run(node, values, attributes)
                 if keep is not None:
                     for p in node.all_input_nodes:
