@@ -92,6 +92,6 @@ def test_a_residual_atlas_carries_each_listed_connection_s_paths_in_its_data(tmp
         assert len(group["paths"]) == len(group["units"]) and all(group["paths"])
         for kernel, split in zip(kernels, group["paths"]):
             assert split["names"] == ["block2.conv1 \u2192 block2.conv2", "block2.shortcut.0"]
-            assert abs(sum(split["shares"]) - 1) < 1e-4
+            assert abs(sum(split["shares"]) - 1) < 2e-3  # four digits each
             whole = decoded(split["kernels"], split["peaks"]).sum(axis=0)
             assert np.abs(whole - kernel).max() <= 0.01 * np.abs(kernel).max()

@@ -27,9 +27,9 @@ class Section:
         return {}
 
 
-def rounded(x: float) -> float:
-    """Six significant digits (rounding to decimals would overflow float32 past 1e32)."""
-    return float(f"{x:.6g}")
+def rounded(x: float, digits: int = 6) -> float:
+    """``digits`` significant digits (rounding to decimals would overflow float32 past 1e32)."""
+    return float(f"{x:.{digits}g}")
 
 
 def shortened(label: str) -> str:

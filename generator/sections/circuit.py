@@ -89,9 +89,7 @@ def draw(site, start: list[tuple[str, int]], root: str, limit: int | None = None
         lines.append({"x1": nodes[a].x + NODE, "y1": nodes[a].y + NODE // 2, "x2": nodes[b].x,
                       "y2": nodes[b].y + NODE // 2, "width": round(0.75 + 5.25 * l2 / strongest, 2),
                       "sign": ("wa-exc" if signed >= 0 else "wa-inh") + (" wa-nonlinear" if nonlinear else ""),
-                      "title": f"{nodes[a].title} \u2192 {nodes[b].title}: L2 {l2:.3g}" + (
-                          f"; measured effect: cosine {cosine:.2f}, ratio {ratio:.2g}" + (" (nonlinear)" if nonlinear else "")
-                          if cosine is not None else ""),
+                      "title": f"{nodes[a].title} \u2192 {nodes[b].title}: L2 {l2:.3g}" + (" (nonlinear)" if nonlinear else ""),
                       "from": a, "to": b, "l2": l2, "signed": signed, "cosine": cosine, "ratio": ratio})
     return {"nodes": list(nodes.values()), "edges": lines, "node": NODE,
             "width": (len(columns) - 1) * COLUMN + NODE + TEXT_ROOM, "height": height + 4,
@@ -172,10 +170,10 @@ class Circuit(Section):
             "nodes": [{"kind": n.key[0], "layer": n.key[1], **({"unit": n.key[2]} if n.key[0] == "unit" else
                                                                 {"family": n.key[2], "units": n.members})}
                       for n in context["nodes"]],
-            "edges": [{"from": index[e["from"]], "to": index[e["to"]], "l2": rounded(e["l2"]),
-                       "signed_l2": rounded(e["signed"]),
-                       "cosine": None if e["cosine"] is None else rounded(e["cosine"]),
-                       "ratio": None if e["ratio"] is None else rounded(e["ratio"])} for e in context["edges"]]}}
+            "edges": [{"from": index[e["from"]], "to": index[e["to"]], "l2": rounded(e["l2"], 4),
+                       "signed_l2": rounded(e["signed"], 4),
+                       "cosine": None if e["cosine"] is None else rounded(e["cosine"], 2),
+                       "ratio": None if e["ratio"] is None else rounded(e["ratio"], 2)} for e in context["edges"]]}}
 
 
 SECTION = Circuit()

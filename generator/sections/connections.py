@@ -47,7 +47,7 @@ class Card(NamedTuple):
     source: Markup  # the other unit: layer, number, label and branch (UnitPages.card_source)
     expanded: bool  # marked as expanded weights among direct ones
     frozen: str  # what was frozen to linearise it, or ""
-    nonlinear: str  # where its measured effect disagrees with it: the figures, else ""
+    nonlinear: bool  # its measured effect disagrees with it (the connection view gives the figures)
     score: str  # the share (outputs), then the L2 norm after the net sign
 
 
@@ -60,11 +60,8 @@ def cards(page, links: list[Link], direction: str, ranks: bool = False, root: st
     linearity = site.structure.linearity
     made = []
     for number, link in enumerate(links, start=1):
-        nonlinear = ""
-        if linearity is not None and (effects := linearity.of(link.weights)) is not None:
-            cosine = effects.cosine[link.row, link.column]
-            if cosine < MARK:
-                nonlinear = f"measured effect: cosine {cosine:.2f}, ratio {effects.ratio[link.row, link.column]:.2g}"
+        effects = linearity.of(link.weights) if linearity is not None else None
+        nonlinear = effects is not None and effects.cosine[link.row, link.column] < MARK
         style, sign = SIGNS[link.sign]
         slug = site.slugs[link.layer]
         picture = site.picture(link.layer, link.unit)
@@ -85,8 +82,7 @@ def measured(site, links: list[Link]) -> dict[str, Any] | None:
              if linearity is not None and (e := linearity.of(k.weights)) is not None]
     if not found:
         return None
-    return {"holds": sum(c >= HOLDS for c in found), "marked": sum(c < MARK for c in found), "count": len(found),
-            "images": linearity.images, "mark": MARK, "limit": HOLDS}
+    return {"holds": sum(c >= HOLDS for c in found), "marked": sum(c < MARK for c in found), "count": len(found)}
 
 
 def frozen(links: list[Link]) -> list[str]:
@@ -203,9 +199,9 @@ def columns(links: list[Link], key: str, direction: str, slugs: dict[str, str], 
         chosen = [k for k in links if k.layer == name]
         kinds = sorted({"direct" if k.direct else "expanded" for k in chosen})
         groups.append({key: name, "units": [k.unit for k in chosen], "anchor": f"{direction}-{slugs[name]}",
-                       "l2": [rounded(k.l2) for k in chosen], "sign": [k.sign for k in chosen],
-                       **({"share": [rounded(k.share) for k in chosen]} if key == "to" else {}),
-                       "peak": [rounded(k.peak) for k in chosen],
+                       "l2": [rounded(k.l2, 3) for k in chosen], "sign": [k.sign for k in chosen],
+                       **({"share": [rounded(k.share, 3) for k in chosen]} if key == "to" else {}),
+                       "peak": [rounded(k.peak, 4) for k in chosen],
                        "weights": kinds[0] if len(kinds) == 1 else ["direct" if k.direct else "expanded" for k in chosen],
                        "positions": any(k.weights.placed for k in chosen),
                        "frozen": sorted({f for k in chosen for f in k.weights.frozen}),
@@ -214,15 +210,15 @@ def columns(links: list[Link], key: str, direction: str, slugs: dict[str, str], 
                  else None for k in chosen]
         if any(split):
             groups[-1]["paths"] = [None if parts is None else {
-                "names": [name for name, _, _ in parts], "shares": [rounded(share) for _, share, _ in parts],
-                "peaks": [rounded(np.abs(kernel).max()) for _, _, kernel in parts],
+                "names": [name for name, _, _ in parts], "shares": [rounded(share, 4) for _, share, _ in parts],
+                "peaks": [rounded(np.abs(kernel).max(), 4) for _, _, kernel in parts],
                 "kernels": kernel_block([kernel for _, _, kernel in parts])} for parts in split]
         measured = [linearity.of(k.weights) if linearity is not None else None for k in chosen]
         if all(m is not None for m in measured):
             effects = [m.effect[k.row, k.column] for m, k in zip(measured, chosen)]
-            groups[-1] |= {"cosine": [rounded(m.cosine[k.row, k.column]) for m, k in zip(measured, chosen)],
-                           "ratio": [rounded(m.ratio[k.row, k.column]) for m, k in zip(measured, chosen)],
-                           "effect_peak": [rounded(np.abs(e).max()) for e in effects],
+            groups[-1] |= {"cosine": [rounded(m.cosine[k.row, k.column], 2) for m, k in zip(measured, chosen)],
+                           "ratio": [rounded(m.ratio[k.row, k.column], 2) for m, k in zip(measured, chosen)],
+                           "effect_peak": [rounded(np.abs(e).max(), 3) for e in effects],
                            "effects": kernel_block(effects)}
     return groups
 
