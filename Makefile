@@ -16,16 +16,25 @@ PORT ?= 8000
 REMOTE ?= origin
 BRANCH ?= gh-pages
 
-.PHONY: install atlas serve deploy test bench default-model clean
+.PHONY: install install-test atlas serve deploy test bench default-model clean
 
+# What a build needs, and nothing else.
 install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(if $(TORCH),$(PY) -m pip install --quiet $(TORCH))
-	$(PY) -m pip install --quiet -e ".[test,ray]"
+	$(PY) -m pip install --quiet -e .
+	touch $@
+
+# The tests' tools, the extras (Ray, ONNX) and the models the tests build atlases of. The test
+# models come first, so that the ONNX extra finds its torchvision already there.
+install-test: $(VENV)/.test-installed
+
+$(VENV)/.test-installed: $(VENV)/.installed
 	$(if $(TEST_MODELS),$(PY) -m pip install --quiet --no-deps $(TEST_MODELS))
+	$(PY) -m pip install --quiet -e ".[test,ray,onnx]"
 	touch $@
 
 atlas: install
@@ -39,10 +48,10 @@ serve: atlas
 deploy: install
 	$(PY) -m generator deploy $(CONFIG) --build --remote $(REMOTE) --branch $(BRANCH)
 
-test: install
+test: install-test
 	$(PY) -m pytest -q
 
-bench: install
+bench: install-test
 	$(PY) -m generator.bench --out bench.json
 
 default-model: install

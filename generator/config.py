@@ -244,6 +244,8 @@ class AtlasConfig:
             place = data[section] if section else data
             if place[key] is not None:
                 place[key] = Path(place[key]).name or place[key]
+        if data["model"]["source"].startswith("onnx:"):  # an ONNX file by its name
+            data["model"]["source"] = "onnx:" + Path(data["model"]["source"][5:]).name
         if data["model"]["url"] is not None:  # no credentials, query or local folder
             url = urllib.parse.urlsplit(data["model"]["url"])
             data["model"]["url"] = (Path(url.path).name if url.scheme in ("", "file") else

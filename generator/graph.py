@@ -163,16 +163,19 @@ def _module_blocks(t: TracedNetwork, data: list[torch.fx.Node]) -> dict[str, set
     forward pass: a concatenation along channels, or one residual sum. Every instance of a
     block class is a block, so the blocks of a network without a shortcut (the first
     MobileNet block, a strided EfficientNet block) are layers like their residual siblings.
-    A module whose forward adds more than one residual is a body of blocks, not a block.
+    A module whose forward adds more than one residual is a body of blocks, not a block, and
+    a module with no weights of its own (arithmetic wrapped in a module, as converters write
+    it) is an operation, not a block.
     """
     sums: dict[str, int] = {}
     owners = set()
+    weighted = {path for n in data if t.weighted(n) for path in _scope(n)}
     for n in data:
         scope = _scope(n)
         if scope and (t.concat(n) or t.total(n)):
             owners.add(scope[-1])
             sums[scope[-1]] = sums.get(scope[-1], 0) + t.total(n)
-    classes = {type(t.modules[p]) for p in owners if sums[p] <= 1 and p in t.modules}
+    classes = {type(t.modules[p]) for p in owners if sums[p] <= 1 and p in t.modules and p in weighted}
     members: dict[str, set] = {}
     for n in data:
         for path in _scope(n):

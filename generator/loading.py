@@ -5,6 +5,8 @@ Sources:
 - ``inceptionv1``: Lucid's InceptionV1, weights in the widely used conversion's format;
 - ``torchvision:NAME``: a torchvision classification model (optional extra), with its
   published weights unless a checkpoint is given;
+- ``onnx:path/to/model.onnx``: an ONNX file, converted with onnx2torch (optional extra;
+  :mod:`generator.onnx_models`);
 - ``package.module:factory``: any importable callable returning an ``nn.Module``.
 
 Weights come from ``model.checkpoint``: safetensors, or a state dict read by
@@ -45,6 +47,7 @@ from torch import nn
 from . import default_model, inceptionv1
 from .config import AtlasConfig, redacted
 from .errors import AtlasError
+from .onnx_models import load_onnx
 from .torchvision_models import ensure_importable, import_torchvision
 
 
@@ -152,8 +155,8 @@ def build_factory(source: str) -> nn.Module:
     module_name, _, attribute = source.partition(":")
     if not module_name or not attribute:
         raise AtlasError(
-            f"`model.source: {source}` is not understood. Use `default`, or `package.module:factory` "
-            f"naming an importable function that returns an nn.Module."
+            f"`model.source: {source}` is not understood. Use `default`, `onnx:FILE` for an ONNX file, or "
+            f"`package.module:factory` naming an importable function that returns an nn.Module."
         )
     if module_name.partition(".")[0] in sys.stdlib_module_names:
         raise AtlasError(f"`model.source: {source}` names a function of Python's standard library, not a model "
@@ -270,6 +273,8 @@ def load_model(config: AtlasConfig) -> nn.Module:
             )
     elif source.startswith("torchvision:"):
         model = torchvision_model(source.partition(":")[2], pretrained=checkpoint is None)
+    elif source.startswith("onnx:"):
+        model = load_onnx(Path(source.partition(":")[2]).expanduser(), config.input.shape)
     else:
         model = build_factory(source)
     if checkpoint is not None:

@@ -21,36 +21,53 @@ from . import operations as ops
 class _Tracer(torch.fx.Tracer):
     """torch.fx's tracer, keeping as one node only the modules the registry of operations knows
     (:func:`generator.operations.leaf`): any other module is traced into where its forward can
-    be traced, so that arithmetic wrapped in modules reaches the registry."""
+    be traced, so that arithmetic wrapped in modules reaches the registry. A model that is
+    already a ``torch.fx.GraphModule`` (onnx2torch's, or one traced elsewhere) keeps its graph:
+    with ``whole_where_untraceable``, each module it calls that cannot be traced on its own
+    stays one node (the second try, when looking into all of them failed)."""
 
-    def __init__(self):
+    def __init__(self, model: nn.Module, whole_where_untraceable: bool = False):
         super().__init__()
         self.traceable: dict[type, bool] = {}
+        self.called = {n.target for n in model.graph.nodes if n.op == "call_module"} \
+            if whole_where_untraceable and isinstance(model, torch.fx.GraphModule) else set()
 
     def is_leaf_module(self, m: nn.Module, qualified_name: str) -> bool:
         if ops.leaf(m):
             return True
-        if not super().is_leaf_module(m, qualified_name):
-            return False  # a model's own module: traced into, as torch.fx does
+        if super().is_leaf_module(m, qualified_name) or qualified_name in self.called:
+            return not self._traceable(m)  # torch's own modules, and a graph's nodes: whole if they must be
+        return False  # a model's own module: traced into, as torch.fx does
+
+    def _traceable(self, m: nn.Module) -> bool:
         if type(m) not in self.traceable:
             try:
                 torch.fx.symbolic_trace(m)
                 self.traceable[type(m)] = True
             except Exception:  # control flow or an operation torch.fx cannot record
                 self.traceable[type(m)] = False
-        return not self.traceable[type(m)]
+        return self.traceable[type(m)]
 
 
 def _trace(model: nn.Module) -> torch.fx.Graph:
     try:
-        return _Tracer().trace(model)
-    except Exception as error:  # fx raises TraceError, TypeError, ... for untraceable code
-        raise AtlasError(
-            f"The model {type(model).__name__} could not be traced with torch.fx "
-            f"({type(error).__name__}: {_first_line(error)}). "
-            f"Its forward pass must not branch on tensor values; move such logic out of forward, "
-            f"or wrap it in a submodule that torch.fx treats as a leaf."
-        ) from None
+        try:
+            return _Tracer(model).trace(model)
+        except Exception:  # fx raises TraceError, TypeError, ... for untraceable code
+            if not isinstance(model, torch.fx.GraphModule):
+                raise
+            return _Tracer(model, whole_where_untraceable=True).trace(model)
+    except Exception as error:
+        if isinstance(model, torch.fx.GraphModule):
+            advice = ("It is a torch.fx GraphModule, whose own code should trace: check that its graph runs "
+                      "(`model.graph.lint()`, then `model(x)` on an input of the config's size), or convert it "
+                      "again (an ONNX file: `model.source: onnx:FILE`).")
+        else:
+            advice = ("Its forward pass must not branch on tensor values; move such logic out of forward, or "
+                      "wrap it in a submodule that torch.fx treats as a leaf. A model you have as an ONNX file "
+                      "builds from the file: `model.source: onnx:FILE`.")
+        raise AtlasError(f"The model {type(model).__name__} could not be traced with torch.fx "
+                         f"({type(error).__name__}: {_first_line(error)}). {advice}") from None
 
 
 class TracedNetwork:
@@ -93,8 +110,8 @@ class TracedNetwork:
         """``node``'s value from the values of the nodes it reads (not a placeholder's);
         ``attributes``: the model's parameters and buffers by name."""
         args, kwargs = torch.fx.node.map_arg((node.args, node.kwargs), lambda n: values[n])
-        if node.op == "get_attr":
-            return attributes[node.target]
+        if node.op == "get_attr":  # a parameter or buffer, or a constant tracing kept on the model
+            return attributes[node.target] if node.target in attributes else getattr(self.model, node.target)
         if node.op == "call_module":
             return self.modules[node.target](*args, **kwargs)
         if node.op == "call_function":

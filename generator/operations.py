@@ -81,6 +81,9 @@ class Operation:
     # norm with it frozen, for the gradient reference (``reference="frozen"``).
     statistic: Callable[..., torch.Tensor] | None = None
     frozen: Callable[..., torch.Tensor] | None = None
+    # Modules recognised by more than their class: ``match(module)`` (a converter's generic
+    # module class whose instances compute different things, such as onnx2torch's arithmetic).
+    match: Callable[[nn.Module], bool] | None = None
 
 
 def name_of(node: torch.fx.Node) -> str:
@@ -373,7 +376,7 @@ def _added(ctx, node, x):
     if "alpha" in node.kwargs:
         raise ValueError("a sum with alpha")
     first, second = ctx.operand(node.args[0]), ctx.operand(node.args[1])
-    if name_of(node) in DIFFERENCE_NAMES and second is not None:
+    if operation_of(ctx.t, node).role == DIFFERENCE and second is not None:
         second = lm.scale(second, -1.0)
     return lm.combined([first, second], [ctx.t.values[node].shape[1]] * 2, stack=False)
 
@@ -389,19 +392,50 @@ def is_gate(t, node: torch.fx.Node) -> bool:
     return op is not None and op.slope is not None and value.dim() == 4 and value.shape[2:] == (1, 1)
 
 
+def _self_gate(t, node: torch.fx.Node, largest: int = 8) -> tuple[int, float] | None:
+    """A product ``x * g(x)`` with ``g`` a chain of element-wise operations of ``x`` alone (a hard
+    swish or SiLU written out, such as ``x * relu6(x + 3)``): ``(the index of x, g fully open)``,
+    so that its twin is the identity up to what follows, as for the activation modules; else None.
+    ``g`` fully open is its value where ``x`` is large."""
+    for i in (0, 1):
+        x, gate = node.args[1 - i], node.args[i]
+        chain, n = [], gate
+        while isinstance(n, torch.fx.Node) and n is not x and len(chain) < largest:
+            op = operation_of(t, n)
+            if op is None or op.role not in (ACTIVATION, SUM, DIFFERENCE, PRODUCT) or len(t.inputs(n)) != 1 or \
+                    not isinstance(t.values.get(n), torch.Tensor) or t.values[n].shape != t.values[x].shape:
+                break
+            chain.append(n)
+            n = t.inputs(n)[0]
+        if n is not x or not chain:
+            continue
+        values = dict(t.values)
+        values[x] = torch.full_like(t.values[x], 1e4)
+        attributes = {**dict(t.model.named_parameters()), **dict(t.model.named_buffers())}
+        with torch.no_grad():
+            for step in reversed(chain):
+                values[step] = t.run(step, values, attributes)
+        opened = values[gate]
+        if torch.isfinite(opened).all() and float(opened.max() - opened.min()) <= 1e-6 * float(opened.abs().max()):
+            return 1 - i, float(opened.flatten()[0])
+    return None
+
+
 def _product(ctx, node, x):
     """A product or quotient: by a constant, or (a gate) by a tensor frozen at its mean.
     A gate is frozen whether or not it depends on the source layer (it may be held as
     another layer's value)."""
-    name = name_of(node)
     args, _ = _values(ctx, node)
-    quotient = name in QUOTIENT_NAMES
+    quotient = operation_of(ctx.t, node).name == "quotient"
     dependent = [i for i, a in enumerate(node.args[:2]) if ctx.operand(a) is not None]
     gates = [i for i in (0, 1) if isinstance(node.args[i], torch.fx.Node) and is_gate(ctx.t, node.args[i])]
     if not quotient and len(gates) == 1 and 1 - gates[0] in dependent:
         return lm.scale(ctx.operand(node.args[1 - gates[0]]), ctx.frozen_value(node.args[gates[0]], "gate"))
     if len(dependent) == 2:
-        raise ValueError("a product of two tensors that depend on the first layer")
+        opened = _self_gate(ctx.t, node)
+        if opened is None:
+            raise ValueError("a product of two tensors that depend on the first layer")
+        return _scaled(ctx.operand(node.args[opened[0]]), opened[1])
     if len(dependent) != 1 or (quotient and dependent == [1]):
         raise ValueError("a quotient by a tensor that depends on the first layer")
     x, constant = ctx.operand(node.args[dependent[0]]), args[1 - dependent[0]]
@@ -422,6 +456,16 @@ QUOTIENT_NAMES = ("truediv", "itruediv", "div", "div_")
 SLOPES = {"sigmoid": (nn.Sigmoid, 0.25), "tanh": (nn.Tanh, 1.0), "hardsigmoid": (nn.Hardsigmoid, 1 / 6),
           "softplus": (nn.Softplus, 0.5), "hardtanh": (nn.Hardtanh, 1.0), "softsign": (nn.Softsign, 1.0)}
 
+
+def _onnx_arithmetic(function: str) -> Callable[[nn.Module], bool]:
+    """onnx2torch's module for ONNX's Add, Sub, Mul and Div: one class, its function an attribute
+    (matched by name, so that onnx2torch is needed only by models converted with it)."""
+    def match(module: nn.Module) -> bool:
+        return type(module).__name__ == "OnnxBinaryMathOperation" and \
+            type(module).__module__.startswith("onnx2torch.") and \
+            getattr(getattr(module, "math_op_function", None), "__name__", None) == function
+    return match
+
 OPERATIONS: tuple[Operation, ...] = (
     Operation("convolution", WEIGHTED, _convolution, (nn.Conv2d,), ("conv2d",), kind="conv"),
     Operation("linear layer", WEIGHTED, _linear, (nn.Linear,), ("linear",), kind="linear"),
@@ -439,6 +483,9 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation("no-op", ACTIVATION, _same, (nn.Identity,), ("contiguous", "clone", "stochastic_depth")),
     *(Operation(f"{name} (squashing)", ACTIVATION, _sloped, (module,), (name,), slope=slope, reference="slope")
       for name, (module, slope) in SLOPES.items()),
+    # clamp(x, low, high) around zero is a hard tanh: how exported hard sigmoids and ReLU6 arrive
+    Operation("clamp (squashing)", ACTIVATION, _sloped, functions=("clamp", "clip", "clamp_", "clip_"), slope=1.0,
+              reference="slope"),
     Operation("batch-norm", NORM, _batch_norm, (nn.modules.batchnorm._BatchNorm,), ("batch_norm",)),
     Operation("group norm", NORM, _group_norm, (nn.GroupNorm,), ("group_norm",), reference="frozen",
               statistic=_group_deviations, frozen=_frozen_group_norm),
@@ -458,9 +505,10 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation("item", OTHER, _item, functions=("getitem",)),
     Operation("split", OTHER, _split, functions=("chunk", "split", "tensor_split")),
     Operation("concatenation", CONCAT, _concatenated, functions=("cat", "concat")),
-    Operation("sum", SUM, _added, functions=("add", "add_", "iadd")),
-    Operation("difference", DIFFERENCE, _added, functions=DIFFERENCE_NAMES),
-    Operation("product", PRODUCT, _product, functions=("mul", "mul_", "imul", *QUOTIENT_NAMES)),
+    Operation("sum", SUM, _added, functions=("add", "add_", "iadd"), match=_onnx_arithmetic("add")),
+    Operation("difference", DIFFERENCE, _added, functions=DIFFERENCE_NAMES, match=_onnx_arithmetic("sub")),
+    Operation("product", PRODUCT, _product, functions=("mul", "mul_", "imul"), match=_onnx_arithmetic("mul")),
+    Operation("quotient", PRODUCT, _product, functions=QUOTIENT_NAMES, match=_onnx_arithmetic("_onnx_div")),
     Operation("negation", OTHER, _negated, functions=("neg",)),
 )
 _BY_NAME = {name: op for op in OPERATIONS for name in op.functions}
@@ -469,7 +517,8 @@ _BY_NAME = {name: op for op in OPERATIONS for name in op.functions}
 def operation(module: nn.Module | None, name: str) -> Operation | None:
     """The entry of an operation: a module by its class, else a function or method by name."""
     if module is not None:
-        return next((op for op in OPERATIONS if op.modules and isinstance(module, op.modules)), None)
+        return next((op for op in OPERATIONS if (op.modules and isinstance(module, op.modules))
+                     or (op.match is not None and op.match(module))), None)
     return _BY_NAME.get(name)
 
 
@@ -508,4 +557,5 @@ def leaf(module: nn.Module) -> bool:
     a channels-first layer norm that permutes around it, included) is traced into, so that
     arithmetic wrapped in modules reaches the registry."""
     forward = type(module).forward
-    return any(isinstance(module, cls) and forward is cls.forward for op in OPERATIONS for cls in op.modules)
+    return any(isinstance(module, cls) and forward is cls.forward for op in OPERATIONS for cls in op.modules) or \
+        any(op.match is not None and op.match(module) for op in OPERATIONS)

@@ -336,3 +336,40 @@ class GroupNormed(nn.Module):
 def group_normed():
     torch.manual_seed(0)
     return GroupNormed()
+
+
+class Exported(nn.Module):
+    """A small network written the way converters and exporters write one: arithmetic on
+    constants ((x - 0.5) / 0.25), a hard swish as x * relu6(x + 3) / 6, a squeeze-and-excitation
+    gate as x * hardsigmoid(...), a residual sum, squeeze and unsqueeze, and a classifier
+    after global pooling and flatten. Exported to ONNX by the tests."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.expand = nn.Conv2d(8, 16, 1)
+        self.depthwise = nn.Conv2d(16, 16, 3, padding=1, groups=16)
+        self.squeeze, self.excite = nn.Conv2d(16, 4, 1), nn.Conv2d(4, 16, 1)
+        self.project = nn.Conv2d(16, 8, 1)
+        self.head = nn.Conv2d(8, 12, 1)
+        self.classifier = nn.Linear(12, 5)
+
+    def forward(self, x):
+        x = self.stem((x - 0.5) / 0.25)
+        x = x * F.relu6(x + 3) / 6  # hard swish, as TensorFlow exports it
+        y = F.relu(self.depthwise(F.relu(self.expand(x))))
+        pooled = y.mean(dim=(2, 3))[:, :, None, None]
+        gate = F.hardsigmoid(self.excite(F.relu(self.squeeze(pooled))))
+        x = x + self.project(y * gate)
+        x = F.relu(self.head(x))
+        return self.classifier(torch.flatten(F.adaptive_avg_pool2d(x, 1).squeeze(3).unsqueeze(3), 1))
+
+
+def exported():
+    torch.manual_seed(4)
+    model = Exported()
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, nn.Conv2d):
+                module.bias.normal_(0, 0.1)
+    return model.eval()

@@ -1,0 +1,88 @@
+"""Models that come as ONNX files: ``model.source: onnx:path/to/model.onnx``.
+
+The file is converted to PyTorch with onnx2torch (the optional extra ``weight-atlas[onnx]``),
+which gives a ``torch.fx.GraphModule``: one module per ONNX node, constants as buffers. The
+atlas keeps that graph and looks inside its modules (:mod:`generator.network`); onnx2torch's
+arithmetic modules have linear twins in :mod:`generator.operations`. Where onnxruntime is
+installed, the converted model is run beside the file on a few inputs, and the build says how
+far apart they are.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from .errors import AtlasError
+from .torchvision_models import import_torchvision
+
+log = logging.getLogger("weight_atlas")
+
+INSTALL = "pip install 'weight-atlas[onnx]' (onnx2torch, onnx and onnxruntime)"
+COMPARED = 2  # random inputs the converted model and onnxruntime both run
+
+
+def load_onnx(path: Path, input_shape: tuple[int, int, int]) -> nn.Module:
+    """The ONNX file at ``path`` as a PyTorch module, compared with onnxruntime where it is installed."""
+    if not path.is_file():
+        raise AtlasError(f"`model.source: onnx:{path}`: there is no such file. Give the path of an .onnx file "
+                         f"(relative to the folder you build from).")
+    try:
+        import_torchvision()  # onnx2torch imports torchvision; without its compiled operators where they do not load
+        import onnx
+        import onnx2torch
+    except (ImportError, AtlasError):
+        raise AtlasError(f"`model.source: onnx:{path.name}` needs the ONNX extra: {INSTALL}.") from None
+    try:
+        proto = onnx.load(str(path))
+    except Exception as error:  # onnx raises DecodeError and others for a damaged file
+        raise AtlasError(f"`model.source: onnx:{path.name}`: the file is not a readable ONNX model "
+                         f"({type(error).__name__}: {str(error)[:200]}).") from None
+    try:
+        model = onnx2torch.convert(proto)
+    except NotImplementedError as error:
+        raise AtlasError(f"`model.source: onnx:{path.name}`: onnx2torch cannot convert it ({str(error)[:300]}). "
+                         f"Simplify the graph (for example with onnxsim) or export it with another opset.") from None
+    except Exception as error:
+        raise AtlasError(f"`model.source: onnx:{path.name}`: onnx2torch failed to convert it "
+                         f"({type(error).__name__}: {str(error)[:300]}).") from None
+    compare(path, model.eval(), input_shape)
+    return model
+
+
+def compare(path: Path, model: nn.Module, input_shape: tuple[int, int, int]) -> float | None:
+    """The largest difference between ``model`` and onnxruntime running ``path`` on a few
+    seeded random inputs, relative to the largest output; None without onnxruntime."""
+    try:
+        import onnxruntime
+    except ImportError:
+        log.info("ONNX: onnxruntime is not installed, so the converted model is not compared with the file (%s)",
+                 INSTALL)
+        return None
+    inputs = torch.rand(COMPARED, *input_shape, generator=torch.Generator().manual_seed(0))
+    largest, scale = 0.0, 0.0
+    try:
+        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        feed = session.get_inputs()[0].name
+        outputs = [session.run(None, {feed: one[None].numpy()})[0] for one in inputs]
+    except Exception as error:  # onnxruntime's own errors (a shape it does not take, an operator it lacks)
+        log.warning("ONNX: onnxruntime could not run the file on inputs of %s (%s), so the converted model is "
+                    "not compared with it", tuple(input_shape), str(error).splitlines()[0][:200])
+        return None
+    with torch.no_grad():
+        for one, theirs in zip(inputs, outputs):
+            ours = model(one[None])
+            ours = (ours[0] if isinstance(ours, (tuple, list)) else ours).numpy()
+            largest = max(largest, float(np.abs(ours - theirs).max()))
+            scale = max(scale, float(np.abs(theirs).max()))
+    relative = largest / scale if scale > 0 else largest
+    log.info("ONNX: the converted model matches onnxruntime to %.1e of its largest output (%d random inputs)",
+             relative, COMPARED)
+    if relative > 1e-3:
+        log.warning("ONNX: the converted model differs from onnxruntime by %.1e of its largest output: the "
+                    "conversion may have changed what the model computes", relative)
+    return relative

@@ -1,0 +1,125 @@
+"""Models that come as ONNX files (generator/onnx_models.py) and graphs already traced.
+
+The ONNX files are exported here from models of the tests, with torch's exporter, and come
+back through onnx2torch: the atlas of the file must show the weights of the model it was
+exported from, with no pair skipped that the model itself composes."""
+
+import logging
+import re
+import sys
+import warnings
+
+import numpy as np
+import pytest
+import torch
+import torch.fx
+from torch import nn
+
+from generator import AtlasError, trace_layers
+from generator.build import build_atlas
+from generator.config import load_config
+from generator.expanded import layer_weights
+from generator.loading import load_model
+from tests.conftest import write_config
+from tests.toy_models import exported, randomise_batch_norm
+
+
+
+def _export(model: nn.Module, path, size: int) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the exporter's notes on its own future
+        torch.onnx.export(model, torch.zeros(1, 3, size, size), str(path), dynamo=False, opset_version=17)
+
+
+def test_an_onnx_file_builds_with_the_weights_of_the_model_it_came_from(tmp_path, caplog):
+    """Constant arithmetic, a hard swish written out (Add, Clip, Mul, Div), a hard-sigmoid gate,
+    ReduceMean, Squeeze and Unsqueeze, GlobalAveragePool, Flatten and Gemm: every pair composes,
+    and its expanded weights are those of the PyTorch model."""
+    caplog.set_level(logging.INFO, logger="weight_atlas")
+    _export(exported(), tmp_path / "toy.onnx", 16)
+    config = load_config(write_config(tmp_path, model={"source": f"onnx:{tmp_path / 'toy.onnx'}"},
+                                      input={"size": 16}, featurevis={"enabled": False},
+                                      site={"output": str(tmp_path / "site")}))
+    report = build_atlas(config)
+    assert report.layers == 4 and "skipped" not in caplog.text
+    assert re.search(r"matches onnxruntime to (\d\.\de-0[5-9]|\d\.\de-1\d)", caplog.text), caplog.text
+    ours = layer_weights(*trace_layers(load_model(config), (3, 16, 16))).weights
+    theirs = layer_weights(*trace_layers(exported(), (3, 16, 16))).weights
+    assert len(ours) == len(theirs) == 4
+    for a, b in zip(ours, theirs):
+        np.testing.assert_allclose(a.kernel, b.kernel, atol=1e-6 * np.abs(b.kernel).max())
+    index = (tmp_path / "site" / "index.html").read_text(encoding="utf-8")
+    assert "toy.onnx" in index and str(tmp_path) not in index  # the file by its name only
+
+
+def test_mobilenet_v3_from_onnx_composes_all_but_the_squeeze_excitation_gates(tmp_path):
+    """torchvision's MobileNetV3 (random weights) through ONNX: its hard swishes, hard-sigmoid
+    gates, residual sums and global pools compose; only the pairs that reach the next layer
+    through a gate's own input (the gate is a product with the feature map) are skipped."""
+    from generator.torchvision_models import import_torchvision
+
+    models = import_torchvision().models
+    torch.manual_seed(0)
+    model = randomise_batch_norm(models.mobilenet_v3_small()).eval()
+    with torch.no_grad():
+        for module in model.modules():  # distinct biases: the exporter shares equal constants
+            if isinstance(module, nn.Conv2d) and module.bias is not None:
+                module.bias.normal_(0, 0.1)
+    _export(model, tmp_path / "mnv3.onnx", 64)
+    config = load_config(write_config(tmp_path, model={"source": f"onnx:{tmp_path / 'mnv3.onnx'}"},
+                                      input={"size": 64}, featurevis={"enabled": False}))
+    composed = layer_weights(*trace_layers(load_model(config), (3, 64, 64)))
+    assert len(composed.weights) >= 30
+    assert len(composed.skipped) <= 4 and all("Mul" in s.reason for s in composed.skipped), composed.skipped
+
+
+def test_a_missing_or_damaged_file_and_a_missing_extra_are_reported(tmp_path, monkeypatch):
+    config = load_config(write_config(tmp_path, model={"source": f"onnx:{tmp_path / 'none.onnx'}"}, input={"size": 16}))
+    with pytest.raises(AtlasError, match="there is no such file"):
+        load_model(config)
+    (tmp_path / "bad.onnx").write_bytes(b"\x08\x07not a model")
+    config = load_config(write_config(tmp_path, model={"source": f"onnx:{tmp_path / 'bad.onnx'}"}, input={"size": 16}))
+    with pytest.raises(AtlasError, match="not a readable ONNX model|cannot convert|failed to convert"):
+        load_model(config)
+    monkeypatch.setitem(sys.modules, "onnx2torch", None)  # as if the extra were not installed
+    with pytest.raises(AtlasError, match=r"needs the ONNX extra: pip install 'weight-atlas\[onnx\]'"):
+        load_model(config)
+
+
+class Branching(nn.Module):
+    """A module whose forward branches on a tensor value: torch.fx cannot trace into it."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(4, 4, 3, padding=1)
+
+    def forward(self, x):
+        return self.conv(x) if x.sum() > -1e9 else x
+
+
+class Leaves(torch.fx.Tracer):
+    def is_leaf_module(self, m, name):
+        return isinstance(m, Branching) or super().is_leaf_module(m, name)
+
+
+class Outer(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv1, self.inner, self.conv2 = nn.Conv2d(3, 4, 3, padding=1), Branching(), nn.Conv2d(4, 5, 3, padding=1)
+
+    def forward(self, x):
+        return self.conv2(torch.relu(self.inner(torch.relu(self.conv1(x)))))
+
+
+def test_a_graph_module_keeps_its_graph_and_the_modules_it_cannot_look_into():
+    """A GraphModule traced with a leaf the atlas cannot trace into: it builds, the leaf stays one
+    operation (the pair through it is skipped, naming it), the rest composes."""
+    model = Outer().eval()
+    graph_module = torch.fx.GraphModule(model, Leaves().trace(model))
+    with pytest.raises(AtlasError, match="could not be traced"):
+        trace_layers(model, (3, 8, 8))  # the plain model: the branch stops tracing
+    network, graph = trace_layers(graph_module, (3, 8, 8))
+    assert [layer.name for layer in graph.layers] == ["conv1", "conv2"]
+    composed = layer_weights(network, graph)
+    [skipped] = composed.skipped
+    assert skipped.source == "conv1" and skipped.target == "conv2" and "inner" in skipped.reason
