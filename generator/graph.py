@@ -29,6 +29,7 @@ from torch import nn
 
 from .errors import AtlasError
 from .network import TracedNetwork, ancestors
+from . import operations as ops
 from .operations import name_of
 
 @dataclass(frozen=True)
@@ -184,6 +185,27 @@ def _module_blocks(t: TracedNetwork, data: list[torch.fx.Node]) -> dict[str, set
     return members
 
 
+def _gate_parts(t: TracedNetwork, data: list[torch.fx.Node]) -> set[torch.fx.Node]:
+    """Convolutions that compute a squeeze-and-excitation gate: every path from them runs through
+    values of one position per channel into a gate. They are part of the gate (as inside a
+    block module), not layers: in a graph without block modules, such as a converted ONNX file,
+    they would otherwise stand between a layer and the next one."""
+    memo: dict[torch.fx.Node, bool] = {}
+
+    def feeds_gate(n: torch.fx.Node) -> bool:
+        if n not in memo:
+            memo[n] = False  # while deciding
+            value = t.values.get(n)
+            if isinstance(value, torch.Tensor) and value.dim() == 4 and value.shape[2:] == (1, 1):
+                consumers = t.consumers(n)
+                gate = ops.is_gate(t, n) and any((op := t.operation(c)) is not None and op.role == ops.PRODUCT
+                                                 for c in consumers)  # a squashed output that multiplies
+                memo[n] = gate or (bool(consumers) and all(feeds_gate(c) for c in consumers))
+        return memo[n]
+
+    return {n for n in data if t.weighted(n) and feeds_gate(n)}
+
+
 def _block_value(members: set, order: dict) -> torch.fx.Node:
     """The node a block returns: its last node read from outside it."""
     leaving = [n for n in members if any(u not in members for u in n.users)]
@@ -229,6 +251,7 @@ def find_layers(t: TracedNetwork) -> LayerGraph:
         if any(t.weighted(m) for m in members | {block}):  # else plumbing, such as a colour transform
             block_members[block] = members
     inside = set().union(*block_members.values()) if block_members else set()
+    gate_parts = _gate_parts(t, data)
 
     layer_of: dict[torch.fx.Node, Layer] = {}
     taken: set[str] = set()
@@ -261,7 +284,7 @@ def find_layers(t: TracedNetwork) -> LayerGraph:
             kind = "mixed" if t.concat(core) else "sum" if t.total(core) else "block"
             layer_of[n] = Layer(unique(prefix or n.name), kind, tuple(values[n].shape[1:]), tuple(names),
                                 tuple(branches))
-        elif n not in inside and t.weighted(n):
+        elif n not in inside and t.weighted(n) and n not in gate_parts:
             kind = t.operation(n).kind
             layer_of[n] = Layer(unique(n.target), kind, tuple(values[n].shape[1:]), (n.target,))
     if not layer_of:

@@ -42,6 +42,7 @@ def load_onnx(path: Path, input_shape: tuple[int, int, int]) -> nn.Module:
     except Exception as error:  # onnx raises DecodeError and others for a damaged file
         raise AtlasError(f"`model.source: onnx:{path.name}`: the file is not a readable ONNX model "
                          f"({type(error).__name__}: {str(error)[:200]}).") from None
+    shared_weights(proto, onnx)
     try:
         model = onnx2torch.convert(proto)
     except NotImplementedError as error:
@@ -52,6 +53,26 @@ def load_onnx(path: Path, input_shape: tuple[int, int, int]) -> nn.Module:
                          f"({type(error).__name__}: {str(error)[:300]}).") from None
     compare(path, model.eval(), input_shape)
     return model
+
+
+def shared_weights(proto, onnx) -> None:
+    """Give each weight that PyTorch's exporter shares through an ``Identity`` node (equal
+    tensors, such as the zero biases of untrained batch-norms, are stored once) a copy of its
+    own under the node's output name, and drop the node: onnx2torch reads a convolution's
+    weights from the stored tensors only."""
+    stored = {tensor.name: tensor for tensor in proto.graph.initializer}
+    kept = []
+    for node in proto.graph.node:
+        if node.op_type == "Identity" and node.input[0] in stored:
+            copy = onnx.TensorProto()
+            copy.CopyFrom(stored[node.input[0]])
+            copy.name = node.output[0]
+            proto.graph.initializer.append(copy)
+        else:
+            kept.append(node)
+    if len(kept) < len(proto.graph.node):
+        del proto.graph.node[:]
+        proto.graph.node.extend(kept)
 
 
 def compare(path: Path, model: nn.Module, input_shape: tuple[int, int, int]) -> float | None:

@@ -1,7 +1,10 @@
 import pytest
+import torch
+from torch import nn
 
 from generator import AtlasError, trace_layers
 from generator.default_model import NarrowInceptionV1
+from generator.expanded import layer_weights
 from tests.toy_models import EvilNames, ResidualNet, SmallCNN, DataDependent
 
 
@@ -89,3 +92,27 @@ def test_torchvision_blocks_are_the_layers_a_researcher_expects():
     inception = graph.layer("inception3a")
     assert inception.kind == "mixed" and [b.name for b in inception.branches] == [
         "branch1", "branch2", "branch3", "branch4"]
+
+
+class GatedHead(nn.Module):
+    """A squeeze-and-excitation gate written in the model's own forward (no block module), and a
+    head that ends in a sigmoid over pooled features (multi-label scores, not a gate)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1, self.conv2 = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1)
+        self.squeeze, self.excite = nn.Conv2d(8, 2, 1), nn.Conv2d(2, 8, 1)
+        self.head = nn.Conv2d(8, 4, 1)
+
+    def forward(self, x):
+        x = torch.relu(self.conv1(x))
+        x = x * torch.sigmoid(self.excite(torch.relu(self.squeeze(x.mean(dim=(2, 3), keepdim=True)))))
+        x = torch.relu(self.conv2(x))
+        return torch.sigmoid(self.head(x.mean(dim=(2, 3), keepdim=True)))
+
+
+def test_the_convolutions_of_a_gate_are_part_of_it_and_a_sigmoid_head_is_a_layer():
+    network, graph = trace_layers(GatedHead().eval(), (3, 8, 8))
+    assert [layer.name for layer in graph.layers] == ["conv1", "conv2", "head"]
+    composed = layer_weights(network, graph)
+    assert not composed.skipped and {(w.src, w.dst) for w in composed.weights} >= {("conv1", "conv2"), ("conv2", "head")}
