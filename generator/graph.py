@@ -123,8 +123,10 @@ def _immediate_dominators(nodes: list[torch.fx.Node], inputs) -> dict[torch.fx.N
     idom: dict[torch.fx.Node, torch.fx.Node | None] = {}
     depth: dict[torch.fx.Node, int] = {}
 
-    def common(a, b):
+    def common(a, b):  # None: no common dominator (the graph has several roots, such as shape arithmetic)
         while a is not b:
+            if a is None or b is None:
+                return None
             if depth[a] < depth[b]:
                 a, b = b, a
             a = idom[a]
@@ -138,7 +140,7 @@ def _immediate_dominators(nodes: list[torch.fx.Node], inputs) -> dict[torch.fx.N
         dom = preds[0]
         for p in preds[1:]:
             dom = common(dom, p)
-        idom[node], depth[node] = dom, depth[dom] + 1
+        idom[node], depth[node] = dom, (depth[dom] + 1 if dom is not None else 0)
     return idom
 
 
@@ -246,7 +248,7 @@ def find_layers(t: TracedNetwork) -> LayerGraph:
     # Blocks the model's own forward pass makes: found by immediate dominators.
     claimed = set().union(*block_members.values()) if block_members else set()
     idom = _immediate_dominators(data, t.inputs)
-    for block in (n for n in data if (t.concat(n) or t.total(n)) and n not in claimed):
+    for block in (n for n in data if (t.concat(n) or t.total(n)) and n not in claimed and idom[n] is not None):
         members = ancestors(block, t.inputs) - ancestors(idom[block], t.inputs) - {idom[block]} - claimed
         if any(t.weighted(m) for m in members | {block}):  # else plumbing, such as a colour transform
             block_members[block] = members

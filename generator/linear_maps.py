@@ -117,6 +117,8 @@ def combined(maps: list[LinearMap | None], channels: list[int], stack: bool) -> 
     """Parts on one window of source positions: stacked along channels (a concatenation) or
     added (a sum). A part that does not reach a position is zero there; None is a part
     that does not depend on the source (zero, ``channels`` wide when stacked)."""
+    if any(isinstance(m, Rearranged) for m in maps):
+        raise ValueError("parts whose positions are rearranged (such as channels-last)")
     present = [with_boxes(m) for m in maps if m is not None]
     if all(not m.spatial for m in present):
         if len({(m.placed, m.kernel.shape[2:]) for m in present}) > 1:

@@ -163,7 +163,22 @@ def _transposed_convolution(ctx, node, x):
 
 def _linear(ctx, node, x):
     module = ctx.t.module(node)
-    weight = (module.weight if module is not None else _values(ctx, node)[0][1]).detach()
+    return _mixed(ctx, x, (module.weight if module is not None else _values(ctx, node)[0][1]).detach())
+
+
+def _matrix_product(ctx, node, x):
+    """``x @ W`` with a constant matrix ``W``: a linear layer of weight ``W.T`` (how an exporter
+    writes a linear layer over the last axis, such as ConvNeXt's over channels-last maps)."""
+    if ctx.operand(node.args[1]) is not None:
+        raise ValueError("a product of two tensors that depend on the first layer")
+    matrix = _values(ctx, node)[0][1]
+    if not isinstance(matrix, torch.Tensor) or matrix.dim() != 2:
+        raise ValueError("a matrix product with other than one constant matrix")
+    return _mixed(ctx, x, matrix.detach().T)
+
+
+def _mixed(ctx, x, weight: torch.Tensor):
+    """A linear layer's map: ``weight [out, in]`` over the channels (or the positions a flatten made)."""
     if isinstance(x, Rearranged):
         if x.elements.dim() == 1:
             return lm.placed(x, weight, ctx.source)
@@ -282,7 +297,7 @@ def apply(t, node: torch.fx.Node, data: torch.Tensor, linearised: bool = False) 
         module = t.module(node)
         if linearised and isinstance(module, nn.AdaptiveMaxPool2d):
             return F.adaptive_avg_pool2d(data, module.output_size)
-        return module(data)
+        return module(data, *args[1:], **kwargs)  # a converter's reshape also takes the shape
     if node.op == "call_method":
         return getattr(data, node.target)(*args[1:], **kwargs)
     target = node.target
@@ -377,7 +392,9 @@ def _added(ctx, node, x):
         raise ValueError("a sum with alpha")
     first, second = ctx.operand(node.args[0]), ctx.operand(node.args[1])
     if operation_of(ctx.t, node).role == DIFFERENCE and second is not None:
-        second = lm.scale(second, -1.0)
+        second = _scaled(second, -1.0)
+    if first is None or second is None:  # plus a constant, which adds no weight
+        return first if second is None else second
     return lm.combined([first, second], [ctx.t.values[node].shape[1]] * 2, stack=False)
 
 
@@ -457,6 +474,13 @@ SLOPES = {"sigmoid": (nn.Sigmoid, 0.25), "tanh": (nn.Tanh, 1.0), "hardsigmoid": 
           "softplus": (nn.Softplus, 0.5), "hardtanh": (nn.Hardtanh, 1.0), "softsign": (nn.Softsign, 1.0)}
 
 
+def _onnx(*classes: str) -> Callable[[nn.Module], bool]:
+    """onnx2torch's modules of these class names (matched by name: onnx2torch is optional)."""
+    def match(module: nn.Module) -> bool:
+        return type(module).__name__ in classes and type(module).__module__.startswith("onnx2torch.")
+    return match
+
+
 def _onnx_arithmetic(function: str) -> Callable[[nn.Module], bool]:
     """onnx2torch's module for ONNX's Add, Sub, Mul and Div: one class, its function an attribute
     (matched by name, so that onnx2torch is needed only by models converted with it)."""
@@ -486,6 +510,9 @@ OPERATIONS: tuple[Operation, ...] = (
     # clamp(x, low, high) around zero is a hard tanh: how exported hard sigmoids and ReLU6 arrive
     Operation("clamp (squashing)", ACTIVATION, _sloped, functions=("clamp", "clip", "clamp_", "clip_"), slope=1.0,
               reference="slope"),
+    # the error function: how an exporter writes GELU, x * 0.5 * (1 + erf(x / sqrt(2)))
+    Operation("erf (squashing)", ACTIVATION, _sloped, functions=("erf",), slope=2 / math.sqrt(math.pi),
+              reference="slope"),
     Operation("batch-norm", NORM, _batch_norm, (nn.modules.batchnorm._BatchNorm,), ("batch_norm",)),
     Operation("group norm", NORM, _group_norm, (nn.GroupNorm,), ("group_norm",), reference="frozen",
               statistic=_group_deviations, frozen=_frozen_group_norm),
@@ -502,6 +529,10 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation("rearrangement", SHAPE, _rearranged, (nn.Flatten, nn.Unflatten),
               ("view", "reshape", "flatten", "permute", "transpose", "squeeze", "unsqueeze", "movedim", "t",
                "unflatten")),
+    # onnx2torch's shape operations whose shape is an input (so that tracing cannot look inside)
+    Operation("rearrangement (ONNX)", SHAPE, _rearranged,
+              match=_onnx("OnnxReshape", "OnnxTranspose", "OnnxSqueezeStaticAxes", "OnnxSqueezeDynamicAxes",
+                          "OnnxUnsqueezeStaticAxes", "OnnxUnsqueezeDynamicAxes", "OnnxFlatten", "OnnxSlice")),
     Operation("item", OTHER, _item, functions=("getitem",)),
     Operation("split", OTHER, _split, functions=("chunk", "split", "tensor_split")),
     Operation("concatenation", CONCAT, _concatenated, functions=("cat", "concat")),
@@ -510,6 +541,7 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation("product", PRODUCT, _product, functions=("mul", "mul_", "imul"), match=_onnx_arithmetic("mul")),
     Operation("quotient", PRODUCT, _product, functions=QUOTIENT_NAMES, match=_onnx_arithmetic("_onnx_div")),
     Operation("negation", OTHER, _negated, functions=("neg",)),
+    Operation("matrix product", OTHER, _matrix_product, functions=("matmul",)),
 )
 _BY_NAME = {name: op for op in OPERATIONS for name in op.functions}
 

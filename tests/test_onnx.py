@@ -122,3 +122,25 @@ def test_a_graph_module_keeps_its_graph_and_the_modules_it_cannot_look_into():
     composed = layer_weights(network, graph)
     [skipped] = composed.skipped
     assert skipped.source == "conv1" and skipped.target == "conv2" and "inner" in skipped.reason
+
+
+@pytest.mark.parametrize("family", ["RegNet Y", "ShuffleNet v2", "ConvNeXt"])
+def test_zoo_families_from_onnx_compose_every_pair(tmp_path, family):
+    """RegNet Y (squeeze-and-excitation gates), ShuffleNet v2 (channel shuffle as Reshape and
+    Transpose, channel split as Slice) and ConvNeXt (GELU as erf, linear layers as MatMul over
+    channels-last maps, layer norm) through ONNX: no pair is skipped, and where the layers are
+    the model's own, the expanded weights are the PyTorch model's."""
+    from tests import zoo
+
+    name, size = zoo.FAMILIES[family]
+    model = getattr(zoo, name)().eval()
+    _export(model, tmp_path / "model.onnx", size)
+    config = load_config(write_config(tmp_path, model={"source": f"onnx:{tmp_path / 'model.onnx'}"},
+                                      input={"size": size}, featurevis={"enabled": False}))
+    ours = layer_weights(*trace_layers(load_model(config), (3, size, size)))
+    theirs = layer_weights(*trace_layers(model, (3, size, size))).weights
+    assert not ours.skipped, ours.skipped
+    if family != "ShuffleNet v2":  # its ONNX graph has no block modules: its layers are its convolutions
+        assert [w.kernel.shape for w in ours.weights] == [w.kernel.shape for w in theirs]
+        for a, b in zip(ours.weights, theirs):
+            np.testing.assert_allclose(a.kernel, b.kernel, atol=1e-5 * np.abs(b.kernel).max())
