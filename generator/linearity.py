@@ -174,7 +174,8 @@ def measured_effect(network: TracedNetwork, graph: LayerGraph, pair: Pair, image
             if not pair.spatial:
                 for unit in range(count):
                     grad = torch.autograd.grad(out[:, unit].sum(), leaf, retain_graph=True)[0].sum(0).double()
-                    effect[start + unit] += grad if pair.placed else grad.sum(dim=(1, 2))[:, None, None]
+                    effect[start + unit] += grad.reshape(pair.shape[1:]) if pair.placed else \
+                        grad.reshape(len(grad), -1).sum(dim=1)[:, None, None]  # every position of a source unit
                 continue
             (sy, sx), (oy, ox) = pair.stride, pair.offset
             height, width = leaf.shape[2:]

@@ -43,6 +43,7 @@ def load_onnx(path: Path, input_shape: tuple[int, int, int]) -> nn.Module:
         raise AtlasError(f"`model.source: onnx:{path.name}`: the file is not a readable ONNX model "
                          f"({type(error).__name__}: {str(error)[:200]}).") from None
     shared_weights(proto, onnx)
+    readable_names(proto)
     try:
         model = onnx2torch.convert(proto)
     except NotImplementedError as error:
@@ -73,6 +74,22 @@ def shared_weights(proto, onnx) -> None:
     if len(kept) < len(proto.graph.node):
         del proto.graph.node[:]
         proto.graph.node.extend(kept)
+
+
+def readable_names(proto) -> None:
+    """Name the nodes PyTorch's exporter scoped (``/features/features.2/block/block.2/block.2.0/Conv``)
+    by the module path they came from (``features.2.block.2.0.Conv``), which onnx2torch makes the
+    module's name (``features/2/block/2/0/Conv``): layer names a reader knows from the model."""
+    for node in proto.graph.node:
+        if not node.name.startswith("/"):
+            continue
+        *scopes, operation = node.name.strip("/").split("/")
+        path: list[str] = []
+        for scope in scopes:
+            parts = scope.split(".")
+            shared = next((k for k in range(min(len(path), len(parts)), 0, -1) if path[-k:] == parts[:k]), 0)
+            path += parts[shared:]
+        node.name = ".".join(path + [operation])
 
 
 def compare(path: Path, model: nn.Module, input_shape: tuple[int, int, int]) -> float | None:

@@ -101,3 +101,24 @@ def test_the_measured_effect_is_the_mean_gradient_at_a_unit_inside_the_map():
         np.testing.assert_allclose(effect[unit], window.numpy(), atol=1e-6)
     cosine, ratio = compared(effect, w.kernel)
     assert np.abs(ratio - 1).max() > 0.1  # a max-pool passes its gradient whole, where its twin averages
+
+
+class Dense(nn.Module):
+    """A convolution, a global pool and two dense layers with nothing non-linear between them."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 6, 3, padding=1)
+        self.fc1, self.fc2 = nn.Linear(6, 5), nn.Linear(5, 4)
+
+    def forward(self, x):
+        return self.fc2(self.fc1(self.conv(x).mean(dim=(2, 3))))
+
+
+def test_between_dense_layers_the_measured_effect_is_the_weight_matrix():
+    torch.manual_seed(3)
+    network, graph, pairs = _pairs(Dense(), (3, 8, 8))
+    for pair in (("conv", "fc1"), ("fc1", "fc2")):
+        w = pairs[pair]
+        effect = measured_effect(network, graph, Pair.of(w), torch.randn(4, 3, 8, 8))
+        np.testing.assert_allclose(effect, w.kernel, atol=1e-5 * np.abs(w.kernel).max())

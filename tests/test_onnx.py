@@ -144,3 +144,15 @@ def test_zoo_families_from_onnx_compose_every_pair(tmp_path, family):
         assert [w.kernel.shape for w in ours.weights] == [w.kernel.shape for w in theirs]
         for a, b in zip(ours.weights, theirs):
             np.testing.assert_allclose(a.kernel, b.kernel, atol=1e-5 * np.abs(b.kernel).max())
+
+
+def test_layers_are_named_by_the_module_path_the_exporter_scoped():
+    import onnx
+
+    from generator.onnx_models import readable_names
+
+    graph = onnx.helper.make_graph([onnx.helper.make_node("Conv", ["x", "w"], ["y"], name=name) for name in (
+        "/features/features.2/block/block.2/block.2.0/Conv", "/stem/Conv", "Conv_7")], "g", [], [])
+    proto = onnx.helper.make_model(graph)
+    readable_names(proto)
+    assert [n.name for n in proto.graph.node] == ["features.2.block.2.0.Conv", "stem.Conv", "Conv_7"]
