@@ -25,6 +25,7 @@ from .cache_check import verify_cache
 from .config import MAX_SEED, load_config
 from .deploy import MESSAGE, check_target, deploy
 from .errors import AtlasError
+from .site import remove_left
 from .inceptionv1 import write_random_checkpoint
 
 KEPT_NOTE = "The existing site, if any, was left untouched."
@@ -88,8 +89,9 @@ def _build(config, output: str | None, profile: bool = False) -> int:
     # SIGTERM (a CI runner's cancel, `kill`) ends the build the way Ctrl-C does: worker
     # processes stopped, the staging folder removed, the existing site kept.
     previous = signal.signal(signal.SIGTERM, _interrupt)
+    leaving: list[Path] = []  # the replaced site, removed once the build has reported
     try:
-        report = build_atlas(config, output)
+        report = build_atlas(config, output, leaving)
     except AtlasError as error:
         print(f"error: {error}", file=sys.stderr)
         print(KEPT_NOTE, file=sys.stderr)
@@ -109,6 +111,8 @@ def _build(config, output: str | None, profile: bool = False) -> int:
           f"{report.pictures_reused} from the cache. Open {report.output}/index.html")
     if profile:
         print(_profile(report))
+    sys.stdout.flush()
+    remove_left(leaving)
     return 0
 
 

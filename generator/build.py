@@ -108,8 +108,11 @@ def check_cache(cache: Path) -> None:
                 break
 
 
-def build_atlas(config: AtlasConfig, output: str | Path | None = None) -> BuildReport:
-    """Build the atlas ``config`` describes into ``output`` (default: the config's)."""
+def build_atlas(config: AtlasConfig, output: str | Path | None = None,
+                leaving: list[Path] | None = None) -> BuildReport:
+    """Build the atlas ``config`` describes into ``output`` (default: the config's). The site it
+    replaces is removed before this returns, or, with ``leaving``, added to it for the caller to
+    remove once it has reported (:func:`generator.site.remove_left`)."""
     start = time.perf_counter()
     stages: dict[str, float] = {}
     peaks: dict[str, float] = {}
@@ -169,7 +172,7 @@ def build_atlas(config: AtlasConfig, output: str | Path | None = None) -> BuildR
     parameters = {layer.name: layer_parameters(model, layer.modules) for layer in graph.layers}
     summary = ModelSummary(config.title, sum(p.numel() for p in model.parameters()), len(units), input_shape,
                            weights)
-    with staged_output(output) as stage:
+    with staged_output(output, leaving) as stage:
         writer = PageWriter(graph, units, config, summary, structure, pictures, examples, composed.skipped, parameters)
         nav = writer.write_docs(stage / "docs")
         mkdocs_site(stage / "docs", stage / "site", config.title, nav)

@@ -196,9 +196,19 @@ def _real(path: Path) -> bool:
     return stat.S_ISREG(mode) or stat.S_ISDIR(mode)
 
 
+def remove_left(folders: list[Path]) -> None:
+    """Remove replaced sites renamed aside by :func:`staged_output` (what is left, the next build removes)."""
+    for folder in folders:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 @contextlib.contextmanager
-def staged_output(output: Path) -> Iterator[Path]:
+def staged_output(output: Path, leaving: list[Path] | None = None) -> Iterator[Path]:
     """A fresh folder to build into; on success its ``site`` becomes ``output``, else it is removed.
+
+    The replaced site is only renamed aside at the swap. It is removed here, after the swap,
+    or, when ``leaving`` is given, added to it for the caller to remove once it has reported
+    (:func:`remove_left`); a build that stops before that leaves it to the next build.
 
     The staging folders of builds that died (killed, power lost) are removed first; those of
     builds running at once into the same output are not, and each swap into place is done
@@ -245,7 +255,10 @@ def staged_output(output: Path) -> Iterator[Path]:
                 if _exists(old) and not _exists(output):
                     old.rename(output)
                 raise
+        if leaving is None:
             shutil.rmtree(old.parent, ignore_errors=True)  # a leftover is removed by the next build
+        else:
+            leaving.append(old.parent)
         for kept_name in kept:
             log.info("kept %s from the previous site", kept_name)
     finally:

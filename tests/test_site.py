@@ -377,6 +377,27 @@ def test_rebuild_replaces_the_site_and_is_deterministic(tmp_path):
     assert first == second  # the stale file is gone, every other byte the same
 
 
+def test_the_replaced_site_is_removed_only_after_the_build_reports(tmp_path, monkeypatch, capsys):
+    """The command line renames the old site aside at the swap and removes it once it has
+    printed its report, so a slow disk does not hold the report back."""
+    import generator.__main__ as cli
+
+    config = write_config(tmp_path, model={"source": "tests.toy_models:small_cnn"}, input={"channels": 3, "size": 12},
+                          featurevis={"enabled": False}, site={"output": str(tmp_path / "site")})
+    assert cli.main(["build", str(config), "--quiet"]) == 0
+    seen, original = [], cli.remove_left
+
+    def removing(folders):
+        seen.append((capsys.readouterr().out, [f.name for f in folders], [f.exists() for f in folders]))
+        original(folders)
+
+    monkeypatch.setattr(cli, "remove_left", removing)
+    assert cli.main(["build", str(config), "--quiet"]) == 0
+    [(printed, names, present)] = seen
+    assert printed.startswith("Built ") and len(names) == 1 and names[0].startswith(".site-old-") and present == [True]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["atlas.yml", "site"]  # and then it is gone
+
+
 def test_the_default_atlas_with_pictures_is_reproducible(default_site, tmp_path):
     """Built again from nothing (a new cache: every picture and example made again) into another
     folder, the default atlas is the same, byte for byte."""
