@@ -12,6 +12,7 @@ import multiprocessing
 import os
 import signal
 import sys
+import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -20,6 +21,7 @@ from typing import Any
 from .errors import AtlasError
 
 MAX_WORKERS = 4  # more copies of a large build cost more memory than they save time
+ENDING = 10.0  # seconds a broken pool's dead worker may take to be seen ended (a core dump takes a while)
 
 _WORK: tuple[Callable[[Any], Any], Sequence[Any]] | None = None  # what the forked workers run
 
@@ -60,8 +62,11 @@ def ended(processes: list) -> str:
     """How a pool's dead workers (:func:`started`) ended, such as "killed by SIGKILL", for a message
     (the pool itself stops the others with SIGTERM, which is left out when there is more to say)."""
     how = set()
+    deadline = time.monotonic() + ENDING  # until one of them is seen to have ended (the pool may see it first)
+    while not any(process.exitcode for process in processes) and time.monotonic() < deadline:
+        time.sleep(0.05)
     for process in processes:
-        process.join(1)
+        process.join(0.2)
         code = process.exitcode
         if code is not None and code < 0:
             try:

@@ -89,6 +89,7 @@ class LocalEngine:
                     yield item, future.result()
                     progress(work.size(item))
             except BrokenProcessPool:
+                workers += [p for p in started(pool) if p not in workers]  # one started after the first look
                 raise AtlasError(f"A {work.name} worker process died ({ended(workers)}); the build stopped. Finished "
                                  f"work is kept. If the machine ran out of memory, set a smaller `featurevis.batch` "
                                  f"or `featurevis.jobs`, then build again.") from None
