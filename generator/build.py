@@ -14,7 +14,7 @@ import torch
 from .annotations import labels_path, load_annotations
 from .config import AtlasConfig
 from .errors import AtlasError
-from .dataset_examples import find_examples, image_source
+from .dataset_examples import find_examples, first_images
 from .engines import opened
 from .expanded import Frozen, freeze, layer_weights, needs_reference
 from .factors import group_factors, unit_factors
@@ -24,7 +24,7 @@ from .graph import find_layers
 from .loading import load_model, weights_hash
 from . import memory
 from .network import TracedNetwork
-from .images import REFERENCE_IMAGES, Normalise, reference_images
+from .images import REFERENCE_IMAGES
 from .linearity import measure_linearity
 from .paths import split_paths
 from .pages import UNITS_MARK, ModelSummary, PageWriter
@@ -54,14 +54,7 @@ def reference_statistics(config: AtlasConfig, network: TracedNetwork) -> Frozen 
     the model has neither."""
     if not needs_reference(network):
         return None
-    source = image_source(config)
-    first = next(source.batches(REFERENCE_IMAGES), None) if source is not None else None
-    if first is not None:
-        images = first[1][:REFERENCE_IMAGES]
-        description = f"the first {len(images)} dataset images"
-        return freeze(network, Normalise(config.input)(images).contiguous(), description)
-    return freeze(network, reference_images(network.input_shape, Normalise(config.input)),
-                  f"{REFERENCE_IMAGES} uniform-noise images")
+    return freeze(network, *first_images(config, network.input_shape, REFERENCE_IMAGES))
 
 
 def layer_parameters(model: torch.nn.Module, modules: tuple[str, ...]) -> dict[str, torch.Tensor]:

@@ -41,7 +41,7 @@ from .errors import AtlasError
 from .files import atomic_write, folder_name
 from .graph import LayerGraph
 from .network import TracedNetwork
-from .images import FILE_CHANNELS, IMAGE_SUFFIXES, Normalise, as_rgb, load_image
+from .images import FILE_CHANNELS, IMAGE_SUFFIXES, REFERENCE_IMAGES, Normalise, as_rgb, load_image, reference_images
 from .render import webp
 
 log = logging.getLogger("weight_atlas")
@@ -177,6 +177,18 @@ def image_source(config: AtlasConfig) -> FolderImages | ProceduralImages | None:
         log.info("skipped dataset examples: no .jpg or .png images under %s", root)
         return None
     return images
+
+
+def first_images(config: AtlasConfig, shape: tuple[int, int, int], count: int) -> tuple[torch.Tensor, str]:
+    """The dataset's first ``count`` images as the model reads them, and their description; seeded
+    uniform noise of ``shape`` (:func:`generator.images.reference_images`) without a dataset. What
+    gates and norms are frozen over, and what measured effects are averaged over."""
+    source = image_source(config)
+    first = next(source.batches(count), None) if source is not None else None
+    if first is not None:
+        images = first[1][:count]
+        return Normalise(config.input)(images).contiguous(), f"the first {len(images)} dataset images"
+    return reference_images(shape, Normalise(config.input)), f"{REFERENCE_IMAGES} uniform-noise images"
 
 
 # -- the strongest activations ---------------------------------------------------------------

@@ -41,11 +41,11 @@ from safetensors import SafetensorError, safe_open
 from safetensors.numpy import save
 
 from .config import AtlasConfig
+from .dataset_examples import first_images
 from .engines import Engine, Work, Worker, opened
 from .expanded import LayerWeights
 from .files import atomic_write
 from .graph import LayerGraph
-from .images import REFERENCE_IMAGES, Normalise, reference_images
 from .network import TracedNetwork, ancestors
 
 log = logging.getLogger("weight_atlas")
@@ -132,7 +132,7 @@ def _forward(network: TracedNetwork, source, target, held: frozenset, images: to
     (``held`` nodes keep their values): as ``(first unit, value)`` per part of it (a mixed
     layer's branches, before their activations), the value None where a part does not read the
     source. A unit's gradient is taken from its own part, so it passes through its branch only."""
-    attributes = {**dict(network.model.named_parameters()), **dict(network.model.named_buffers())}
+    attributes = network.attributes()
     before = network.before_activation(target)
     parts, dim = before if isinstance(before, tuple) else ((before,), 1)
     needed = set(parts).union(*(ancestors(p, lambda n: n.all_input_nodes) for p in parts))
@@ -197,15 +197,7 @@ def measured_effect(network: TracedNetwork, graph: LayerGraph, pair: Pair, image
 def effect_images(config: AtlasConfig, network: TracedNetwork) -> tuple[torch.Tensor, str]:
     """The images effects are averaged over, as the model reads them, and their description:
     the dataset's first :data:`IMAGES`, or seeded noise without a dataset."""
-    from .dataset_examples import image_source  # the dataset's reader (it imports the engines too)
-
-    source = image_source(config)
-    first = next(source.batches(IMAGES), None) if source is not None else None
-    if first is not None:
-        images = first[1][:IMAGES]
-        return Normalise(config.input)(images).contiguous(), f"the first {len(images)} dataset images"
-    return (reference_images(network.input_shape, Normalise(config.input)),
-            f"{REFERENCE_IMAGES} uniform-noise images")
+    return first_images(config, network.input_shape, IMAGES)
 
 
 def _measure_on_worker(worker: Worker, item: tuple[AtlasConfig, Pair, torch.Tensor]) -> np.ndarray:

@@ -91,7 +91,7 @@ class TracedNetwork:
         """Every node's value on ``images`` (only those of ``keep``, when given: no node after the
         last of them is computed, and no other value is held longer than needed). Module names
         are looked up whole, never split at dots."""
-        attributes = {**dict(self.model.named_parameters()), **dict(self.model.named_buffers())}
+        attributes = self.attributes()
         values: dict[torch.fx.Node, object] = {}
         needed = None if keep is None else set(keep).union(*(ancestors(n, lambda m: m.all_input_nodes) for n in keep))
         last_use = {p: n for n in self.graph.nodes if needed is None or n in needed for p in n.all_input_nodes}
@@ -106,9 +106,13 @@ class TracedNetwork:
                             del values[p]
         return values if keep is None else {n: values[n] for n in keep}
 
+    def attributes(self) -> dict[str, torch.Tensor]:
+        """The model's parameters and buffers by name, as ``get_attr`` nodes read them."""
+        return {**dict(self.model.named_parameters()), **dict(self.model.named_buffers())}
+
     def run(self, node: torch.fx.Node, values: dict[torch.fx.Node, object], attributes: dict[str, torch.Tensor]):
         """``node``'s value from the values of the nodes it reads (not a placeholder's);
-        ``attributes``: the model's parameters and buffers by name."""
+        ``attributes``: :meth:`attributes`, taken once for many nodes."""
         args, kwargs = torch.fx.node.map_arg((node.args, node.kwargs), lambda n: values[n])
         if node.op == "get_attr":  # a parameter or buffer, or a constant tracing kept on the model
             return attributes[node.target] if node.target in attributes else getattr(self.model, node.target)
@@ -141,7 +145,7 @@ class TracedNetwork:
         graph = torch.fx.Graph()
         copies: dict[torch.fx.Node, torch.fx.Node] = {}
         owned: dict[str, object] = {}  # modules and tensors under plain names: model names may hold dots
-        attributes = {**dict(t.model.named_parameters()), **dict(t.model.named_buffers())}
+        attributes = t.attributes()
         for node in t.graph.nodes:
             if node in needed:
                 copy = copies[node] = graph.node_copy(node, lambda n: copies[n])

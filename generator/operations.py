@@ -428,7 +428,7 @@ def _self_gate(t, node: torch.fx.Node, largest: int = 8) -> tuple[int, float] | 
             continue
         values = dict(t.values)
         values[x] = torch.full_like(t.values[x], 1e4)
-        attributes = {**dict(t.model.named_parameters()), **dict(t.model.named_buffers())}
+        attributes = t.attributes()
         with torch.no_grad():
             for step in reversed(chain):
                 values[step] = t.run(step, values, attributes)
