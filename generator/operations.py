@@ -578,6 +578,18 @@ def by_reference(kind: str) -> list[Operation]:
     return [op for op in OPERATIONS if op.reference == kind]
 
 
+# Squashing modules of converters that tracing looks into (their arithmetic composes on its own):
+# onnx2torch writes ONNX's HardSigmoid as clip(alpha * x + beta, 0, 1) in a module of its own.
+CONVERTED_SQUASHING = _onnx("OnnxHardSigmoid")
+
+
+def squashing_module(module: nn.Module) -> bool:
+    """A squashing activation as a module (a sigmoid, a converter's hard sigmoid, ...): where the
+    gradient reference finds the gates it freezes, one value per channel."""
+    squashing = tuple(cls for op in OPERATIONS if op.slope is not None for cls in op.modules)
+    return isinstance(module, squashing) or CONVERTED_SQUASHING(module)
+
+
 def by_featurevis(kind: str) -> list[Operation]:
     """The entries feature visualisation treats in the way ``kind`` names."""
     return [op for op in OPERATIONS if op.featurevis == kind]

@@ -7,7 +7,7 @@ functions while the model's ordinary forward pass runs (as each operation's entr
 :mod:`generator.operations` says: ReLU-like activations, dropout and local response norm
 become the identity, squashing activations their slope at zero, max-pooling average
 pooling), and the gradient is taken by autograd, one backward pass per output channel.
-Gates (a squashing module with one value per channel), layer norms and group norms are
+Gates (a squashing module, a converter's included, with one value per channel), layer norms and group norms are
 frozen at their mean over reference images, measured here with forward hooks. Nothing is shared with :mod:`generator.expanded`,
 which composes kernels instead.
 """
@@ -108,8 +108,7 @@ def reference_statistics(model: nn.Module, images: torch.Tensor) -> tuple[dict[s
                 gates[name] = output.mean(dim=0, keepdim=True)
         return hook
 
-    squashing = tuple(cls for op in ops.OPERATIONS if op.slope is not None for cls in op.modules)
-    hooks = [m.register_forward_hook(take_gate(name)) for name, m in model.named_modules() if isinstance(m, squashing)]
+    hooks = [m.register_forward_hook(take_gate(name)) for name, m in model.named_modules() if ops.squashing_module(m)]
     measured = [(F, name, measuring(op, getattr(F, name))) for op in ops.OPERATIONS if op.statistic
                 for name in op.functions if hasattr(F, name)]
     try:

@@ -21,6 +21,8 @@ from generator.config import load_config
 from generator.expanded import layer_weights
 from generator.loading import load_model
 from tests.conftest import write_config
+from tests.test_expanded import check_against_gradient
+from tests.test_zoo_weights import module_of, sampled_pairs
 from tests.toy_models import exported
 
 
@@ -56,20 +58,31 @@ def test_mobilenet_v3_from_onnx_composes_every_pair_as_the_original_does(tmp_pat
     """torchvision's MobileNetV3 (untrained) through ONNX: its hard swishes, hard-sigmoid gates,
     residual sums and global pools compose, as in the PyTorch model. The ONNX graph has no block
     modules, so its layers are the convolutions themselves; the convolutions that compute a
-    squeeze-and-excitation gate are part of the gate, not layers."""
+    squeeze-and-excitation gate are part of the gate, not layers. Sampled pairs, one through a
+    gate among them, match the gradient reference on the converted model."""
     from generator.torchvision_models import import_torchvision
 
     models = import_torchvision().models
     torch.manual_seed(0)
     model = models.mobilenet_v3_small().eval()  # untrained: equal biases, which the exporter stores once
-    _export(model, tmp_path / "mnv3.onnx", 64)
+    size = 128  # every sampled kernel's window lies inside its map
+    _export(model, tmp_path / "mnv3.onnx", size)
     config = load_config(write_config(tmp_path, model={"source": f"onnx:{tmp_path / 'mnv3.onnx'}"},
-                                      input={"size": 64}, featurevis={"enabled": False}))
-    network, graph = trace_layers(load_model(config), (3, 64, 64))
+                                      input={"size": size}, featurevis={"enabled": False}))
+    converted = load_model(config)
+    network, graph = trace_layers(converted, (3, size, size))
     composed = layer_weights(network, graph)
     assert not composed.skipped and len(composed.weights) == len(graph.adjacent) >= 20
     assert not any(name.endswith(("fc1/Conv", "fc2/Conv")) for name in (layer.name for layer in graph.layers))
-    assert not layer_weights(*trace_layers(model, (3, 64, 64))).skipped  # nor in the original
+    assert not layer_weights(*trace_layers(model, (3, size, size))).skipped  # nor in the original
+    # its expanded weights are the gradient of the linearised converted model, gates frozen
+    pairs = sampled_pairs(graph, composed)
+    assert any(w.frozen for w in pairs)  # a squeeze-and-excitation gate (onnx2torch's hard sigmoid)
+    for w in pairs:
+        held = {layer.name: module_of(network, graph, layer.name) for layer in graph.layers
+                if layer.name not in (w.src, w.dst)}
+        check_against_gradient(converted, w.src, w.dst, (3, size, size), module_of(network, graph, w.src),
+                               module_of(network, graph, w.dst), max(1, len(w.kernel) // 6), held)
 
 
 def test_a_missing_or_damaged_file_and_a_missing_extra_are_reported(tmp_path, monkeypatch):
