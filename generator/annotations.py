@@ -36,7 +36,8 @@ from .config import AtlasConfig
 from .errors import AtlasError
 from .yaml_input import read_limited
 
-TOP_KEYS = ("units", "classes")
+TOP_KEYS = ("units", "classes", "example")
+EXAMPLE_KEYS = ("layer", "unit")
 UNIT_KEYS = ("label", "family", "note")
 CLASS_KEYS = ("layer", "file", "from")
 METADATA = ("class_names", "classes", "categories")  # model attributes that may hold class names
@@ -67,6 +68,7 @@ class Annotations:
 
     units: dict[tuple[str, int], Annotation]
     source: str | None = None
+    example: tuple[str, int] | None = None  # How to read's worked example, when the file names one
 
     def of(self, layer: str, unit: int) -> Annotation:
         """The unit's annotation; an empty one when it has none."""
@@ -119,11 +121,11 @@ def load_annotations(config: AtlasConfig, graph: Any, model: nn.Module) -> Annot
     layers = {layer.name: layer.channels for layer in graph.layers}
     found = labels_path(config)
     units: dict[tuple[str, int], Annotation] = {}
-    section = source = None
+    section = source = example = None
     if found is not None:
         path, source = found
         reader = _Reader(path, layers)
-        units, section = reader.read()
+        units, section, example = reader.read()
     if section is None:
         classes = _auto_classes(layers, model)
     else:
@@ -132,7 +134,7 @@ def load_annotations(config: AtlasConfig, graph: Any, model: nn.Module) -> Annot
         own = units.get(key, EMPTY)
         if own.label is None:
             units[key] = Annotation(name, own.family, own.note)
-    return Annotations(_ordered(units, layers), source)
+    return Annotations(_ordered(units, layers), source, example)
 
 
 def _ordered(units: dict[tuple[str, int], Annotation], layers: dict[str, int]) -> dict[tuple[str, int], Annotation]:
@@ -238,24 +240,37 @@ class _Reader:
             raise self.fail(node, f"{what} must be a mapping, such as {example}.")
         return node.value
 
-    def read(self) -> tuple[dict[tuple[str, int], Annotation], tuple[str, yaml.MappingNode] | None]:
-        """The units' annotations, and the ``classes`` section: ``(layer, node)``, or None
-        when there is none."""
+    def read(self) -> tuple[dict[tuple[str, int], Annotation], tuple[str, yaml.MappingNode] | None,
+                            tuple[str, int] | None]:
+        """The units' annotations; the ``classes`` section: ``(layer, node)``, or None when there
+        is none; and the worked example ``(layer, unit)``, or None."""
         root = self.compose()
         if root is None:
-            return {}, None
+            return {}, None, None
         units: dict[tuple[str, int], Annotation] = {}
         classes: tuple[str, yaml.MappingNode] | None = None
+        example: tuple[str, int] | None = None
         for key, value in self.mapping(root, "The labels file", "`units: {conv2d0: {0: edge}}`"):
             name = _text(key) or ""
             if name not in TOP_KEYS:
                 raise self.fail(key, f"unknown key `{name}`.{_suggest(name, list(TOP_KEYS))} "
-                                     f"A labels file has only `units` and `classes`.")
+                                     f"A labels file has only `units`, `classes` and `example`.")
             if name == "units":
                 units = self.units(value)
-            else:
+            elif name == "classes":
                 classes = self.classes(value)
-        return units, classes
+            else:
+                example = self.example(value)
+        return units, classes, example
+
+    def example(self, node: yaml.Node) -> tuple[str, int]:
+        """How to read's worked example: ``{layer: mixed3b, unit: 379}``."""
+        shape = "`example: {layer: mixed3b, unit: 379}`"
+        keys = self.section(node, "example", EXAMPLE_KEYS, shape, f"layer and unit, such as {shape}")
+        if set(keys) != set(EXAMPLE_KEYS):
+            raise self.fail(node, f"`example` needs both layer and unit, such as {shape}.")
+        layer = self.layer(keys["layer"][1])
+        return layer, self.unit(keys["unit"][1], layer)
 
     def layer(self, node: yaml.Node) -> str:
         """The atlas layer a key names."""
@@ -318,16 +333,23 @@ class _Reader:
                                   f"{len(text):,}. Shorten it.")
         return text
 
+    def section(self, node: yaml.Node, name: str, allowed: tuple[str, ...], example: str,
+                takes: str) -> dict[str, tuple[yaml.Node, yaml.Node]]:
+        """A top-level mapping's ``{key: (key node, value node)}``; a key not ``allowed`` stops
+        with the keys the section ``takes``."""
+        keys: dict[str, tuple[yaml.Node, yaml.Node]] = {}
+        for key, value in self.mapping(node, f"`{name}`", example):
+            text = _text(key) or ""
+            if text not in allowed:
+                raise self.fail(key, f"unknown key `{text}` under `{name}`.{_suggest(text, list(allowed))} "
+                                     f"`{name}` takes {takes}.")
+            keys[text] = (key, value)
+        return keys
+
     def classes(self, node: yaml.Node) -> tuple[str, yaml.MappingNode]:
         """The classifier layer and the ``classes`` node (read later, when its names are needed)."""
         example = "`classes: {file: classes.txt}` or `classes: {from: model}`"
-        keys: dict[str, tuple[yaml.Node, yaml.Node]] = {}
-        for key, value in self.mapping(node, "`classes`", example):
-            name = _text(key) or ""
-            if name not in CLASS_KEYS:
-                raise self.fail(key, f"unknown key `{name}` under `classes`.{_suggest(name, list(CLASS_KEYS))} "
-                                     f"`classes` takes layer, and file or from.")
-            keys[name] = (key, value)
+        keys = self.section(node, "classes", CLASS_KEYS, example, "layer, and file or from")
         if "file" in keys and "from" in keys:
             raise self.fail(keys["from"][0], "`classes` takes `file` or `from`, not both; keep one.")
         if "file" not in keys and "from" not in keys:

@@ -50,6 +50,7 @@ COLLAPSED = 48  # families with more units than this start collapsed on their la
 PREVIEW = 8  # units of a collapsed family shown beside its name
 GROUP_INPUTS = 8  # input units listed per factor of a group
 FAMILY_CIRCUIT = 8  # units in each column of a family's circuit, the strongest into the column before
+EXAMPLE_INPUTS = 3  # inputs shown for a worked example the labels file names
 CELL_FACTOR = 40  # about this many screen pixels for a unit's factor picture in its layer's grid
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 
@@ -292,28 +293,41 @@ class PageWriter:
         return f"{root}units/{self.slugs[layer]}/{unit}{suffix}"
 
     def _example(self, docs: Path) -> dict[str, Any] | None:
-        """The worked example of How to read: this atlas's strongest connection between two layers,
-        its card as unit pages draw it (its tile in its own small picture), and the unit it feeds.
-        Labelled units are preferred, and units that fire."""
+        """The worked example of How to read: the unit the labels file names as ``example``, or
+        else the unit with this atlas's strongest connection from another layer (labelled units
+        preferred, and units that fire); its strongest inputs' cards as its page draws them
+        (tiles in their own small picture), the first of them explained."""
         def strength(key: tuple[str, int]) -> tuple:
             links = self.units[key].inputs
             label = self.structure.annotations.label(*key)
             fires = not self.examples or self.examples.peaks(key[0])[key[1]] > 0
             return (fires, label is not None, links[0].l2 if links else -1.0)
 
-        candidates = [key for key, w in self.units.items() if w.inputs and key[0] != self.graph.layers[-1].name]
-        if not candidates:
-            return None
-        layer, unit = max(candidates, key=strength)
-        link = self.units[(layer, unit)].inputs[0]
+        named = self.structure.annotations.example
+        if named in self.units and self.units[named].inputs:
+            layer, unit = named
+        else:
+            named = None
+            candidates = [key for key, w in self.units.items() if w.inputs and key[0] != self.graph.layers[-1].name]
+            if not candidates:
+                return None
+            layer, unit = max(candidates, key=strength)
+        links = self.units[(layer, unit)].inputs[: EXAMPLE_INPUTS if named else 1]
+        link = links[0]
         page = SimpleNamespace(site=self.unit_pages, tiles=TileSheet("how-to-read.png", self.config.site.tile_size))
-        made = cards(page, [link], "in", root="units/")
+        made = cards(page, links, "in", root="units/")
         css = page.tiles.finish(lambda name, data: files.write(docs / name, data))
-        return {"card": self.env.globals["card_list"](made), "css": css,
-                "layer": layer, "unit": unit, "label": self.structure.annotations.label(layer, unit),
+        label = self.structure.annotations.label
+        family = self.structure.annotations.of(layer, unit).family
+        return {"card": self.env.globals["card_list"](made), "css": css, "named": named is not None,
+                "family": family, "family_href": (f"{self.group_files[(layer, family)]}.html"
+                                                  if (layer, family) in self.group_files else None),
+                "layer": layer, "unit": unit, "label": label(layer, unit),
                 "href": self._href(layer, unit, ""), "anchor": f"in-{self.slugs[link.layer]}-{link.unit}",
                 "picture": self.unit_pages.picture_tag(layer, unit, "", THUMBNAIL), "link": link,
-                "label_in": self.structure.annotations.label(link.layer, link.unit),
+                "inputs": [{"layer": i.layer, "unit": i.unit, "label": label(i.layer, i.unit), "sign": i.sign,
+                            "href": self._href(i.layer, i.unit, "")} for i in links],
+                "label_in": label(link.layer, link.unit),
                 "branch_in": (b.name if (b := self.graph.layer(link.layer).branch_of(link.unit)) else None)}
 
     def _samplers(self) -> list[dict[str, Any]]:

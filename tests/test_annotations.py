@@ -121,6 +121,25 @@ def test_duplicate_unit(tmp_path):
     assert "atlas.labels.yml:4:" in message and "twice" in message
 
 
+def test_worked_example(tmp_path):
+    notes = load(tmp_path, VALID + "example: {layer: mixed3b, unit: 7}\n")
+    assert notes.example == ("mixed3b", 7)
+    assert load(tmp_path, VALID).example is None
+
+
+@pytest.mark.parametrize("text, words", [
+    ("example: {layer: mixed3x, unit: 1}\n", ["unknown layer `mixed3x`", "mixed3a"]),
+    ("example: {layer: mixed3b, unit: 99}\n", ["0 to 31"]),
+    ("example: {layer: mixed3b}\n", ["both layer and unit"]),
+    ("example: {layer: mixed3b, unti: 1}\n", ["`unti`", "Did you mean `unit`"]),
+    ("example: mixed3b 7\n", ["must be a mapping"]),
+])
+def test_worked_example_mistakes_name_their_line(tmp_path, text, words):
+    message = error(tmp_path, "units: {}\n" + text)
+    assert "atlas.labels.yml:2:" in message
+    assert all(word in message for word in words), message
+
+
 def test_classes_from_file(tmp_path):
     (tmp_path / "names.txt").write_text(" cat\ndog \nbird\n\n\n", encoding="utf-8")
     notes = load(tmp_path, "units:\n  fc:\n    1: {label: puppy, family: pets}\n"

@@ -747,3 +747,28 @@ def test_a_stage_peak_starts_from_the_memory_held_when_it_starts():
     del held
     assert memory.reset_peak()  # Linux: the peak is measured per stage
     assert memory.peak_mb() < before + 100
+
+
+def test_a_worked_example_named_by_the_labels_file_is_read_through_its_strongest_inputs(tmp_path):
+    """How to read walks the unit the labels file names: its three strongest inputs, strongest
+    first, with their labels and links, as its own page ranks them."""
+    output = tmp_path / "site"
+    config = load_config(write_config(tmp_path, model={"source": "tests.toy_models:seeded_cnn"},
+                                      input={"channels": 3, "size": 12}, featurevis={"enabled": False},
+                                      site={"output": str(output)}))
+    (tmp_path / "atlas.labels.yml").write_text(
+        "units:\n  conv2:\n    5: {label: corner, family: corners}\n    6: {family: corners}\n"
+        "  conv1:\n    0: edge\nexample: {layer: conv2, unit: 5}\n", encoding="utf-8")
+    build_atlas(config)
+    read = (output / "how-to-read.html").read_text(encoding="utf-8")
+    assert 'id="a-circuit"' in read and 'id="a-connection"' not in read
+    assert '<a href="units/conv2/5.html"><b>conv2 5</b> (corner)</a>' in read
+    assert 'one of the <a href="families/' in read
+    unit = (output / "units" / "conv2" / "5.html").read_text(encoding="utf-8").split('<h2 id="inputs">')[1]
+    ranked = dict(re.findall(r'<a class="wa-card[^"]*" id="in-conv1-\d+" href="../conv1/(\d+).html"><i>(\d+)</i>', unit))
+    strongest = sorted(ranked, key=lambda u: int(ranked[u]))[:3]
+    listed = re.findall(r'<li><a href="units/conv1/(\d+)\.html"><b>conv1 \d+</b></a>', read)
+    cards = re.findall(r'<a class="wa-card[^"]*" id="in-conv1-(\d+)"', read)
+    assert len(strongest) == 3 and listed == strongest and cards == strongest
+    if "0" in listed:
+        assert '<b>conv1 0</b></a> (edge)' in read
