@@ -147,3 +147,24 @@ def test_every_other_probe_label_is_the_probe_value_the_unit_prefers(probed):
             assert probe_label(probe, tuning[layer][probe][unit]) == entry["label"], (layer, unit, entry)
         checked.add(entry["family"])
     assert checked == {"curves", "lines", "colours", "colour contrast", "high-low frequency", "gratings"}
+
+
+def test_the_worked_example_is_built_from_units_of_its_own_orientation(model):
+    """How to read's worked example, named in the labels file: its 3 strongest inputs from
+    mixed3a (expanded weights, through the branches, by L2 norm) excite it and are labelled
+    with its own orientation, within 22.5 degrees."""
+    from generator.expanded import layer_weights
+
+    data = yaml.safe_load(LABELS.read_text())
+    example = data["example"]
+    assert example["layer"] == "mixed3b"
+    network, graph = trace_layers(model, (3, INPUT_SIZE, INPUT_SIZE))
+    (pair,) = [w for w in layer_weights(network, graph, hops=1).weights if (w.src, w.dst) == ("mixed3a", "mixed3b")]
+    kernels = torch.from_numpy(pair.kernel[example["unit"]])  # [mixed3a, k, k]
+    strongest = kernels.flatten(1).norm(dim=1).argsort(descending=True)[:3].tolist()
+    own = float(data["units"]["mixed3b"][example["unit"]]["label"].split("deg")[0].split()[-1])
+    for unit in strongest:
+        label = data["units"]["mixed3a"][unit]["label"]
+        angle = float(label.split("deg")[0].split()[-1])
+        assert circular_distance(angle, own, 180.0) <= 22.5, (unit, label)
+        assert float(kernels[unit].sum()) > 0, unit

@@ -18,19 +18,25 @@ joins a family when a test below says so, tried in this order, the first that ho
 
 Every entry's note says which test found it. Units that pass none stay unlabelled (the
 atlas clusters them). The classifier's units get their head as family.
+
+The file also names How to read's worked example (:func:`worked_example`): a unit of
+mixed3b built, through its three strongest inputs, from units of its own orientation.
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 from pathlib import Path
 
 import torch
 import yaml
 
 from generator.dataset_examples import ProceduralImages
+from generator.expanded import layer_weights
 from generator.graph import trace_layers
 from generator.images import Normalise
+from generator.ranking import kernel_norms
 
 from . import INPUT_SIZE, WEIGHTS
 from . import probes as P
@@ -129,7 +135,39 @@ def find_labels(checkpoint: str | Path = WEIGHTS) -> dict:
     heads = [f"{name} head" for name, values in ATTRIBUTES.items() for _ in values]
     result = {"units": {name: dict(sorted(found.items())) for name, found in units.items()}}
     result["units"]["logits"] = {i: {"family": head} for i, head in enumerate(heads)}
+    chosen = worked_example(network, graph, units)
+    if chosen is not None:
+        result["example"] = {"layer": LABELLED[-1], "unit": chosen}
     return result
+
+
+def _angle(label: str) -> float | None:
+    """The orientation a label names (``line at 135deg``, ``45deg grating``, ``curve facing
+    90deg``), over 180 degrees; None for a label without one."""
+    found = re.search(r"(\d+(?:\.\d+)?)deg", label)
+    return float(found.group(1)) % 180 if found else None
+
+
+def worked_example(network, graph, units: dict[str, dict[int, dict[str, str]]]) -> int | None:
+    """How to read's worked example: the unit of the last labelled layer whose 3 strongest
+    inputs from the layer before (expanded weights, by L2 norm) all excite it and all carry a
+    label naming its own orientation, within 22.5 degrees; of several, the one whose 3 inputs
+    are strongest together. None when no unit qualifies."""
+    src, dst = LABELLED[-2], LABELLED[-1]
+    composed = layer_weights(network, graph, hops=1)
+    index = next(i for i, w in enumerate(composed.weights) if (w.src, w.dst) == (src, dst))
+    kernels, norms = composed.weights[index].kernel, kernel_norms(composed.weights)[index]
+    best, strongest = None, 0.0
+    for unit, entry in units[dst].items():
+        own = _angle(entry["label"])
+        if own is None:
+            continue
+        top = norms[unit].argsort()[::-1][:3]
+        angles = [_angle(units[src].get(int(t), {}).get("label", "")) for t in top]
+        if all(a is not None and P.circular_distance(a, own, 180.0) <= 22.5 and kernels[unit, t].sum() > 0
+               for a, t in zip(angles, top)) and norms[unit, top].sum() > strongest:
+            best, strongest = unit, float(norms[unit, top].sum())
+    return best
 
 
 def main(argv: list[str] | None = None) -> None:
