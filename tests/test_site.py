@@ -598,14 +598,16 @@ def test_a_unit_that_never_fires_is_marked(default_site):
         assert ("wa-dead-cell" in cell) is not fired
 
 
-def test_how_to_read_draws_the_atlas_s_strongest_connection(default_site):
+def test_how_to_read_reads_the_worked_example_the_labels_file_names(default_site):
     read = (default_site / "how-to-read.html").read_text(encoding="utf-8")
-    card = re.search(r'<a class="wa-card[^"]*" id="(in-[^"]+)" href="units/([^"]+)">', read)
-    target = re.search(r'into <a href="units/([^"#]+)#([^"]+)"', read)
-    assert card and target and target.group(2) == card.group(1)
-    unit_page = (default_site / "units" / target.group(1)).read_text(encoding="utf-8")
-    first = re.search(r'<a class="wa-card[^"]*" id="([^"]+)"', unit_page.split('<h2 id="inputs">')[1]).group(1)
-    assert first == card.group(1)  # the first card of that unit's inputs
+    example = yaml.safe_load((ROOT / "site_config" / "default.labels.yml").read_text())["example"]
+    href = f'units/{example["layer"]}/{example["unit"]}.html'
+    assert f'is <a href="{href}"><b>{example["layer"]} {example["unit"]}</b>' in read
+    unit_page = (default_site / href).read_text(encoding="utf-8").split('<h2 id="inputs">')[1]
+    ranked = dict(re.findall(r'<a class="wa-card[^"]*" id="(in-[^"]+)" href="[^"]+"><i>(\d+)</i>', unit_page))
+    cards = re.findall(r'<a class="wa-card[^"]*" id="(in-[^"]+)" href="units/', read)
+    assert cards == sorted(ranked, key=lambda c: int(ranked[c]))[:3]  # ranks 1 to 3 of that unit's inputs
+    assert 'id="a-connection"' in read  # where every unit page's "how to read a card" leads
     assert (default_site / "how-to-read.png").is_file() and "distill.pub/2020/circuits/visualizing-weights" in read
     assert "of InceptionV1, the network it studies" in read
 
@@ -761,7 +763,7 @@ def test_a_worked_example_named_by_the_labels_file_is_read_through_its_strongest
         "  conv1:\n    0: edge\nexample: {layer: conv2, unit: 5}\n", encoding="utf-8")
     build_atlas(config)
     read = (output / "how-to-read.html").read_text(encoding="utf-8")
-    assert 'id="a-circuit"' in read and 'id="a-connection"' not in read
+    assert 'id="a-circuit"' in read and '<h2 id="a-connection">' not in read
     assert '<a href="units/conv2/5.html"><b>conv2 5</b> (corner)</a>' in read
     assert 'one of the <a href="families/' in read
     unit = (output / "units" / "conv2" / "5.html").read_text(encoding="utf-8").split('<h2 id="inputs">')[1]
@@ -772,3 +774,20 @@ def test_a_worked_example_named_by_the_labels_file_is_read_through_its_strongest
     assert len(strongest) == 3 and listed == strongest and cards == strongest
     if "0" in listed:
         assert '<b>conv1 0</b></a> (edge)' in read
+
+
+def test_without_a_named_example_how_to_read_explains_the_strongest_connection(tmp_path):
+    output = tmp_path / "site"
+    config = load_config(write_config(tmp_path, model={"source": "tests.toy_models:seeded_cnn"},
+                                      input={"channels": 3, "size": 12}, featurevis={"enabled": False},
+                                      site={"output": str(output)}))
+    build_atlas(config)
+    read = (output / "how-to-read.html").read_text(encoding="utf-8")
+    assert '<h2 id="a-connection">' in read and 'id="a-circuit"' not in read
+    card = re.search(r'<a class="wa-card[^"]*" id="(in-[^"]+)" href="units/([^"]+)">', read)
+    target = re.search(r'into <a href="units/([^"#]+)#([^"]+)"', read)
+    assert card and target and target.group(2) == card.group(1)
+    unit_page = (output / "units" / target.group(1)).read_text(encoding="utf-8")
+    ranked = dict(re.findall(r'<a class="wa-card[^"]*" id="(in-[^"]+)" href="[^"]+"><i>(\d+)</i>',
+                             unit_page.split('<h2 id="inputs">')[1]))
+    assert ranked[card.group(1)] == "1"  # the strongest of that unit's inputs
