@@ -295,6 +295,7 @@ def group_factors(weights: list[LayerWeights], layer: str, family: str, members:
     from the layers it reads."""
     from sklearn.decomposition import NMF
     from sklearn.exceptions import ConvergenceWarning
+    from threadpoolctl import threadpool_limits
 
     parts = [w for w in weights if w.dst == layer and w.hops == 1 and w.src is not None]
     if not parts:
@@ -309,7 +310,8 @@ def group_factors(weights: list[LayerWeights], layer: str, family: str, members:
     stacked = np.stack([np.maximum(samples, 0), np.maximum(-samples, 0)], axis=1)  # [m, 2, P, I]
     x = stacked.reshape(-1, start).astype(np.float64)
     factors = max(1, min(factors, *x.shape))
-    with warnings.catch_warnings():
+    # Small matrices: BLAS threads cost more than they give (9x slower on 2 busy cores).
+    with warnings.catch_warnings(), threadpool_limits(1):
         warnings.simplefilter("ignore", ConvergenceWarning)
         model = NMF(factors, init="nndsvda", max_iter=400, random_state=0)
         loadings = model.fit_transform(x)

@@ -158,13 +158,14 @@ def _kmeans(data: np.ndarray, count: int) -> list[list[int]]:
     """``data``'s rows in ``count`` clusters (scikit-learn's k-means, seeded)."""
     from sklearn.cluster import KMeans
     from sklearn.random_projection import GaussianRandomProjection
+    from threadpoolctl import threadpool_limits
 
     count = min(count, len(data))
     if count <= 1:
         return [list(range(len(data)))]
     if data.shape[1] > DIMENSIONS:  # a random projection keeps distances (Johnson-Lindenstrauss), at a fraction of the work
         data = GaussianRandomProjection(DIMENSIONS, random_state=0).fit_transform(data)
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), threadpool_limits(1):  # small data: BLAS threads cost more than they give
         warnings.simplefilter("ignore")  # k-means warns when there are fewer distinct points than clusters
         assigned = KMeans(count, n_init=2, random_state=0).fit_predict(data)
     return [members for c in range(count) if (members := np.flatnonzero(assigned == c).tolist())]
