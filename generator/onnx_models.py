@@ -43,6 +43,7 @@ def load_onnx(path: Path, input_shape: tuple[int, int, int]) -> nn.Module:
         raise AtlasError(f"`model.source: onnx:{path.name}`: the file is not a readable ONNX model "
                          f"({type(error).__name__}: {str(error)[:200]}).") from None
     shared_weights(proto, onnx)
+    batch_free_reshapes(proto, onnx)
     readable_names(proto)
     try:
         model = onnx2torch.convert(proto)
@@ -74,6 +75,33 @@ def shared_weights(proto, onnx) -> None:
     if len(kept) < len(proto.graph.node):
         del proto.graph.node[:]
         proto.graph.node.extend(kept)
+
+
+def batch_free_reshapes(proto, onnx) -> None:
+    """Let reshapes follow the batch. An exporter traces one image, so a reshape it writes with a
+    constant shape (ShuffleNet's channel shuffle: ``[1, 2, 24, 8, 8]``) fails on the batches of
+    pictures the atlas optimises together. Where the tensor reshaped is batch-first (of two or
+    more dimensions, the first 1 as the traced batch was, or not inferred: 0) and the shape
+    starts with that 1, the 1 becomes 0,
+    which ONNX reads as "the input's own first dimension": the same for one image, and right
+    for a batch."""
+    try:
+        shapes = onnx.shape_inference.infer_shapes(proto).graph
+    except Exception:  # a graph the checker cannot infer: reshapes are left as the exporter wrote them
+        return
+    first = {v.name: v.type.tensor_type.shape.dim[0].dim_value
+             for v in [*shapes.value_info, *shapes.input] if len(v.type.tensor_type.shape.dim) >= 2}
+    constants = {t.name: t for t in proto.graph.initializer}
+    constants.update({n.output[0]: a.t for n in proto.graph.node if n.op_type == "Constant"
+                      for a in n.attribute if a.name == "value"})
+    for node in proto.graph.node:
+        if node.op_type != "Reshape" or first.get(node.input[0]) not in (0, 1) or node.input[1] not in constants:
+            continue
+        tensor = constants[node.input[1]]
+        shape = onnx.numpy_helper.to_array(tensor).copy()
+        if shape.ndim == 1 and len(shape) >= 2 and shape[0] == 1:
+            shape[0] = 0
+            tensor.CopyFrom(onnx.numpy_helper.from_array(shape, tensor.name))
 
 
 def readable_names(proto) -> None:

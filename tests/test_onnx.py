@@ -141,8 +141,8 @@ def test_a_graph_module_keeps_its_graph_and_the_modules_it_cannot_look_into():
 def test_zoo_families_from_onnx_compose_every_pair(tmp_path, family):
     """RegNet Y (squeeze-and-excitation gates), ShuffleNet v2 (channel shuffle as Reshape and
     Transpose, channel split as Slice) and ConvNeXt (GELU as erf, linear layers as MatMul over
-    channels-last maps, layer norm) through ONNX: no pair is skipped, and where the layers are
-    the model's own, the expanded weights are the PyTorch model's."""
+    channels-last maps, layer norm) through ONNX: no pair is skipped, a batch runs, and where
+    the layers are the model's own, the expanded weights are the PyTorch model's."""
     from tests import zoo
 
     name, size = zoo.FAMILIES[family]
@@ -150,9 +150,16 @@ def test_zoo_families_from_onnx_compose_every_pair(tmp_path, family):
     _export(model, tmp_path / "model.onnx", size)
     config = load_config(write_config(tmp_path, model={"source": f"onnx:{tmp_path / 'model.onnx'}"},
                                       input={"size": size}, featurevis={"enabled": False}))
-    ours = layer_weights(*trace_layers(load_model(config), (3, size, size)))
+    converted = load_model(config)
+    ours = layer_weights(*trace_layers(converted, (3, size, size)))
     theirs = layer_weights(*trace_layers(model, (3, size, size))).weights
     assert not ours.skipped, ours.skipped
+    # a batch, as pictures are optimised, though the file was traced on one image (ShuffleNet's
+    # channel shuffle reshapes to a constant shape that starts with that image's batch of 1)
+    images = torch.rand(3, 3, size, size, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        together, apart = converted(images), torch.cat([converted(image[None]) for image in images])
+    torch.testing.assert_close(together, apart, rtol=1e-4, atol=1e-5 * float(apart.abs().max()))
     if family != "ShuffleNet v2":  # its ONNX graph has no block modules: its layers are its convolutions
         assert [w.kernel.shape for w in ours.weights] == [w.kernel.shape for w in theirs]
         for a, b in zip(ours.weights, theirs):
