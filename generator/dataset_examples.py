@@ -179,11 +179,17 @@ def image_source(config: AtlasConfig) -> FolderImages | ProceduralImages | None:
     return images
 
 
-def first_images(config: AtlasConfig, shape: tuple[int, int, int], count: int) -> tuple[torch.Tensor, str]:
+def first_images(config: AtlasConfig, shape: tuple[int, int, int], count: int,
+                 pixels: bool = True) -> tuple[torch.Tensor | None, str]:
     """The dataset's first ``count`` images as the model reads them, and their description; seeded
     uniform noise of ``shape`` (:func:`generator.images.reference_images`) without a dataset. What
-    gates and norms are frozen over, and what measured effects are averaged over."""
+    gates and norms are frozen over, and what measured effects are averaged over. Without
+    ``pixels``, procedural images are only described (None for the images): drawing their
+    first batch at 224 pixels takes seconds, and a build whose results are cached needs only
+    the description."""
     source = image_source(config)
+    if not pixels and isinstance(source, ProceduralImages) and source.count > 0:
+        return None, f"the first {min(count, source.count, PROCEDURAL_BATCH)} dataset images"
     first = next(source.batches(count), None) if source is not None else None
     if first is not None:
         images = first[1][:count]

@@ -195,10 +195,11 @@ def measured_effect(network: TracedNetwork, graph: LayerGraph, pair: Pair, image
     return (effect / len(images)).float().cpu().numpy()
 
 
-def effect_images(config: AtlasConfig, network: TracedNetwork) -> tuple[torch.Tensor, str]:
+def effect_images(config: AtlasConfig, network: TracedNetwork, pixels: bool = True) -> tuple[torch.Tensor | None, str]:
     """The images effects are averaged over, as the model reads them, and their description:
-    the dataset's first :data:`IMAGES`, or seeded noise without a dataset."""
-    return first_images(config, network.input_shape, IMAGES)
+    the dataset's first :data:`IMAGES`, or seeded noise without a dataset (``pixels``: see
+    :func:`generator.dataset_examples.first_images`)."""
+    return first_images(config, network.input_shape, IMAGES, pixels)
 
 
 def _measure_on_worker(worker: Worker, item: tuple[AtlasConfig, Pair, torch.Tensor]) -> np.ndarray:
@@ -266,7 +267,7 @@ def measure_linearity(config: AtlasConfig, network: TracedNetwork, graph: LayerG
                       weights_key: str, engine: Engine | None = None) -> Linearity:
     """The measured effects of every pair between browsed layers (not from the image: a first
     layer's kernel is its effect), from the cache or made on ``engine``."""
-    images, description = effect_images(config, network)
+    images, description = effect_images(config, network, pixels=False)
     key = {"algorithm": ALGORITHM, "weights": weights_key, "model": config.model.source,
            "input": dataclasses.asdict(config.input), "images": description,
            "dataset": dataclasses.asdict(config.dataset)}
@@ -275,6 +276,8 @@ def measure_linearity(config: AtlasConfig, network: TracedNetwork, graph: LayerG
     effects = {Pair.of(w): cache.get(Pair.of(w)) for w in chosen}
     missing = [pair for pair, effect in effects.items() if effect is None]
     if missing:
+        if images is None:
+            images, _ = effect_images(config, network)
         with opened(config, network, graph, engine) as engine:
             log.info("measured effects: %d pairs of layers over %s on %s", len(missing), description,
                      engine.where(EFFECTS, len(missing)))

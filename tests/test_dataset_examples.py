@@ -146,3 +146,20 @@ def test_a_build_stopped_part_way_reads_only_the_shards_it_had_not_finished(tmp_
             [whole.of(layer, unit) for unit in range(32)]
         assert resumed.activity(layer) == whole.activity(layer)
     assert not (resumed.folder / "parts").exists()  # kept only until the layers are written
+
+
+@pytest.mark.parametrize("images", [1000, 20])
+def test_first_procedural_images_are_described_without_drawing_them(tmp_path, monkeypatch, images):
+    """A build whose measured effects are cached needs only the description of the images they
+    were averaged over; it must be the one the drawn images get."""
+    from generator import dataset_examples
+    from generator.dataset_examples import first_images
+
+    config = load_config(write_config(tmp_path, model={"source": "default"},
+                                      dataset={"source": "procedural", "images": images}))
+    drawn, described = first_images(config, (3, 64, 64), 32), None
+    monkeypatch.setattr(dataset_examples.ProceduralImages, "batch",
+                        lambda *args: pytest.fail("drew images it only had to describe"))
+    nothing, described = first_images(config, (3, 64, 64), 32, pixels=False)
+    assert nothing is None and described == drawn[1] == f"the first {min(images, 32)} dataset images"
+    assert len(drawn[0]) == min(images, 32)
