@@ -82,9 +82,8 @@ def batch_free_reshapes(proto, onnx) -> None:
     constant shape (ShuffleNet's channel shuffle: ``[1, 2, 24, 8, 8]``) fails on the batches of
     pictures the atlas optimises together. Where the tensor reshaped is batch-first (of two or
     more dimensions, the first 1 as the traced batch was, or not inferred: 0) and the shape
-    starts with that 1, the 1 becomes 0,
-    which ONNX reads as "the input's own first dimension": the same for one image, and right
-    for a batch."""
+    starts with that 1, the 1 becomes 0, which ONNX reads as "the input's own first dimension":
+    the same for one image, and right for a batch."""
     try:
         shapes = onnx.shape_inference.infer_shapes(proto).graph
     except Exception:  # a graph the checker cannot infer: reshapes are left as the exporter wrote them

@@ -304,14 +304,12 @@ class PageWriter:
             return (fires, label is not None, links[0].l2 if links else -1.0)
 
         named = self.structure.annotations.example
-        if named in self.units and self.units[named].inputs:
-            layer, unit = named
-        else:
+        if named not in self.units or not self.units[named].inputs:  # a unit with no inputs shows nothing
             named = None
-            candidates = [key for key, w in self.units.items() if w.inputs and key[0] != self.graph.layers[-1].name]
-            if not candidates:
-                return None
-            layer, unit = max(candidates, key=strength)
+        candidates = [key for key, w in self.units.items() if w.inputs and key[0] != self.graph.layers[-1].name]
+        if named is None and not candidates:
+            return None
+        layer, unit = named or max(candidates, key=strength)
         links = self.units[(layer, unit)].inputs[: EXAMPLE_INPUTS if named else 1]
         link = links[0]
         page = SimpleNamespace(site=self.unit_pages, tiles=TileSheet("how-to-read.png", self.config.site.tile_size))

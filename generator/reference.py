@@ -7,9 +7,9 @@ functions while the model's ordinary forward pass runs (as each operation's entr
 :mod:`generator.operations` says: ReLU-like activations, dropout and local response norm
 become the identity, squashing activations their slope at zero, max-pooling average
 pooling), and the gradient is taken by autograd, one backward pass per output channel.
-Gates (a squashing module, a converter's included, with one value per channel), layer norms and group norms are
-frozen at their mean over reference images, measured here with forward hooks. Nothing is shared with :mod:`generator.expanded`,
-which composes kernels instead.
+Gates (a squashing module, a converter's included, with one value per channel), layer norms
+and group norms are frozen at their mean over reference images, measured here with forward
+hooks. Nothing is shared with :mod:`generator.expanded`, which composes kernels instead.
 """
 
 from __future__ import annotations

@@ -33,14 +33,12 @@ import torch
 import yaml
 
 from generator.dataset_examples import ProceduralImages
-from generator.expanded import layer_weights
 from generator.graph import trace_layers
 from generator.images import Normalise
-from generator.ranking import kernel_norms
 
 from . import INPUT_SIZE, WEIGHTS
 from . import probes as P
-from .measure import INPUT, curve_units, line_units, load, probe_tuning
+from .measure import INPUT, curve_units, line_units, load, pair_weights, probe_tuning
 from .procedural import ATTRIBUTES
 
 LABELLED = ("conv2d2", "mixed3a", "mixed3b")
@@ -154,9 +152,8 @@ def worked_example(network, graph, units: dict[str, dict[int, dict[str, str]]]) 
     label naming its own orientation, within 22.5 degrees; of several, the one whose 3 inputs
     are strongest together. None when no unit qualifies."""
     src, dst = LABELLED[-2], LABELLED[-1]
-    composed = layer_weights(network, graph, hops=1)
-    index = next(i for i, w in enumerate(composed.weights) if (w.src, w.dst) == (src, dst))
-    kernels, norms = composed.weights[index].kernel, kernel_norms(composed.weights)[index]
+    weights, norms = pair_weights(network, graph, src, dst)
+    kernels = weights.kernel
     best, strongest = None, 0.0
     for unit, entry in units[dst].items():
         own = _angle(entry["label"])

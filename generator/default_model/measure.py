@@ -184,13 +184,19 @@ def mismatch(unit: Oriented, source: Oriented, source_is_line: bool) -> float:
     return float(P.circular_distance(unit.angle, source.angle, 360.0))
 
 
+def pair_weights(network: TracedNetwork, graph: LayerGraph, src: str, dst: str):
+    """The expanded weights from ``src`` into the next layer ``dst``, and the L2 norm of each
+    kernel ``[dst units, src units]``."""
+    composed = layer_weights(network, graph, hops=1)
+    index = next(i for i, w in enumerate(composed.weights) if (w.src, w.dst) == (src, dst))
+    return composed.weights[index], kernel_norms(composed.weights)[index]
+
+
 def circuit(network: TracedNetwork, graph: LayerGraph, curves: list[Oriented], lines: list[Oriented],
             src: str = "mixed3a", dst: str = "mixed3b", top: int = 3) -> list[dict]:
     """For every curve unit of ``dst``: its ``top`` strongest inputs (expanded-weight L2 norm)
     among the curve and line units of ``src``, with their orientation mismatch and net sign."""
-    composed = layer_weights(network, graph, hops=1)
-    index = next(i for i, w in enumerate(composed.weights) if w.src == src and w.dst == dst)
-    weights, norms = composed.weights[index], kernel_norms(composed.weights)[index]
+    weights, norms = pair_weights(network, graph, src, dst)
     inputs = {u.unit: (u, False) for u in curves if u.layer == src}
     inputs.update({u.unit: (u, True) for u in lines if u.layer == src})
     candidates = torch.tensor(sorted(inputs))
