@@ -117,7 +117,7 @@ def test_provenance_names_how_each_picture_was_made(full_settings, tmp_path):
     record = cache.provenance(*key)
     assert record["steps"] == 96 and record["size"] == 80 and record["seed"] == 0
     assert record["transforms"] == {"pad": 10, "jitter": 10, "scale": [0.9, 1.1], "rotate": 10.0}
-    assert record["learning_rate"] == 0.14 and record["optimiser"] == "Adam"
+    assert record["learning_rate"] == 0.1 and record["optimiser"] == "Adam"
     assert "Fourier" in record["parameterisation"] and "decorrelated colour" in record["parameterisation"]
     assert record["objective_value"] == pytest.approx(picture.objective, abs=1e-5)
     assert record["weights_sha256"] == weights_hash(model)

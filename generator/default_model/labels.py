@@ -139,31 +139,46 @@ def find_labels(checkpoint: str | Path = WEIGHTS) -> dict:
     return result
 
 
-def _angle(label: str) -> float | None:
-    """The orientation a label names (``line at 135deg``, ``45deg grating``, ``curve facing
-    90deg``), over 180 degrees; None for a label without one."""
+def _orientation(label: str) -> tuple[float, bool] | None:
+    """The orientation a label names, and whether it is a curve's: ``curve facing 90deg`` is
+    (90, True), over 360 degrees; ``line at 135deg`` and ``45deg grating`` are (135, False)
+    and (45, False), over 180. None for a label without one."""
     found = re.search(r"(\d+(?:\.\d+)?)deg", label)
-    return float(found.group(1)) % 180 if found else None
+    if found is None:
+        return None
+    curve = label.startswith("curve")
+    return float(found.group(1)) % (360.0 if curve else 180.0), curve
+
+
+def _apart(unit: tuple[float, bool], source: tuple[float, bool]) -> float:
+    """Degrees between two labelled orientations: curves over 360 degrees; a line (or
+    grating) against a curve as the curve's tangent at its middle, 90 degrees off its facing."""
+    (a, a_curve), (b, b_curve) = unit, source
+    if a_curve and b_curve:
+        return float(P.circular_distance(a, b, 360.0))
+    return float(P.circular_distance(a + 90.0 * a_curve, b + 90.0 * b_curve, 180.0))
 
 
 def worked_example(network, graph, units: dict[str, dict[int, dict[str, str]]]) -> int | None:
-    """How to read's worked example: the unit of the last labelled layer whose 3 strongest
+    """How to read's worked example: a unit of the last labelled layer whose 3 strongest
     inputs from the layer before (expanded weights, by L2 norm) all excite it and all carry a
-    label naming its own orientation, within 22.5 degrees; of several, the one whose 3 inputs
-    are strongest together. None when no unit qualifies."""
+    label naming its own orientation, within 22.5 degrees (:func:`_apart`). Curve units come
+    first, as in the Curve Detectors article; of several, the one whose 3 inputs are
+    strongest together. None when no unit qualifies."""
     src, dst = LABELLED[-2], LABELLED[-1]
     weights, norms = pair_weights(network, graph, src, dst)
     kernels = weights.kernel
-    best, strongest = None, 0.0
+    best, rank = None, (False, 0.0)
     for unit, entry in units[dst].items():
-        own = _angle(entry["label"])
+        own = _orientation(entry["label"])
         if own is None:
             continue
         top = norms[unit].argsort()[::-1][:3]
-        angles = [_angle(units[src].get(int(t), {}).get("label", "")) for t in top]
-        if all(a is not None and P.circular_distance(a, own, 180.0) <= 22.5 and kernels[unit, t].sum() > 0
-               for a, t in zip(angles, top)) and norms[unit, top].sum() > strongest:
-            best, strongest = unit, float(norms[unit, top].sum())
+        sources = [_orientation(units[src].get(int(t), {}).get("label", "")) for t in top]
+        qualifies = all(s is not None and _apart(own, s) <= 22.5 and kernels[unit, t].sum() > 0
+                        for s, t in zip(sources, top))
+        if qualifies and (own[1], float(norms[unit, top].sum())) > rank:
+            best, rank = unit, (own[1], float(norms[unit, top].sum()))
     return best
 
 

@@ -51,10 +51,12 @@ CORNER_SHARE = 0.0
 
 @dataclass
 class Batch:
-    """Images ``[N, 3, S, S]`` in [0, 1] and one label tensor ``[N]`` per attribute."""
+    """Images ``[N, 3, S, S]`` in [0, 1], one label tensor ``[N]`` per attribute, and the
+    direction each curve faces ``[N]`` in radians (the ``curve`` label before binning)."""
 
     images: torch.Tensor
     labels: dict[str, torch.Tensor]
+    facing: torch.Tensor
 
 
 def _hsv_to_rgb(h: torch.Tensor, s: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -232,4 +234,5 @@ def draw(n: int, size: int, generator: torch.Generator) -> Batch:
 
     noise = uniform(0, 0.04)[:, None, None, None] * torch.randn(images.shape, generator=g)
     images = torch.clamp(images + noise, 0, 1)
-    return Batch(images, {"shape": shape, "hue": hue, "orientation": orientation, "curve": curve})
+    return Batch(images, {"shape": shape, "hue": hue, "orientation": orientation, "curve": curve},
+                 torch.remainder(facing, 2 * math.pi))
