@@ -150,19 +150,10 @@ def _orientation(label: str) -> tuple[float, bool] | None:
     return float(found.group(1)) % (360.0 if curve else 180.0), curve
 
 
-def _apart(unit: tuple[float, bool], source: tuple[float, bool]) -> float:
-    """Degrees between two labelled orientations: curves over 360 degrees; a line (or
-    grating) against a curve as the curve's tangent at its middle, 90 degrees off its facing."""
-    (a, a_curve), (b, b_curve) = unit, source
-    if a_curve and b_curve:
-        return float(P.circular_distance(a, b, 360.0))
-    return float(P.circular_distance(a + 90.0 * a_curve, b + 90.0 * b_curve, 180.0))
-
-
 def worked_example(network, graph, units: dict[str, dict[int, dict[str, str]]]) -> int | None:
     """How to read's worked example: a unit of the last labelled layer whose 3 strongest
     inputs from the layer before (expanded weights, by L2 norm) all excite it and all carry a
-    label naming its own orientation, within 22.5 degrees (:func:`_apart`). Curve units come
+    label naming its own orientation, within 22.5 degrees (:func:`.probes.orientation_distance`). Curve units come
     first, as in the Curve Detectors article; of several, the one whose 3 inputs are
     strongest together. None when no unit qualifies."""
     src, dst = LABELLED[-2], LABELLED[-1]
@@ -175,7 +166,7 @@ def worked_example(network, graph, units: dict[str, dict[int, dict[str, str]]]) 
             continue
         top = norms[unit].argsort()[::-1][:3]
         sources = [_orientation(units[src].get(int(t), {}).get("label", "")) for t in top]
-        qualifies = all(s is not None and _apart(own, s) <= 22.5 and kernels[unit, t].sum() > 0
+        qualifies = all(s is not None and P.orientation_distance(*own, *s) <= 22.5 and kernels[unit, t].sum() > 0
                         for s, t in zip(sources, top))
         if qualifies and (own[1], float(norms[unit, top].sum())) > rank:
             best, rank = unit, (own[1], float(norms[unit, top].sum()))

@@ -177,11 +177,8 @@ def line_units(tuning, layers: tuple[str, ...] = CURVE_LAYERS, curves: list[Orie
 
 
 def mismatch(unit: Oriented, source: Oriented, source_is_line: bool) -> float:
-    """Degrees between a curve unit's orientation and an input's: a curve's over 360, a
-    line's (read as the tangent at the arc's middle, 90 degrees off the facing) over 180."""
-    if source_is_line:
-        return float(P.circular_distance(unit.angle + 90.0, source.angle, 180.0))
-    return float(P.circular_distance(unit.angle, source.angle, 360.0))
+    """Degrees between a curve unit's orientation and an input's (:func:`.probes.orientation_distance`)."""
+    return P.orientation_distance(unit.angle, True, source.angle, not source_is_line)
 
 
 def pair_weights(network: TracedNetwork, graph: LayerGraph, src: str, dst: str):

@@ -188,6 +188,15 @@ def circular_distance(a: torch.Tensor | float, b: torch.Tensor | float, period: 
     return torch.minimum(d, period - d)
 
 
+def orientation_distance(a: float, a_is_curve: bool, b: float, b_is_curve: bool) -> float:
+    """Degrees between two orientations: two curves' facings over 360 degrees; otherwise over
+    180, a curve read as its tangent at its middle (90 degrees off its facing), so that a
+    line running at ``a`` matches the curves facing ``a + 90`` and ``a - 90``."""
+    if a_is_curve and b_is_curve:
+        return float(circular_distance(a, b, 360.0))
+    return float(circular_distance(a + 90.0 * a_is_curve, b + 90.0 * b_is_curve, 180.0))
+
+
 def selective(curve: torch.Tensor, period: float, width: float = 45.0) -> tuple[torch.Tensor, torch.Tensor]:
     """For tuning curves ``[units, K]`` over ``K`` evenly spaced angles of ``period`` degrees:
     each unit's preferred angle, and whether it is *selective*: its peak is positive and

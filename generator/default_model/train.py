@@ -42,7 +42,8 @@ from .procedural import ATTRIBUTES, draw
 
 TRAIN_SEED, TEST_SEED = 0, 1
 ADVERSARIAL_SEED = 1000  # added to the training seed for the adversarial phase's images
-TUNED_UNITS = {"mixed3a": 32, "mixed3b": 64}  # curve units asked for in each mixed block (:class:`CurveTuning`)
+# Curve units asked for (:class:`CurveTuning`): how many of each branch, its first channels.
+TUNED_UNITS = {("mixed3a", "conv_3x3"): 32, ("mixed3b", "conv_3x3"): 64}
 
 
 def normalise(images: torch.Tensor) -> torch.Tensor:
@@ -135,8 +136,8 @@ class CurveTuning:
 
 def tuned_modules(model: NarrowInceptionV1) -> list[tuple[torch.nn.Module, int]]:
     """The branches whose first channels :class:`CurveTuning` asks for curve units, and how
-    many: the 3x3 branch of each mixed block, ``TUNED_UNITS``."""
-    return [(getattr(model, block).conv_3x3, count) for block, count in TUNED_UNITS.items()]
+    many (``TUNED_UNITS``)."""
+    return [(getattr(getattr(model, block), branch), count) for (block, branch), count in TUNED_UNITS.items()]
 
 
 def neighbour_correlation(kernels: torch.Tensor) -> torch.Tensor:
@@ -232,7 +233,8 @@ def fit(model: torch.nn.Module, steps: int, batch_size: int, lr: float, generato
             smooth = neighbour_correlation(model.conv2d0.weight.detach())
             right = " ".join(f"{name} {(logits.argmax(1) == batch.labels[name]).float().mean():.0%}"
                              for name, logits in groups.items())
-            print(f"step {step + 1}/{steps}  loss {loss.item():.3f}  tuning {tuned.item():.3f}  eps {radius:.2f}  batch accuracy {right}  "
+            print(f"step {step + 1}/{steps}  loss {loss.item():.3f}  tuning {tuned.item():.3f}  eps {radius:.2f}  "
+                  f"batch accuracy {right}  "
                   f"kernel correlation median {smooth.median():.2f}, >=0.5 {(smooth >= 0.5).float().mean():.0%}  "
                   f"{time.time() - start:.0f}s", flush=True)
     for tuner in tuners:
