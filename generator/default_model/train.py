@@ -15,9 +15,10 @@ pictures rather than high-frequency texture (Santurkar et al. 2019; Engstrom et 
   against it, each found by a few steps of projected gradient ascent of the loss within
   an L2 ball of radius ``eps`` in [0, 1] pixel units.
 
-One more gives it a curve circuit to read (:class:`CurveTuning`): 32 units of mixed3a and
-64 of mixed3b are asked to be curve detectors, their orientations evenly spaced. Which units of the layer
-before they read, and through which spatial pattern, is learnt.
+One more gives it a curve circuit to read (:class:`CurveTuning`): the first units of the
+3x3 branch of each mixed block (``TUNED_UNITS``) are asked to be curve detectors, their
+orientations evenly spaced. Which units of the layer before they read, and through which
+spatial pattern, is learnt.
 
 Training has two phases, each with its own optimiser and image seed: a clean one, where
 the task is learnt at a third of the cost per step, then an adversarial one from there,
