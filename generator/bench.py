@@ -35,7 +35,6 @@ import os
 import json
 import platform
 import re
-import resource
 import statistics
 import subprocess
 import sys
@@ -113,6 +112,7 @@ def bench_default_atlas(runs: int = 3) -> dict:
     cold, warm = reports[0], reports[1:]
     return {
         "atlas_cold_build_s": cold.seconds, "atlas_cold_stages_s": cold.stages,
+        "atlas_cold_peak_mb": max(cold.peaks.values()),
         "atlas_cold_pictures_made": cold.pictures_made,
         "atlas_warm_build_s_median": statistics.median(r.seconds for r in warm),
         "atlas_warm_build_s_runs": [r.seconds for r in warm],
@@ -209,27 +209,26 @@ def bench_expanded() -> dict:
 
 # The child reports its own peak (VmHWM, which starts anew at exec; ru_maxrss would also count
 # the parent's size at fork).
-CHILD = ("import re, resource, sys\nfrom generator.__main__ import main\ncode = main(sys.argv[1:])\n"
-         "try:\n    peak = int(re.search(r'VmHWM:\\s*(\\d+)', open('/proc/self/status').read()).group(1))\n"
-         "except (OSError, AttributeError):\n    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
-         "print('peak-rss-kb', peak)\nsys.exit(code)")
+# The build in a child process: its stages' times and its peak memory, the largest of the
+# stages' own peaks (the build resets the kernel's high-water mark at each stage).
+CHILD = ("import json, sys\nfrom generator.build import build_atlas\nfrom generator.config import load_config\n"
+         "report = build_atlas(load_config(sys.argv[1]))\n"
+         "print(json.dumps({'stages': report.stages, 'peak_mb': max(report.peaks.values())}))")
 
 
 def atlas_in_child(config: Path, prefix: str) -> dict:
     """Build ``config`` in a child process (its site next to it): time, pages, size, peak memory."""
     start = time.perf_counter()
-    done = subprocess.run([sys.executable, "-c", CHILD, "build", str(config)],
+    done = subprocess.run([sys.executable, "-c", CHILD, str(config)],
                           cwd=ROOT, check=True, capture_output=True, text=True)
     seconds = time.perf_counter() - start
+    report = json.loads(done.stdout.strip().splitlines()[-1])
     site = config.parent / "site"
     sizes = [p.stat().st_size for p in site.rglob("*") if p.is_file()]
-    peak = int(re.search(r"peak-rss-kb (\d+)", done.stdout).group(1))
-    stages = re.search(r"pages in [\d.]+s \((.*?)\)\. Feature", done.stdout).group(1)
     return {f"{prefix}_build_s": seconds, f"{prefix}_pages": sum(1 for _ in site.rglob("*.html")),
             f"{prefix}_files": len(sizes), f"{prefix}_size_mb": sum(sizes) / 2**20,
-            f"{prefix}_largest_file_mb": max(sizes) / 2**20, f"{prefix}_peak_rss_mb": peak / 1024,
-            f"{prefix}_stages_s": {name: float(value) for name, value in re.findall(r"([a-z ]+) ([\d.]+)s", stages)},
-            f"{prefix}_views_mb": view_sizes(site)}
+            f"{prefix}_largest_file_mb": max(sizes) / 2**20, f"{prefix}_peak_rss_mb": report["peak_mb"],
+            f"{prefix}_stages_s": report["stages"], f"{prefix}_views_mb": view_sizes(site)}
 
 
 def view_sizes(site: Path) -> dict[str, float]:
@@ -269,9 +268,14 @@ def file_kinds(site: Path) -> dict[str, float]:
 
 
 def bench_inceptionv1_atlas() -> dict:
-    with tempfile.TemporaryDirectory() as folder:
-        # weights only: pictures are GPU work
-        return atlas_in_child(random_atlas_config(Path(folder), ("enabled: true", "enabled: false")), "inceptionv1")
+    """InceptionV1 weights-only (pictures are GPU work): its 12 layers, and its first layer alone,
+    whose peak memory is the build's floor (the 12-layer build should stay within 1.5 times it)."""
+    results = {}
+    for prefix, layers in (("inceptionv1", None), ("inceptionv1_one_layer", "[conv2d0]")):
+        with tempfile.TemporaryDirectory() as folder:
+            changes = [("enabled: true", "enabled: false"), *([("layers: .*", f"layers: {layers}")] if layers else [])]
+            results.update(atlas_in_child(random_atlas_config(Path(folder), *changes), prefix))
+    return results
 
 
 def bench_inceptionv1_pictures(sample_steps: int = 64) -> dict:
@@ -313,12 +317,12 @@ def bench_inceptionv1_pictures(sample_steps: int = 64) -> dict:
             "inceptionv1_picture_sample_steps": sample_steps}
 
 
-ZOO = {"resnet50": "ResNet-50", "densenet121": "DenseNet-121"}
+ZOO = {"resnet50": "ResNet-50", "densenet121": "DenseNet-121", "vgg16": "VGG-16"}
 
 
 def bench_zoo_atlases() -> dict:
-    """Weights-only atlases of torchvision's ResNet-50 and DenseNet-121 at 224 px, random
-    weights saved as a checkpoint (the published ones need a download)."""
+    """Weights-only atlases of torchvision's ResNet-50, DenseNet-121 and VGG-16 at 224 px,
+    random weights saved as a checkpoint (the published ones need a download)."""
     from .torchvision_models import import_torchvision
 
     models = import_torchvision().models
@@ -340,7 +344,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "bench.json")
     parser.add_argument("--runs", type=int, default=3, help="default atlas builds to take the median of")
-    parser.add_argument("--zoo", action="store_true", help="only the ResNet-50 and DenseNet-121 atlases")
+    parser.add_argument("--zoo", action="store_true", help="only the ResNet-50, DenseNet-121 and VGG-16 atlases")
+    parser.add_argument("--budgets", action="store_true",
+                        help="only the rows with a budget (weights-only atlases, expanded weights, default rebuild)")
     parser.add_argument("--pages", action="store_true",
                         help="only the site sizes and page weights (default atlas; InceptionV1 with pictures)")
     parser.add_argument("--gpu", action="store_true", help="only the GPU rows (about ten minutes on an H100)")
@@ -364,20 +370,19 @@ def main(argv: list[str] | None = None) -> None:
         _print(_page_rows(results))
         print(f"wrote {args.out}")
         return
-    if args.zoo:
+    if args.zoo or args.budgets:
         results = bench_zoo_atlases()
+        if args.budgets:
+            results.update({**bench_inceptionv1_atlas(), **bench_expanded(), **bench_default_atlas(args.runs)})
         args.out.write_text(json.dumps(results, indent=1) + "\n")
-        for name, title in ZOO.items():
-            print(f"{title} weights-only atlas, 224 px: {results[name + '_build_s']:.1f} s, peak "
-                  f"{results[name + '_peak_rss_mb']:.0f} MB, {results[name + '_pages']} pages, "
-                  f"{results[name + '_size_mb']:.0f} MB")
+        _print(_zoo_rows(results) + (_budget_rows(results) if args.budgets else []))
+        print(f"wrote {args.out}")
         return
     results = {
         "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
                     "cpus": torch.get_num_threads(), "torch": torch.__version__},
         **bench_tiles(),
         **bench_default_atlas(args.runs),
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         **bench_expanded(),
         **bench_inceptionv1_atlas(),
         **bench_inceptionv1_pictures(),
@@ -402,7 +407,7 @@ def main(argv: list[str] | None = None) -> None:
         *[(f"  stage: {k}", f"{v:.2f} s") for k, v in results["atlas_warm_stages_s_median"].items()],
         ("pages / files", f"{results['atlas_pages']} / {results['atlas_files']}"),
         ("site size", f"{results['atlas_size_mb']:.1f} MB (largest file {results['atlas_largest_file_kb']:.0f} KB)"),
-        ("peak memory", f"{results['peak_rss_mb']:.0f} MB"),
+        ("peak memory (cold build)", f"{results['atlas_cold_peak_mb']:.0f} MB"),
         *[(f"  view: {k}", f"{v:.2f} MB") for k, v in results["atlas_views_mb"].items()],
         *[(f"expanded {r['pair']} {tuple(r['kernel'])}",
            f"ours {r['ours_s']:.3f} s, gradient {r['gradient_s']:.2f} s, {r['speedup']:.0f}x, "
@@ -417,9 +422,7 @@ def main(argv: list[str] | None = None) -> None:
         ("InceptionV1 build peak memory", f"{results['inceptionv1_peak_rss_mb']:.0f} MB"),
         *[(f"  stage: {k}", f"{v:.1f} s") for k, v in results["inceptionv1_stages_s"].items()],
         *[(f"  view: {k}", f"{v:.2f} MB") for k, v in results["inceptionv1_views_mb"].items()],
-        *[(f"{title} weights-only atlas, 224 px", f"{results[name + '_build_s']:.1f} s, peak "
-           f"{results[name + '_peak_rss_mb']:.0f} MB, {results[name + '_pages']} pages, {results[name + '_size_mb']:.0f} MB")
-          for name, title in ZOO.items()],
+        *_zoo_rows(results),
         *[(f"feature visualisation {r['layer']} ({r['steps']} steps, {r['size']} px)",
            f"ours {r['ours_s_per_channel']:.2f} s/channel ({r['ours_channels']} channels, {r['ours_processes']} "
            f"processes), one channel at a time {r['reference_s_per_channel']:.2f} s/channel, {r['speedup']:.1f}x")
@@ -427,30 +430,45 @@ def main(argv: list[str] | None = None) -> None:
     ]
     from .bench_gpu import gpu_rows
 
-    _print(rows + _page_rows(results) + gpu_rows(results))
+    _print(rows + _page_rows(results) + _budget_rows(results) + gpu_rows(results))
     print(f"wrote {args.out}")
 
 
-def _page_rows(results: dict) -> list[tuple[str, str]]:
-    """Rows of the site sizes and page weights (targets: unit page 100 KB own, 300 KB first visit;
-    1,024-unit layer page usable in 1 s; InceptionV1 with pictures and examples 500 MB)."""
+def _zoo_rows(results: dict) -> list[tuple[str, str]]:
+    return [(f"{title} weights-only atlas, 224 px", f"{results[name + '_build_s']:.1f} s, peak "
+             f"{results[name + '_peak_rss_mb']:.0f} MB, {results[name + '_pages']} pages, "
+             f"{results[name + '_size_mb']:.0f} MB") for name, title in ZOO.items()]
+
+
+def budgets(results: dict) -> list[tuple[str, str, bool]]:
+    """Each budget the results cover: ``(what, measured against the limit, holds)``."""
     rows = []
-    for prefix, title in (("atlas", "default atlas"), ("inceptionv1_pictures", "InceptionV1 with pictures")):
-        if f"{prefix}_page_weights" not in results:
-            continue
-        w = results[f"{prefix}_page_weights"]
-        rows += [(f"{title}: unit page, own (max / median)",
-                  f"{w['unit_own_kb_max']:.0f} / {w['unit_own_kb_median']:.0f} KB over the wire (gzip)"),
-                 (f"{title}: unit page, first visit (max / median)",
-                  f"{w['unit_first_visit_kb_max']:.0f} / {w['unit_first_visit_kb_median']:.0f} KB"),
-                 *[(f"{title}: {p['path']} ({p['own_kb']:.0f} KB own)", f"usable in {p['ready_s']:.2f} s from file://")
-                   for p in w["layer_pages"]],
-                 *[(f"{title}: {kind}", f"{mb:.1f} MB") for kind, mb in results[f"{prefix}_kinds_mb"].items()]]
-    if "inceptionv1_pictures_size_mb" in results:
-        rows += [(f"InceptionV1 with pictures ({results['inceptionv1_picture_sample_steps']} steps) and examples",
-                  f"{results['inceptionv1_pictures_size_mb']:.0f} MB, {results['inceptionv1_pictures_files']} files, "
-                  f"built in {results['inceptionv1_pictures_build_s']:.0f} s with the pictures cached")]
+
+    def most(what: str, measured: float, limit: float, unit: str) -> None:
+        rows.append((what, f"{measured:,.1f} {unit} (at most {limit:,} {unit})", measured <= limit))
+
+    for name, title, seconds, mb in (("inceptionv1", "InceptionV1 weights-only", 15, 1024),
+                                     ("resnet50", "ResNet-50 weights-only", 30, 2048),
+                                     ("densenet121", "DenseNet-121 weights-only", 20, 1024),
+                                     ("vgg16", "VGG-16 weights-only", None, 2048)):
+        if f"{name}_build_s" in results:
+            if seconds:
+                most(f"{title}, time", results[f"{name}_build_s"], seconds, "s")
+            most(f"{title}, peak memory", results[f"{name}_peak_rss_mb"], mb, "MB")
+    if "inceptionv1_one_layer_peak_rss_mb" in results:
+        most("InceptionV1 peak memory, 12 layers over 1",
+             results["inceptionv1_peak_rss_mb"] / results["inceptionv1_one_layer_peak_rss_mb"], 1.5, "x")
+    if "expanded" in results:
+        slowest = min(results["expanded"], key=lambda r: r["speedup"])
+        rows.append((f"expanded weights against the gradient, slowest pair ({slowest['pair']})",
+                     f"{slowest['speedup']:,.0f}x faster (at least 100x)", slowest["speedup"] >= 100))
+    if "atlas_warm_build_s_median" in results:
+        most("default atlas, warm rebuild (median)", results["atlas_warm_build_s_median"], 5, "s")
     return rows
+
+
+def _budget_rows(results: dict) -> list[tuple[str, str]]:
+    return [(f"budget: {what}", f"{'holds' if holds else 'MISSED'}: {measured}") for what, measured, holds in budgets(results)]
 
 
 def _print(rows: list[tuple[str, str]]) -> None:

@@ -109,6 +109,7 @@ def build_atlas(config: AtlasConfig, output: str | Path | None = None,
     start = time.perf_counter()
     stages: dict[str, float] = {}
     peaks: dict[str, float] = {}
+    memory.return_large_blocks()
     memory.reset_peak()
 
     def done(stage: str, since: float) -> float:

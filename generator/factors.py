@@ -37,7 +37,7 @@ MIN_ITERATIONS = 8
 TOLERANCE = 2e-4
 LEADING = 96  # a unit's strongest columns (input units and signs) its spatial factors are first fitted on
 REFINING = 1  # rounds over all columns after that
-CHUNK_BYTES = 256 * 2**20  # the largest batch of units' matrices fitted at once
+CHUNK_BYTES = 32 * 2**20  # the largest batch of units' matrices fitted at once (per thread)
 EPS = 1e-12
 
 
@@ -142,13 +142,18 @@ def unit_factors(weights: list[LayerWeights]) -> dict[str, LayerFactors]:
         for p in parts:
             sources.append(Source(p.src, start, start + p.kernel.shape[1]))
             start += p.kernel.shape[1]
-        kernels = np.concatenate([_centred(p.kernel, size) for p in parts], axis=1) if len(parts) > 1 \
-            else parts[0].kernel
         # Each unit's kernels scaled to a largest weight of 1: NMF does not care, and float32
-        # squares of weights as large as 1e20 would overflow.
-        unit_scale = np.abs(kernels).max(axis=(1, 2, 3)).astype(np.float64)
+        # squares of weights as large as 1e20 would overflow. Scaled a batch at a time, as fitted.
+        unit_scale = np.max([np.maximum(p.kernel.max(axis=(1, 2, 3)), -p.kernel.min(axis=(1, 2, 3))) for p in parts],
+                            axis=0).astype(np.float64)
         unit_scale = np.where(unit_scale > 0, unit_scale, 1)
-        spatial, channels, explained = fit_units((kernels / unit_scale[:, None, None, None]).astype(np.float32))
+
+        def rows(start: int, stop: int, parts=parts, size=size, unit_scale=unit_scale) -> np.ndarray:
+            block = np.concatenate([_centred(p.kernel[start:stop], size) for p in parts], axis=1) \
+                if len(parts) > 1 else parts[0].kernel[start:stop]
+            return block / unit_scale[start:stop, None, None, None].astype(np.float32)
+
+        spatial, channels, explained = fit_units(rows, len(unit_scale), sources[-1].stop, size)
         channels = channels * unit_scale[:, None, None]
         total = spatial.sum(axis=1)[:, :, None] * channels.sum(axis=2, keepdims=True)  # each factor's total weight
         total = total[:, :, 0]
@@ -157,27 +162,30 @@ def unit_factors(weights: list[LayerWeights]) -> dict[str, LayerFactors]:
         peak = np.where(peak > 0, peak, 1)
         found[dst] = LayerFactors(dst, tuple(sources),
                                   np.ascontiguousarray((spatial / peak).transpose(0, 2, 1)).reshape(
-                                      len(kernels), COMPONENTS, *size),
+                                      len(unit_scale), COMPONENTS, *size),
                                   channels * peak.transpose(0, 2, 1), explained, shares)
     return found
 
 
-def fit_units(kernels: np.ndarray, iterations: int = ITERATIONS) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """NMF with three factors of each unit's kernels ``[U, I, kh, kw]``, signs split
-    (excitation, then inhibition): ``P = kh*kw`` positions by ``N = 2*I`` features.
+def fit_units(rows, units: int, inputs: int, size: tuple[int, int],
+              iterations: int = ITERATIONS) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """NMF with three factors of each of ``units`` units' kernels, ``rows(start, stop)`` giving
+    those of units ``start`` to ``stop`` (``[units, inputs, *size]``, float32), signs split
+    (excitation, then inhibition): ``P = kh*kw`` positions by ``N = 2 * inputs`` features. The
+    units are fitted a batch at a time, so only a batch's matrices are ever held.
 
     Returns ``spatial [U, P, 3]``, ``channels [U, 3, N]`` and the explained share ``[U]``.
     """
-    units, inputs = kernels.shape[:2]
-    positions = kernels.shape[2] * kernels.shape[3]
+    positions = size[0] * size[1]
     chunk = max(1, min(CHUNK_BYTES // max(1, positions * inputs * 8), -(-units // torch.get_num_threads())))
 
     def fit(start: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        part = torch.from_numpy(kernels[start:start + chunk]).float().reshape(-1, inputs, positions)
+        part = torch.from_numpy(rows(start, start + chunk)).reshape(-1, inputs, positions)
         part = part.transpose(1, 2).contiguous()  # [units, positions, inputs]
         x = part.new_empty(*part.shape[:2], 2 * inputs)
         torch.clamp(part, min=0, out=x[:, :, :inputs])
         torch.clamp(part.neg_(), min=0, out=x[:, :, inputs:])
+        del part
         return _hals(x, iterations)
 
     # torch runs one batched product on one core; chunks on threads use them all

@@ -6,15 +6,37 @@ On Linux the kernel keeps a process's peak resident memory (``VmHWM`` in
 peak since the process started is known (``getrusage``), and each stage reports that.
 Worker processes (feature visualisation, unit pages) are not counted: this is the
 build's own memory, the part that grows with the model.
+
+The build holds large arrays one layer at a time, and frees them before the next layer's.
+The C library's allocator (glibc) would keep freed blocks of up to 32 MB for reuse, where
+the next layer's arrays, of other sizes, fit badly: the process would grow layer by layer.
+:func:`return_large_blocks` has it give every block from ``LARGE_BLOCK`` up back to the
+system when freed.
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import resource
 import sys
 from pathlib import Path
 
 STATUS, CLEAR_REFS = Path("/proc/self/status"), Path("/proc/self/clear_refs")
+LARGE_BLOCK = 4 * 2**20  # bytes
+M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter: blocks from this size up are mapped apart, unmapped when freed
+
+
+def return_large_blocks() -> bool:
+    """Have freed blocks of ``LARGE_BLOCK`` bytes and more go back to the system at once (glibc;
+    elsewhere nothing changes and this returns False)."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return bool(libc.mallopt(M_MMAP_THRESHOLD, LARGE_BLOCK))
+    except (OSError, AttributeError):  # another C library (musl has no mallopt)
+        return False
 
 
 def reset_peak() -> bool:
