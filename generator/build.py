@@ -106,6 +106,13 @@ def build_atlas(config: AtlasConfig, output: str | Path | None = None,
     """Build the atlas ``config`` describes into ``output`` (default: the config's). The site it
     replaces is removed before this returns, or, with ``leaving``, added to it for the caller to
     remove once it has reported (:func:`generator.site.remove_left`)."""
+    try:
+        return _build(config, output, leaving)
+    finally:
+        memory.build_over()
+
+
+def _build(config: AtlasConfig, output: str | Path | None, leaving: list[Path] | None) -> BuildReport:
     start = time.perf_counter()
     stages: dict[str, float] = {}
     peaks: dict[str, float] = {}
@@ -137,7 +144,8 @@ def build_atlas(config: AtlasConfig, output: str | Path | None = None,
     frozen = reference_statistics(config, network)
     composed = layer_weights(network, graph, config.ranking.hops, frozen, config.ranking.memory_mb)
     norms = kernel_norms(composed.weights)
-    units = rank(graph, composed.weights, config.ranking.top_k, norms)
+    with memory.kept_for_the_build():
+        units = rank(graph, composed.weights, config.ranking.top_k, norms)
     paths = split_paths(network, graph, composed.weights, units, frozen)
     for reason in composed.skipped:
         log.info("skipped %s", reason)

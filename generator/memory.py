@@ -18,9 +18,12 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import gc
 import resource
 import sys
 from pathlib import Path
+
+from contextlib import contextmanager
 
 STATUS, CLEAR_REFS = Path("/proc/self/status"), Path("/proc/self/clear_refs")
 LARGE_BLOCK = 4 * 2**20  # bytes
@@ -58,3 +61,24 @@ def peak_mb() -> float:
         pass
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / 2**20 if sys.platform == "darwin" else peak / 1024  # bytes on macOS, kB elsewhere
+
+
+@contextmanager
+def kept_for_the_build():
+    """For objects made in the block and kept until the build ends (the ranked connections, some
+    hundred thousand): Python's cyclic collector does not run while they are made (each run
+    would walk all of them) and afterwards leaves them out of its walks (``gc.freeze``), in
+    this process and in the page writers forked from it, until :func:`build_over`."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.freeze()
+        if enabled:
+            gc.enable()
+
+
+def build_over() -> None:
+    """The objects :func:`kept_for_the_build` set aside are the collector's again."""
+    gc.unfreeze()

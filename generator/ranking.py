@@ -74,8 +74,17 @@ class UnitWeights:
 
 
 def _top(scores: np.ndarray, k: int) -> np.ndarray:
-    """Per row of ``scores``, the indices of the ``k`` largest, strongest first, ties by index."""
-    return np.argsort(-scores, axis=-1, kind="stable")[..., :k]
+    """Per row of ``scores`` (2-D), the indices of the ``k`` largest, strongest first, ties by index."""
+    n = scores.shape[-1]
+    if k >= n:
+        return np.argsort(-scores, axis=-1, kind="stable")
+    kth = np.partition(scores, n - k, axis=-1)[:, n - k, None]  # each row's k-th largest
+    tied = scores == kth
+    above = (scores > kth).sum(axis=-1, keepdims=True)
+    chosen = (scores > kth) | (tied & (np.cumsum(tied, axis=-1) <= k - above))  # k per row, ties by index
+    columns = np.nonzero(chosen)[1].reshape(len(scores), k)  # ascending within each row
+    order = np.argsort(-np.take_along_axis(scores, columns, axis=-1), axis=-1, kind="stable")
+    return np.take_along_axis(columns, order, axis=-1)
 
 
 def _connected(scores: np.ndarray, chosen: np.ndarray) -> np.ndarray:
@@ -155,22 +164,24 @@ def rank(graph: LayerGraph, weights: list[LayerWeights], top_k: int,
         l2_all = np.concatenate([p.l2 for p in parts], axis=1)  # [dst units, units of every source]
         sign_all = np.concatenate([p.sign for p in parts], axis=1)
         scale = np.max([p.scale for p in parts], axis=0)
+        input_count, input_l2 = (l2_all > 0).sum(axis=1).tolist(), np.sqrt((l2_all**2).sum(axis=1)).tolist()
+        excitatory, inhibitory = (sign_all > 0).sum(axis=1).tolist(), (sign_all < 0).sum(axis=1).tolist()
         for o, (row, chosen) in enumerate(zip(l2_all, _top(l2_all, top_k))):
             unit, chosen = units[(dst, o)], _connected(row, chosen)
             unit.inputs = _merged(parts, chosen, lambda p, columns: p.links(np.full(len(columns), o), columns, columns,
                                                                              p.weights.src), axis=1)
             for link in unit.inputs:
                 link.scale = float(scale[o])  # one scale over all of the unit's inputs
-            unit.scale, unit.input_count = float(scale[o]), int((row > 0).sum())
-            unit.input_l2 = float(np.sqrt((row**2).sum()))
-            unit.excitatory, unit.inhibitory = int((sign_all[o] > 0).sum()), int((sign_all[o] < 0).sum())
+            unit.scale, unit.input_count, unit.input_l2 = float(scale[o]), input_count[o], input_l2[o]
+            unit.excitatory, unit.inhibitory = excitatory[o], inhibitory[o]
     for src, parts in outgoing.items():
         l2_all = np.concatenate([p.l2 for p in parts], axis=0)  # [units of every reading layer, src units]
         fed = np.concatenate([[units[(p.weights.dst, o)].input_l2 for o in range(len(p.l2))] for p in parts])
         share_all = l2_all / np.where(fed > 0, fed, 1.0)[:, None]
+        output_count = (l2_all > 0).sum(axis=0).tolist()
         for i, chosen in enumerate(_top(share_all.T, top_k)):
             unit, chosen = units[(src, i)], _connected(l2_all[:, i], chosen)
-            unit.output_count = int((l2_all[:, i] > 0).sum())
+            unit.output_count = output_count[i]
             unit.outputs = _merged(parts, chosen, lambda p, rows: p.links(rows, np.full(len(rows), i), rows,
                                                                           p.weights.dst), axis=0)
             for link, row in zip(unit.outputs, chosen.tolist()):

@@ -36,3 +36,19 @@ def _given_back_mb(mode: str) -> float:
 def test_freed_large_blocks_go_back_to_the_system():
     assert _given_back_mb("keep") < 40  # glibc's default: the 20 freed blocks (160 MB) stay resident
     assert _given_back_mb("return") > 140
+
+
+def test_objects_kept_for_the_build_leave_the_collector_until_it_is_over():
+    import gc
+
+    from generator import memory
+
+    assert gc.get_freeze_count() == 0
+    with memory.kept_for_the_build():
+        assert not gc.isenabled()  # no collection while they are made
+        kept = [[i] for i in range(1000)]
+    try:
+        assert gc.isenabled() and gc.get_freeze_count() >= len(kept)
+    finally:
+        memory.build_over()
+    assert gc.get_freeze_count() == 0

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from generator.graph import trace_layers
-from generator.ranking import rank
+from generator.ranking import _top, rank
 from generator.expanded import layer_weights
 from tests.toy_models import SmallCNN
 
@@ -72,3 +72,15 @@ def test_kernels_of_zero_are_no_connection():
         inputs, outputs = units[("b", u)].inputs, units[("a", u)].outputs
         assert [(k.layer, k.unit) for k in inputs] == [("a", u)] and units[("b", u)].input_count == 1
         assert [(k.layer, k.unit) for k in outputs] == [("b", u)] and units[("a", u)].output_count == 1
+
+
+@pytest.mark.parametrize("k", [1, 5, 12, 40])
+def test_top_k_is_a_stable_sort_cut_short(k):
+    """The partial selection picks what a full stable sort picks, ties (many here) by index."""
+    rng = np.random.default_rng(k)
+    scores = rng.integers(0, 6, size=(30, 40)).astype(np.float64)  # few values: ties everywhere
+    scores[3] = 0.0
+    expected = np.argsort(-scores, axis=-1, kind="stable")[:, :k]
+    np.testing.assert_array_equal(_top(scores, k), expected)
+    smooth = rng.random((7, 40))
+    np.testing.assert_array_equal(_top(smooth, k), np.argsort(-smooth, axis=-1, kind="stable")[:, :k])
