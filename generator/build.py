@@ -1,4 +1,5 @@
-"""The build: config -> model -> layer graph -> weights -> ranking -> pictures -> pages -> site."""
+"""The build: config -> model -> layer graph -> weights (read one layer at a time) -> ranking ->
+pictures -> pages -> site."""
 
 from __future__ import annotations
 
@@ -16,11 +17,11 @@ from .config import AtlasConfig
 from .errors import AtlasError
 from .dataset_examples import find_examples, first_images
 from .engines import opened
-from .expanded import Frozen, freeze, layer_weights, needs_reference
-from .factors import group_factors, unit_factors
+from .expanded import Frozen, freeze, needs_reference
 from .families import family_features, layer_families
 from .featurevis import visualise_units
 from .graph import find_layers
+from .layer_pass import read_weights
 from .loading import load_model, weights_hash
 from . import memory
 from .network import TracedNetwork
@@ -29,7 +30,7 @@ from .linearity import measure_linearity
 from .paths import split_paths
 from .pages import UNITS_MARK, ModelSummary, PageWriter
 from .structure import Structure
-from .ranking import kernel_norms, rank
+from .ranking import rank
 from .search import page_entries, write_index
 from .site import PageShell, check_output, mkdocs_site, staged_output
 
@@ -142,40 +143,37 @@ def _build(config: AtlasConfig, output: str | Path | None, leaving: list[Path] |
     annotations = load_annotations(config, graph, model)
     t = done("trace", t)
     frozen = reference_statistics(config, network)
-    composed = layer_weights(network, graph, config.ranking.hops, frozen, config.ranking.memory_mb)
-    norms = kernel_norms(composed.weights)
-    with memory.kept_for_the_build():
-        units = rank(graph, composed.weights, config.ranking.top_k, norms)
-    paths = split_paths(network, graph, composed.weights, units, frozen)
-    for reason in composed.skipped:
+    groups = [(layer, family, members) for layer, family, members in annotations.groups() if len(members) > 1]
+    read = read_weights(network, graph, config.ranking, frozen, groups)
+    for reason in read.skipped:
         log.info("skipped %s", reason)
-    t = done("weights and ranking", t)
-    factors = unit_factors(composed.weights)
-    t = done("factors", t)
+    t = done("weights and factors", t)
+    with memory.kept_for_the_build():
+        units = rank(graph, read.statistics, config.ranking.top_k)
+    paths = split_paths(network, graph, read.weights, units, frozen)
+    t = done("ranking", t)
     weights = weights_hash(model)
     with opened(config, network, graph) as engine:  # one engine for both stages (one Ray connection)
         pictures = visualise_units(config, network, graph, weights, engine) if config.featurevis.enabled else None
         t = done("feature visualisation", t)
         examples = find_examples(config, network, graph, weights, engine)
         t = done("dataset examples", t)
-        linearity = measure_linearity(config, network, graph, composed.weights, weights, engine) \
+        linearity = measure_linearity(config, network, graph, read.weights, weights, engine) \
             if config.circuits.linearity and (pictures is not None or examples is not None) else None
         t = done("measured effects", t)
-    readers = {w.dst for w in composed.weights if w.hops == 1 and w.src is not None}
     structure = Structure(
-        factors, annotations,
-        layer_families(graph, annotations, family_features(graph, composed.weights, norms, pictures, examples),
+        read.factors, annotations,
+        layer_families(graph, annotations, family_features(graph, read.weights, read.norms, pictures, examples),
                        config.factors.families),
-        [group_factors(composed.weights, layer, family, members) for layer, family, members in annotations.groups()
-         if layer in readers and len(members) > 1],
-        {(w.src, w.dst): l2 for w, l2 in zip(composed.weights, norms) if w.hops == 1 and w.src is not None},
-        {(w.src, w.dst): w for w in composed.weights if w.hops == 1 and w.src is not None}, linearity, paths)
+        read.groups,
+        {(w.src, w.dst): l2 for w, l2 in zip(read.weights, read.norms) if w.hops == 1 and w.src is not None},
+        {(w.src, w.dst): w for w in read.weights if w.hops == 1 and w.src is not None}, linearity, paths)
     t = done("families", t)
     parameters = {layer.name: layer_parameters(model, layer.modules) for layer in graph.layers}
     summary = ModelSummary(config.title, sum(p.numel() for p in model.parameters()), len(units), input_shape,
                            weights)
     with staged_output(output, leaving) as stage:
-        writer = PageWriter(graph, units, config, summary, structure, pictures, examples, composed.skipped, parameters)
+        writer = PageWriter(graph, units, config, summary, structure, pictures, examples, read.skipped, parameters)
         nav = writer.write_docs(stage / "docs")
         mkdocs_site(stage / "docs", stage / "site", config.title, nav)
         pages = page_entries(stage / "site", writer.pages, UNITS_MARK)

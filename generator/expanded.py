@@ -16,7 +16,7 @@ The maps are composed directly (:mod:`generator.linear_maps`): no backward pass.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -33,6 +33,7 @@ from .network import TracedNetwork, ancestors
 from .linear_maps import LinearMap, Rearranged
 
 MEMORY_MB = RankingConfig.memory_mb  # default budget for one composed map
+SLICE_MB = 128  # a map is composed a slice of source channels at a time, its steps' maps within about this
 
 
 class Skipped(AtlasError):
@@ -236,7 +237,7 @@ class LayerWeights:
     src: str | None
     dst: str
     hops: int
-    kernel: np.ndarray  # float32 [dst units, src units, kh, kw]
+    kernel: np.ndarray | KeptKernels  # float32 [dst units, src units, kh, kw], or those kept of it
     direct: np.ndarray  # bool [dst units]
     placed: bool = False
     frozen: tuple[str, ...] = ()
@@ -245,6 +246,37 @@ class LayerWeights:
     stride: tuple[int, int] = (1, 1)
     offset: tuple[int, int] = (0, 0)
     spatial: bool = True  # False: after global pooling (or a dense layer), one kernel per pair of units
+
+
+class KeptKernels:
+    """Some of the kernels of one pair's ``[dst units, src units, kh, kw]`` weights: those at
+    ``(rows[j], columns[j])``, the rest let go. Indexed like the whole array by a row and a
+    column (or arrays of them); a kernel that was not kept is a ``KeyError``."""
+
+    def __init__(self, kernel: np.ndarray, rows: np.ndarray, columns: np.ndarray):
+        self.shape, self.dtype = kernel.shape, kernel.dtype
+        keys = np.unique(np.asarray(rows, dtype=np.int64) * kernel.shape[1] + np.asarray(columns, dtype=np.int64))
+        self.rows, self.columns = keys // kernel.shape[1], keys % kernel.shape[1]
+        self._keys, self.kernels = keys, kernel[self.rows, self.columns]  # [kept, kh, kw], a copy
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    @property
+    def nbytes(self) -> int:
+        return self.kernels.nbytes
+
+    def __getitem__(self, index: tuple) -> np.ndarray:
+        return self.kernels[self.find(*index)]
+
+    def find(self, rows, columns) -> np.ndarray:
+        """Where the kernels at ``(rows, columns)`` lie in :attr:`kernels` (a ``KeyError`` for one
+        not kept)."""
+        keys = np.asarray(rows, dtype=np.int64) * self.shape[1] + np.asarray(columns, dtype=np.int64)
+        found = np.minimum(np.searchsorted(self._keys, keys), len(self._keys) - 1)
+        if not len(self._keys) or np.any(self._keys[found] != keys):
+            raise KeyError(f"kernel {rows, columns} was not kept")
+        return found
 
 
 @dataclass(frozen=True)
@@ -269,13 +301,25 @@ class ComposedWeights:
 
 def layer_weights(network: TracedNetwork, graph: LayerGraph, hops: int = 1, frozen: Frozen | None = None,
                   memory_mb: int = MEMORY_MB) -> ComposedWeights:
-    """Weights between adjacent layers, and between layers up to ``hops`` apart.
+    """Weights between adjacent layers, and between layers up to ``hops`` apart, all held at
+    once (see :func:`composed_by_target` for one target layer at a time)."""
+    result = ComposedWeights()
+    for _, weights, skipped in composed_by_target(network, graph, hops, frozen, memory_mb):
+        result.weights += weights
+        result.skipped += skipped
+    return result
+
+
+def composed_by_target(network: TracedNetwork, graph: LayerGraph, hops: int = 1, frozen: Frozen | None = None,
+                       memory_mb: int = MEMORY_MB) -> Iterator[tuple[str, list[LayerWeights], list[SkippedPair]]]:
+    """Per target layer, in the graph's order: its name, the weights from every layer up to
+    ``hops`` before it, and the pairs skipped. One target's weights are composed only when the
+    caller asks for them, so it can let the previous target's go first.
 
     A pair with an operation that has no linear twin, or whose map would need more than
     ``memory_mb``, is skipped with its reason. Each map is composed for as many source
     channels at a time as fit in ``memory_mb``; its size is known from one channel first.
     """
-    result = ComposedWeights()
     if frozen is None and needs_reference(network):
         frozen = freeze(network, reference_images(graph.input_shape), f"{REFERENCE_IMAGES} uniform-noise images")
     pairs: dict[str | None, list[tuple[str, int]]] = {}
@@ -284,38 +328,51 @@ def layer_weights(network: TracedNetwork, graph: LayerGraph, hops: int = 1, froz
             (src, layer.name) for layer in graph.layers for src in graph.upstream(layer.name, distance)]
         for src, dst in found:
             pairs.setdefault(src, []).append((dst, distance))
+    # A target's sources in the order the sources are first found (adjacent layers first).
+    by_target: dict[str, list[tuple[str | None, int]]] = {layer.name: [] for layer in graph.layers}
+    for src, targets in pairs.items():
+        for dst, distance in targets:
+            by_target[dst].append((src, distance))
     # Between adjacent layers only the paths that pass no other layer count (a dense block's
     # layers also reach a transition through each other); further hops go through them.
     others = frozenset(network.node(node) for node in graph.values.values())
+    for dst, sources in by_target.items():
+        weights, skipped = [], []  # the previous target's are let go here, before any of these is composed
+        for src, distance in sources:
+            try:
+                weights.append(_pair_weights(network, graph, frozen, src, dst, distance,
+                                             others if distance == 1 else None, memory_mb))
+            except Skipped as error:
+                skipped.append(SkippedPair(src, dst, str(error)))
+        weights = [w for w in weights if w is not None]  # None: ``dst`` does not read that source
+        if weights or skipped:
+            yield dst, weights, skipped
+
+
+def _pair_weights(network: TracedNetwork, graph: LayerGraph, frozen: Frozen | None, src: str | None, dst: str,
+                  distance: int, others: frozenset | None, memory_mb: int) -> LayerWeights | None:
+    """The weights from ``src`` to ``dst`` (None: ``dst`` does not read ``src``); paths through
+    ``others`` (adjacent layers: the other layers' values) do not count."""
+    source, target = _resolve(network, graph, src), _resolve(network, graph, dst)
+    linearised = _Linearised(network, f"from `{src or 'the input image'}` to `{dst}`", frozen,
+                             tuple(_source(network, source).shape[2:]))
     with torch.no_grad():
-        for src, targets in pairs.items():
-            source = _resolve(network, graph, src)
-            linearised = _Linearised(network, "", frozen, tuple(_source(network, source).shape[2:]))
-            for dst, distance in targets:
-                linearised.where, linearised.used = f"from `{src or 'the input image'}` to `{dst}`", set()
-                target = _resolve(network, graph, dst)
-                try:
-                    composed = _composed(linearised, source, target,
-                                         others - {source, target} if distance == 1 else frozenset(), memory_mb)
-                except Skipped as error:
-                    result.skipped.append(SkippedPair(src, dst, str(error)))
-                    continue
-                if composed is None:
-                    continue
-                kernel, window = composed
-                if not np.isfinite(kernel).all():
-                    raise AtlasError(
-                        f"The weights between `{src or 'the input image'}` and `{dst}` are not finite (NaN or "
-                        f"infinity): the checkpoint comes from a diverged or damaged run. Use another checkpoint.")
-                direct = np.zeros(len(kernel), dtype=bool)
-                if distance == 1:
-                    for c in graph.connections:
-                        if c.src == src and c.dst == dst and all(_keeps_kernel(network, op) for op in c.before):
-                            direct[c.start : c.stop] = True
-                result.weights.append(LayerWeights(src, dst, distance, kernel, direct, window.placed,
-                                                   tuple(sorted(linearised.used)), window.stride, window.offset,
-                                                   window.spatial))
-    return result
+        composed = _composed(linearised, source, target,
+                             others - {source, target} if others is not None else frozenset(), memory_mb)
+    if composed is None:
+        return None
+    kernel, window = composed
+    if not np.isfinite(kernel).all():
+        raise AtlasError(
+            f"The weights between `{src or 'the input image'}` and `{dst}` are not finite (NaN or "
+            f"infinity): the checkpoint comes from a diverged or damaged run. Use another checkpoint.")
+    direct = np.zeros(len(kernel), dtype=bool)
+    if distance == 1:
+        for c in graph.connections:
+            if c.src == src and c.dst == dst and all(_keeps_kernel(network, op) for op in c.before):
+                direct[c.start : c.stop] = True
+    return LayerWeights(src, dst, distance, kernel, direct, window.placed, tuple(sorted(linearised.used)),
+                        window.stride, window.offset, window.spatial)
 
 
 def _composed(linearised: _Linearised, source: torch.fx.Node | None, target: torch.fx.Node, stops: frozenset,
@@ -333,7 +390,7 @@ def _composed(linearised: _Linearised, source: torch.fx.Node | None, target: tor
     if size > budget:
         raise Skipped(f"the expanded weights would take {size / 2**20:,.0f} MB, more than `ranking.memory_mb` "
                       f"({memory_mb:,} MB); raise it, or leave one of the layers out")
-    step = max(1, budget // (16 * max(linearised.largest, 1)))
+    step = max(1, min(budget, SLICE_MB * 2**20) // (16 * max(linearised.largest, 1)))
     if step >= channels:  # all at once, and no copy
         whole = one if channels == 1 else linearised.propagate(source, target, None, stops)
         return whole.kernel.float().contiguous().numpy(), one

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from .expanded import LayerWeights
+from .ranking import strongest
 
 COMPONENTS = 3  # a unit's factors: red, green, blue
 ITERATIONS = 60  # at most; fits stop once the mean explained share gains less than TOLERANCE a step
@@ -39,6 +40,7 @@ LEADING = 96  # a unit's strongest columns (input units and signs) its spatial f
 REFINING = 1  # rounds over all columns after that
 CHUNK_BYTES = 32 * 2**20  # the largest batch of units' matrices fitted at once (per thread)
 EPS = 1e-12
+SHOWN_INPUTS = 3  # a factor's strongest inputs a unit page can show beside the unit's listed inputs
 
 
 @dataclass(frozen=True)
@@ -98,6 +100,16 @@ class LayerFactors:
         values = (direction[order] / direction[order[0]]).tolist()
         return [(*self.source_of(j), value) for j, value in zip(order.tolist(), values)]
 
+    def shown_inputs(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """Per source layer, ``(units, source units)``: the :data:`SHOWN_INPUTS` strongest inputs
+        of every unit's every factor, as :meth:`top_inputs` picks them."""
+        units, factors, columns = self.channels.shape
+        top = strongest(self.channels.reshape(-1, columns), SHOWN_INPUTS)  # [units * factors, shown]
+        rows = np.repeat(np.arange(units), factors * top.shape[1])
+        picked = top.reshape(-1) % self.inputs
+        return {s.layer: (rows[inside], picked[inside] - s.start)
+                for s in self.sources if (inside := (picked >= s.start) & (picked < s.stop)).any()}
+
     def dominant(self, unit: int) -> np.ndarray:
         """Per input (over all sources), the factor it contributes most to: ``[inputs]``."""
         size = self.spatial[unit].reshape(COMPONENTS, -1).sum(axis=1)  # each map's total weight
@@ -107,12 +119,7 @@ class LayerFactors:
 
 def _strongest(values: np.ndarray, count: int) -> np.ndarray:
     """Indices of the ``count`` largest ``values``, largest first (ties: lower index first)."""
-    if len(values) > count:
-        cut = np.partition(values, len(values) - count)[len(values) - count]
-        chosen = np.flatnonzero(values >= cut)
-    else:
-        chosen = np.arange(len(values))
-    return chosen[np.argsort(-values[chosen], kind="stable")][:count]
+    return strongest(values[None], count)[0]
 
 
 def _centred(kernel: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -123,48 +130,55 @@ def _centred(kernel: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 def unit_factors(weights: list[LayerWeights]) -> dict[str, LayerFactors]:
-    """Per layer with inputs from other browsed layers, every unit's three factors.
+    """Per layer with inputs from other browsed layers, every unit's three factors
+    (:func:`layer_factors`)."""
+    readers: dict[str, list[LayerWeights]] = {}
+    for w in weights:
+        readers.setdefault(w.dst, []).append(w)
+    found = {dst: layer_factors(parts) for dst, parts in readers.items()}
+    return {dst: factors for dst, factors in found.items() if factors is not None}
+
+
+def layer_factors(weights: list[LayerWeights]) -> LayerFactors | None:
+    """Every unit's three factors in the layer ``weights`` lead into, from all the browsed
+    layers it reads (``weights`` may hold others, such as further hops, which are passed over).
 
     A unit reading several layers is factorised over all of them together, their kernels
     padded to the largest window. Units reading only the image, or with one-pixel kernels
-    (nothing spatial to show), get none.
+    (nothing spatial to show), get none (None).
     """
-    found = {}
-    readers: dict[str, list[LayerWeights]] = {}
-    for w in weights:
-        if w.hops == 1 and w.src is not None:
-            readers.setdefault(w.dst, []).append(w)
-    for dst, parts in readers.items():
-        size = (max(p.kernel.shape[2] for p in parts), max(p.kernel.shape[3] for p in parts))
-        if size == (1, 1):
-            continue
-        sources, start = [], 0
-        for p in parts:
-            sources.append(Source(p.src, start, start + p.kernel.shape[1]))
-            start += p.kernel.shape[1]
-        # Each unit's kernels scaled to a largest weight of 1: NMF does not care, and float32
-        # squares of weights as large as 1e20 would overflow. Scaled a batch at a time, as fitted.
-        unit_scale = np.max([np.maximum(p.kernel.max(axis=(1, 2, 3)), -p.kernel.min(axis=(1, 2, 3))) for p in parts],
-                            axis=0).astype(np.float64)
-        unit_scale = np.where(unit_scale > 0, unit_scale, 1)
+    parts = [w for w in weights if w.hops == 1 and w.src is not None]
+    if not parts:
+        return None
+    size = (max(p.kernel.shape[2] for p in parts), max(p.kernel.shape[3] for p in parts))
+    if size == (1, 1):
+        return None
+    sources, start = [], 0
+    for p in parts:
+        sources.append(Source(p.src, start, start + p.kernel.shape[1]))
+        start += p.kernel.shape[1]
+    # Each unit's kernels scaled to a largest weight of 1: NMF does not care, and float32
+    # squares of weights as large as 1e20 would overflow. Scaled a batch at a time, as fitted.
+    unit_scale = np.max([np.maximum(p.kernel.max(axis=(1, 2, 3)), -p.kernel.min(axis=(1, 2, 3))) for p in parts],
+                        axis=0).astype(np.float64)
+    unit_scale = np.where(unit_scale > 0, unit_scale, 1)
 
-        def rows(start: int, stop: int, parts=parts, size=size, unit_scale=unit_scale) -> np.ndarray:
-            block = np.concatenate([_centred(p.kernel[start:stop], size) for p in parts], axis=1) \
-                if len(parts) > 1 else parts[0].kernel[start:stop]
-            return block / unit_scale[start:stop, None, None, None].astype(np.float32)
+    def rows(start: int, stop: int) -> np.ndarray:
+        block = np.concatenate([_centred(p.kernel[start:stop], size) for p in parts], axis=1) \
+            if len(parts) > 1 else parts[0].kernel[start:stop]
+        return block / unit_scale[start:stop, None, None, None].astype(np.float32)
 
-        spatial, channels, explained = fit_units(rows, len(unit_scale), sources[-1].stop, size)
-        channels = channels * unit_scale[:, None, None]
-        total = spatial.sum(axis=1)[:, :, None] * channels.sum(axis=2, keepdims=True)  # each factor's total weight
-        total = total[:, :, 0]
-        shares = total / np.where(total.sum(axis=1, keepdims=True) > 0, total.sum(axis=1, keepdims=True), 1)
-        peak = spatial.max(axis=1, keepdims=True)  # each map scaled to a largest value of 1, its direction up
-        peak = np.where(peak > 0, peak, 1)
-        found[dst] = LayerFactors(dst, tuple(sources),
-                                  np.ascontiguousarray((spatial / peak).transpose(0, 2, 1)).reshape(
-                                      len(unit_scale), COMPONENTS, *size),
-                                  channels * peak.transpose(0, 2, 1), explained, shares)
-    return found
+    spatial, channels, explained = fit_units(rows, len(unit_scale), sources[-1].stop, size)
+    channels = channels * unit_scale[:, None, None]
+    total = spatial.sum(axis=1)[:, :, None] * channels.sum(axis=2, keepdims=True)  # each factor's total weight
+    total = total[:, :, 0]
+    shares = total / np.where(total.sum(axis=1, keepdims=True) > 0, total.sum(axis=1, keepdims=True), 1)
+    peak = spatial.max(axis=1, keepdims=True)  # each map scaled to a largest value of 1, its direction up
+    peak = np.where(peak > 0, peak, 1)
+    return LayerFactors(parts[0].dst, tuple(sources),
+                        np.ascontiguousarray((spatial / peak).transpose(0, 2, 1)).reshape(
+                            len(unit_scale), COMPONENTS, *size),
+                        channels * peak.transpose(0, 2, 1), explained, shares)
 
 
 def fit_units(rows, units: int, inputs: int, size: tuple[int, int],

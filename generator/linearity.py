@@ -43,7 +43,7 @@ from safetensors.numpy import save
 from .config import AtlasConfig
 from .dataset_examples import first_images
 from .engines import Engine, Work, Worker, opened
-from .expanded import LayerWeights
+from .expanded import KeptKernels, LayerWeights
 from .files import atomic_write
 from .graph import LayerGraph
 from .network import TracedNetwork, ancestors
@@ -100,10 +100,17 @@ class Linearity:
         return self.pairs.get((w.src, w.dst, w.hops))
 
 
-def compared(effect: np.ndarray, kernel: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def compared(effect: np.ndarray, kernel: np.ndarray | KeptKernels) -> tuple[np.ndarray, np.ndarray]:
     """Per kernel, the cosine of ``effect`` and ``kernel`` and the ratio of their L2 norms; a
-    kernel or effect of zero has cosine 0 (and ratio 0 over a zero kernel). Sums run in the
-    kernels' float32: each is over one kernel's positions only, and float64 made this 25x slower."""
+    kernel or effect of zero has cosine 0 (and ratio 0 over a zero kernel). Of kept kernels,
+    only those are compared (the others' figures are 0). Sums run in the kernels' float32:
+    each is over one kernel's positions only, and float64 made this 25x slower."""
+    if isinstance(kernel, KeptKernels):
+        cosine, ratio = (np.zeros(kernel.shape[:2], dtype=np.float32) for _ in range(2))
+        kept = effect[kernel.rows, kernel.columns]
+        cosine[kernel.rows, kernel.columns], ratio[kernel.rows, kernel.columns] = (
+            figure[:, 0] for figure in compared(kept[:, None], kernel.kernels[:, None]))
+        return cosine, ratio
     e, k = effect.reshape(*effect.shape[:2], -1), kernel.reshape(*kernel.shape[:2], -1)
     dot = np.einsum("oip,oip->oi", e, k)
     ne = np.sqrt(np.einsum("oip,oip->oi", e, e))

@@ -152,7 +152,7 @@ def _aligned(kernel: np.ndarray, window, w: LayerWeights) -> np.ndarray:
     """A path's kernel placed on the window of the whole pair's (a path may reach less far)."""
     if kernel.shape == w.kernel.shape and window.offset == w.offset:
         return kernel
-    placed = np.zeros_like(w.kernel)
+    placed = np.zeros(w.kernel.shape, dtype=kernel.dtype)
     y, x = window.offset[0] - w.offset[0], window.offset[1] - w.offset[1]
     placed[:, :, y : y + kernel.shape[2], x : x + kernel.shape[3]] = kernel
     return placed

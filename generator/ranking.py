@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .expanded import LayerWeights
+from .expanded import KeptKernels, LayerWeights
 from .graph import LayerGraph
 
 
@@ -38,10 +38,13 @@ class Link:
     column: int
     share: float = 0.0  # for an output: l2 over the L2 norm of all inputs of the unit it feeds
     rank: int = 0  # for an input found beyond the listed ones: how many of the unit's inputs are stronger
+    kept: int = -1  # where the kernel lies among the pair's kept kernels (-1: all are kept)
 
     @property
     def kernel(self) -> np.ndarray:
         """The ``[kh, kw]`` kernel."""
+        if self.kept >= 0:
+            return self.weights.kernel.kernels[self.kept]
         return self.weights.kernel[self.row, self.column]
 
 
@@ -73,7 +76,7 @@ class UnitWeights:
     rgb_kernel: np.ndarray | None = None  # [channels, kh, kw] when the unit reads the image
 
 
-def _top(scores: np.ndarray, k: int) -> np.ndarray:
+def strongest(scores: np.ndarray, k: int) -> np.ndarray:
     """Per row of ``scores`` (2-D), the indices of the ``k`` largest, strongest first, ties by index."""
     n = scores.shape[-1]
     if k >= n:
@@ -93,8 +96,9 @@ def _connected(scores: np.ndarray, chosen: np.ndarray) -> np.ndarray:
 
 
 @dataclass(frozen=True)
-class _Statistics:
-    """Per-kernel numbers of one layer-to-layer weight tensor."""
+class KernelStatistics:
+    """Per-kernel numbers of one layer-to-layer weight tensor, read while all its kernels are
+    there; ``weights`` may keep only some of them afterwards (:class:`generator.expanded.KeptKernels`)."""
 
     weights: LayerWeights
     l2: np.ndarray  # [O, I]
@@ -103,20 +107,21 @@ class _Statistics:
     scale: np.ndarray  # [O]
 
     @classmethod
-    def of(cls, w: LayerWeights, l2: np.ndarray) -> _Statistics:
+    def of(cls, w: LayerWeights, l2: np.ndarray) -> KernelStatistics:
         k = w.kernel
         peak = np.maximum(k.max(axis=(2, 3)), -k.min(axis=(2, 3)))  # largest |weight|, with no copy of k
-        return cls(w, l2, np.sign(k.sum(axis=(2, 3), dtype=np.float64)).astype(int), peak, peak.max(axis=1))
+        return cls(w, l2, np.sign(k.sum(axis=(2, 3), dtype=np.float64)).astype(np.int8), peak, peak.max(axis=1))
 
     def links(self, rows: np.ndarray, columns: np.ndarray, other_units: np.ndarray, other_layer: str) -> list[Link]:
         """Links for the kernels ``[rows[j], columns[j]]``, whose other ends are ``other_units``."""
         w = self.weights
+        kept = w.kernel.find(rows, columns).tolist() if isinstance(w.kernel, KeptKernels) else [-1] * len(rows)
         return [
-            Link(other_layer, unit, l2, sign, peak, scale, direct, w, o, i)
-            for o, i, unit, l2, sign, peak, scale, direct in zip(
+            Link(other_layer, unit, l2, sign, peak, scale, direct, w, o, i, kept=slot)
+            for o, i, unit, l2, sign, peak, scale, direct, slot in zip(
                 rows.tolist(), columns.tolist(), other_units.tolist(), self.l2[rows, columns].tolist(),
                 self.sign[rows, columns].tolist(), self.peak[rows, columns].tolist(), self.scale[rows].tolist(),
-                w.direct[rows].tolist())
+                w.direct[rows].tolist(), kept)
         ]
 
 
@@ -131,28 +136,75 @@ def input_link(weights: LayerWeights, unit: int, source_unit: int, scale: float)
 
 def kernel_norms(weights: list[LayerWeights]) -> list[np.ndarray]:
     """Per weight tensor, the L2 norm of every kernel: ``[dst units, src units]``."""
-    return [np.sqrt(np.einsum("oihw,oihw->oi", w.kernel, w.kernel, dtype=np.float64)) for w in weights]
+    return [kernel_norm(w.kernel) for w in weights]
 
 
-def rank(graph: LayerGraph, weights: list[LayerWeights], top_k: int,
-         norms: list[np.ndarray] | None = None) -> dict[tuple[str, int], UnitWeights]:
-    """Every browsed unit's ranked connections, keyed by ``(layer, unit)``.
+def kernel_norm(kernel: np.ndarray) -> np.ndarray:
+    """The L2 norm of every kernel of ``[dst units, src units, kh, kw]``."""
+    return np.sqrt(np.einsum("oihw,oihw->oi", kernel, kernel, dtype=np.float64))
+
+
+def kernel_statistics(weights: list[LayerWeights], norms: list[np.ndarray] | None = None) -> list[KernelStatistics]:
+    """:class:`KernelStatistics` of each of ``weights`` (``norms``: their :func:`kernel_norms`, when known)."""
+    return [KernelStatistics.of(w, l2) for w, l2 in zip(weights, norms if norms is not None else kernel_norms(weights))]
+
+
+def listed_kernels(target: list[KernelStatistics], top_k: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """For the pairs into one target layer (all of them), the kernels of each that :func:`rank`
+    may list: ``(rows, columns)``. A unit's inputs are ranked over all its layer's sources, as
+    here. An input unit's outputs are ranked over every layer it feeds; its strongest lie among
+    its strongest into each one, which are these. A first layer's (on the image) are all listed."""
+    rows: list[list[np.ndarray]] = [[] for _ in target]
+    columns: list[list[np.ndarray]] = [[] for _ in target]
+
+    def add(j: int, l2: np.ndarray, r: np.ndarray, c: np.ndarray) -> None:
+        connected = l2[r, c] > 0  # as _connected: a kernel of zeros is no connection
+        rows[j].append(r[connected])
+        columns[j].append(c[connected])
+
+    direct = [j for j, s in enumerate(target) if s.weights.src is not None and s.weights.hops == 1]
+    if direct:
+        l2_all = np.concatenate([target[j].l2 for j in direct], axis=1)
+        fed = np.sqrt((l2_all**2).sum(axis=1))  # each unit's input L2, as rank has it
+        top = strongest(l2_all, top_k)
+        top_rows, top_columns = np.repeat(np.arange(len(top)), top.shape[1]), top.reshape(-1)
+        edges = np.cumsum([0] + [target[j].l2.shape[1] for j in direct])
+        for j, start, stop in zip(direct, edges, edges[1:]):
+            l2 = target[j].l2
+            inside = (top_columns >= start) & (top_columns < stop)
+            add(j, l2, top_rows[inside], top_columns[inside] - start)  # the units' strongest inputs
+            out = strongest((l2 / np.where(fed > 0, fed, 1.0)[:, None]).T, top_k)  # [src units, k] by share
+            add(j, l2, out.reshape(-1), np.repeat(np.arange(len(out)), out.shape[1]))
+    for j, s in enumerate(target):
+        if s.weights.src is None:
+            every = np.indices(s.l2.shape).reshape(2, -1)
+            rows[j], columns[j] = [every[0]], [every[1]]
+        elif s.weights.hops > 1:  # further inputs: ranked within the pair
+            top = strongest(s.l2, top_k)
+            add(j, s.l2, np.repeat(np.arange(len(top)), top.shape[1]), top.reshape(-1))
+    empty = np.zeros(0, dtype=np.int64)
+    return [(np.concatenate(r or [empty]).astype(np.int64), np.concatenate(c or [empty]).astype(np.int64))
+            for r, c in zip(rows, columns)]
+
+
+def rank(graph: LayerGraph, statistics: list[KernelStatistics], top_k: int) -> dict[tuple[str, int], UnitWeights]:
+    """Every browsed unit's ranked connections, keyed by ``(layer, unit)``, from the statistics of
+    every pair's kernels (:func:`kernel_statistics`): only the listed kernels are read.
 
     A unit reading several layers (or read by several) gets one list, ranked across them.
-    ``norms`` are :func:`kernel_norms` of ``weights``, when already known.
     """
     units = {(layer.name, u): UnitWeights(layer.name, u) for layer in graph.layers for u in range(layer.channels)}
-    incoming: dict[str, list[_Statistics]] = {}
-    outgoing: dict[str, list[_Statistics]] = {}
-    for w, l2 in zip(weights, norms if norms is not None else kernel_norms(weights)):
-        stats = _Statistics.of(w, l2)
+    incoming: dict[str, list[KernelStatistics]] = {}
+    outgoing: dict[str, list[KernelStatistics]] = {}
+    for stats in statistics:
+        w = stats.weights
         if w.src is None:  # the first layer: its kernel on the image
             for o in range(len(w.kernel)):
                 unit = units[(w.dst, o)]
                 unit.rgb_kernel, unit.scale = w.kernel[o], float(stats.scale[o])
                 unit.input_l2 = float(np.sqrt((stats.l2[o] ** 2).sum()))
         elif w.hops > 1:
-            top = _top(stats.l2, top_k)
+            top = strongest(stats.l2, top_k)
             for o in range(len(w.kernel)):
                 chosen = _connected(stats.l2[o], top[o])
                 links = stats.links(np.full(len(chosen), o), chosen, chosen, w.src)
@@ -166,7 +218,7 @@ def rank(graph: LayerGraph, weights: list[LayerWeights], top_k: int,
         scale = np.max([p.scale for p in parts], axis=0)
         input_count, input_l2 = (l2_all > 0).sum(axis=1).tolist(), np.sqrt((l2_all**2).sum(axis=1)).tolist()
         excitatory, inhibitory = (sign_all > 0).sum(axis=1).tolist(), (sign_all < 0).sum(axis=1).tolist()
-        for o, (row, chosen) in enumerate(zip(l2_all, _top(l2_all, top_k))):
+        for o, (row, chosen) in enumerate(zip(l2_all, strongest(l2_all, top_k))):
             unit, chosen = units[(dst, o)], _connected(row, chosen)
             unit.inputs = _merged(parts, chosen, lambda p, columns: p.links(np.full(len(columns), o), columns, columns,
                                                                              p.weights.src), axis=1)
@@ -179,7 +231,7 @@ def rank(graph: LayerGraph, weights: list[LayerWeights], top_k: int,
         fed = np.concatenate([[units[(p.weights.dst, o)].input_l2 for o in range(len(p.l2))] for p in parts])
         share_all = l2_all / np.where(fed > 0, fed, 1.0)[:, None]
         output_count = (l2_all > 0).sum(axis=0).tolist()
-        for i, chosen in enumerate(_top(share_all.T, top_k)):
+        for i, chosen in enumerate(strongest(share_all.T, top_k)):
             unit, chosen = units[(src, i)], _connected(l2_all[:, i], chosen)
             unit.output_count = output_count[i]
             unit.outputs = _merged(parts, chosen, lambda p, rows: p.links(rows, np.full(len(rows), i), rows,
@@ -191,7 +243,7 @@ def rank(graph: LayerGraph, weights: list[LayerWeights], top_k: int,
     return units
 
 
-def _merged(parts: list[_Statistics], chosen: np.ndarray, links, axis: int) -> list[Link]:
+def _merged(parts: list[KernelStatistics], chosen: np.ndarray, links, axis: int) -> list[Link]:
     """Links for ``chosen`` positions along the concatenation of ``parts`` (on ``axis``), in order."""
     sizes = [p.l2.shape[axis] for p in parts]
     edges = np.cumsum([0] + sizes)

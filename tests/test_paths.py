@@ -8,14 +8,14 @@ from generator import trace_layers
 from generator.default_model import NarrowInceptionV1
 from generator.expanded import layer_weights
 from generator.paths import route_name, routes, split_paths
-from generator.ranking import rank
+from generator.ranking import kernel_statistics, rank
 from tests.toy_models import ResidualNet, randomise_batch_norm
 
 
 def _split(model, shape, hops=1, top_k=6):
     network, graph = trace_layers(model.eval(), shape)
     weights = layer_weights(network, graph, hops).weights
-    units = rank(graph, weights, top_k)
+    units = rank(graph, kernel_statistics(weights), top_k)
     return network, graph, {(w.src, w.dst, w.hops): w for w in weights}, units, split_paths(network, graph, weights,
                                                                                               units, None)
 

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from generator.graph import trace_layers
-from generator.ranking import _top, rank
+from generator.ranking import kernel_statistics, rank, strongest
 from generator.expanded import layer_weights
 from tests.toy_models import SmallCNN
 
@@ -13,7 +13,7 @@ def ranked():
     model = SmallCNN()
     network, graph = trace_layers(model, (3, 16, 16))
     composed = layer_weights(network, graph).weights
-    return rank(graph, composed, top_k=5), {w.dst: w.kernel for w in composed}
+    return rank(graph, kernel_statistics(composed), top_k=5), {w.dst: w.kernel for w in composed}
 
 
 def test_inputs_are_the_strongest_by_l2_brute_force(ranked):
@@ -67,7 +67,7 @@ def test_kernels_of_zero_are_no_connection():
             return self.b(torch.relu(self.a(x)))
 
     network, graph = trace_layers(Depthwise(), (3, 16, 16))
-    units = rank(graph, layer_weights(network, graph).weights, top_k=5)
+    units = rank(graph, kernel_statistics(layer_weights(network, graph).weights), top_k=5)
     for u in range(6):
         inputs, outputs = units[("b", u)].inputs, units[("a", u)].outputs
         assert [(k.layer, k.unit) for k in inputs] == [("a", u)] and units[("b", u)].input_count == 1
@@ -81,6 +81,6 @@ def test_top_k_is_a_stable_sort_cut_short(k):
     scores = rng.integers(0, 6, size=(30, 40)).astype(np.float64)  # few values: ties everywhere
     scores[3] = 0.0
     expected = np.argsort(-scores, axis=-1, kind="stable")[:, :k]
-    np.testing.assert_array_equal(_top(scores, k), expected)
+    np.testing.assert_array_equal(strongest(scores, k), expected)
     smooth = rng.random((7, 40))
-    np.testing.assert_array_equal(_top(smooth, k), np.argsort(-smooth, axis=-1, kind="stable")[:, :k])
+    np.testing.assert_array_equal(strongest(smooth, k), np.argsort(-smooth, axis=-1, kind="stable")[:, :k])

@@ -732,7 +732,7 @@ def test_profile_prints_each_stage_with_its_time_and_peak_memory(tmp_path):
     lines = result.stdout.splitlines()
     header = next(i for i, line in enumerate(lines) if line.split() == ["stage", "seconds", "peak", "MB"])
     rows = {re.match(r"(.+?)\s{2,}", line)[1]: [float(v) for v in line.split()[-2:]] for line in lines[header + 1:]}
-    assert list(rows) == ["load", "trace", "weights and ranking", "factors", "feature visualisation",
+    assert list(rows) == ["load", "trace", "weights and factors", "ranking", "feature visualisation",
                           "dataset examples", "measured effects", "families", "mkdocs", "layer plots", "unit pages",
                           "whole build"]
     assert all(seconds >= 0 and 50 < peak < 4000 for seconds, peak in rows.values())  # MB: a Python with torch

@@ -20,6 +20,7 @@ from typing import Any, NamedTuple
 import numpy as np
 from markupsafe import Markup
 
+from ..factors import SHOWN_INPUTS
 from ..linearity import HOLDS, MARK, Linearity
 from ..paths import PairPaths
 from ..ranking import Link, input_link
@@ -27,8 +28,9 @@ from ..tiles import Tile
 from . import Section, rounded
 from .factors import FACTOR_NAMES, SIGNS
 
-EXTRA_SHARE = 0.05  # a factor with at least this share of a unit's weights always gets cards
-EXTRA_CARDS = 3  # its strongest inputs shown, when none of the listed inputs is its own
+# A factor with at least this share of a unit's weights always gets cards: its SHOWN_INPUTS
+# strongest inputs, when none of the listed inputs is its own.
+EXTRA_SHARE = 0.05
 
 
 class Card(NamedTuple):
@@ -130,7 +132,7 @@ class Inputs(Section):
         for c in range(len(factors.shares[unit])):
             if c not in groups and factors.shares[unit, c] >= EXTRA_SHARE:
                 extra[c] = sorted((self._link(page, source, other) for source, other, _, _ in
-                                   factors.top_inputs(unit, c, EXTRA_CARDS) if (source, other) not in listed),
+                                   factors.top_inputs(unit, c, SHOWN_INPUTS) if (source, other) not in listed),
                                   key=lambda link: link.rank)
         rank = {(k.layer, k.unit): i for i, k in enumerate(weights.inputs)}
         first = {c: min(rank[(k.layer, k.unit)] for k in links) for c, links in groups.items()}
