@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import warnings
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -40,7 +40,8 @@ LEADING = 96  # a unit's strongest columns (input units and signs) its spatial f
 REFINING = 1  # rounds over all columns after that
 CHUNK_BYTES = 32 * 2**20  # the largest batch of units' matrices fitted at once (per thread)
 EPS = 1e-12
-SHOWN_INPUTS = 3  # a factor's strongest inputs a unit page can show beside the unit's listed inputs
+FACTOR_INPUTS = 6  # a factor's strongest inputs kept, and listed on its unit's page
+SHOWN_INPUTS = 3  # of those, the ones a unit page can show as cards beside the unit's listed inputs
 
 
 @dataclass(frozen=True)
@@ -62,14 +63,39 @@ class LayerFactors:
     ``c`` approximates the unit's split weights. ``explained[u]`` is the share of their
     squared L2 norm that approximation reproduces, ``shares[u, c]`` factor ``c``'s share of
     the approximation's total weight (they sum to one).
+
+    Pages read only a summary of the directions, made with them (:meth:`of`): each one's
+    length, its :data:`FACTOR_INPUTS` strongest columns, and per input the factor it
+    contributes most to. The directions themselves (as large as the layer's weights over its
+    kernel's size) can then be let go: :meth:`without_channels`.
     """
 
     layer: str
     sources: tuple[Source, ...]
     spatial: np.ndarray  # [units, 3, kh, kw], each map's largest value is 1
-    channels: np.ndarray  # [units, 3, 2 * inputs]
     explained: np.ndarray  # [units]
     shares: np.ndarray  # [units, 3]
+    strength: np.ndarray  # [units, 3]: the L2 norm of each direction
+    strongest: np.ndarray  # [units, 3, FACTOR_INPUTS]: each direction's strongest columns, strongest first
+    coefficients: np.ndarray  # [units, 3, FACTOR_INPUTS]: their values
+    dominant_factor: np.ndarray  # int8 [units, inputs]: the factor each input contributes most to
+    channels: np.ndarray | None = None  # [units, 3, 2 * inputs]; None once let go
+
+    @classmethod
+    def of(cls, layer: str, sources: tuple[Source, ...], spatial: np.ndarray, channels: np.ndarray,
+           explained: np.ndarray, shares: np.ndarray) -> LayerFactors:
+        units, factors, columns = channels.shape
+        strongest_columns = strongest(channels.reshape(-1, columns), FACTOR_INPUTS).reshape(units, factors, -1)
+        inputs = columns // 2
+        both = channels[:, :, :inputs] + channels[:, :, inputs:]  # each input's excitation and inhibition
+        both *= spatial.reshape(units, factors, -1).sum(axis=2)[:, :, None]  # times each map's total weight
+        strength = np.sqrt(np.einsum("ucn,ucn->uc", channels, channels))
+        return cls(layer, sources, spatial, explained, shares, strength, strongest_columns,
+                   np.take_along_axis(channels, strongest_columns, axis=2), np.argmax(both, axis=1).astype(np.int8),
+                   channels)
+
+    def without_channels(self) -> LayerFactors:
+        return replace(self, channels=None)
 
     @property
     def inputs(self) -> int:
@@ -84,37 +110,33 @@ class LayerFactors:
 
     def picture(self, unit: int) -> np.ndarray:
         """``[kh, kw, 3]`` in [0, 1]: each factor's map, weighted by its strength, as red, green, blue."""
-        strength = np.linalg.norm(self.channels[unit], axis=1)  # [3]
-        loadings = self.spatial[unit] * strength[:, None, None]
+        loadings = self.spatial[unit] * self.strength[unit][:, None, None]
         top = loadings.max()
         return np.moveaxis(loadings / top if top > 0 else loadings, 0, -1)
 
     def top_inputs(self, unit: int, factor: int, count: int) -> list[tuple[str, int, int, float]]:
-        """The ``count`` strongest inputs of a factor: ``(layer, unit, sign, coefficient)``, the
-        coefficient relative to the factor's strongest."""
-        direction = self.channels[unit, factor]
-        order = _strongest(direction, count)
-        order = order[direction[order] > 0]
+        """The ``count`` (at most :data:`FACTOR_INPUTS`) strongest inputs of a factor: ``(layer,
+        unit, sign, coefficient)``, the coefficient relative to the factor's strongest."""
+        if count > self.strongest.shape[2]:
+            raise ValueError(f"{count} inputs asked of a factor; {self.strongest.shape[2]} are kept (FACTOR_INPUTS)")
+        order, values = self.strongest[unit, factor, :count], self.coefficients[unit, factor, :count]
+        order, values = order[values > 0], values[values > 0]
         if not len(order):
             return []
-        values = (direction[order] / direction[order[0]]).tolist()
-        return [(*self.source_of(j), value) for j, value in zip(order.tolist(), values)]
+        return [(*self.source_of(j), value) for j, value in zip(order.tolist(), (values / values[0]).tolist())]
 
     def shown_inputs(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         """Per source layer, ``(units, source units)``: the :data:`SHOWN_INPUTS` strongest inputs
         of every unit's every factor, as :meth:`top_inputs` picks them."""
-        units, factors, columns = self.channels.shape
-        top = strongest(self.channels.reshape(-1, columns), SHOWN_INPUTS)  # [units * factors, shown]
-        rows = np.repeat(np.arange(units), factors * top.shape[1])
-        picked = top.reshape(-1) % self.inputs
+        units, factors, _ = self.strongest.shape
+        rows = np.repeat(np.arange(units), factors * SHOWN_INPUTS)
+        picked = self.strongest[:, :, :SHOWN_INPUTS].reshape(-1) % self.inputs
         return {s.layer: (rows[inside], picked[inside] - s.start)
                 for s in self.sources if (inside := (picked >= s.start) & (picked < s.stop)).any()}
 
     def dominant(self, unit: int) -> np.ndarray:
         """Per input (over all sources), the factor it contributes most to: ``[inputs]``."""
-        size = self.spatial[unit].reshape(COMPONENTS, -1).sum(axis=1)  # each map's total weight
-        both = self.channels[unit, :, :self.inputs] + self.channels[unit, :, self.inputs:]
-        return np.argmax(both * size[:, None], axis=0)
+        return self.dominant_factor[unit]
 
 
 def _strongest(values: np.ndarray, count: int) -> np.ndarray:
@@ -169,16 +191,17 @@ def layer_factors(weights: list[LayerWeights]) -> LayerFactors | None:
         return block / unit_scale[start:stop, None, None, None].astype(np.float32)
 
     spatial, channels, explained = fit_units(rows, len(unit_scale), sources[-1].stop, size)
-    channels = channels * unit_scale[:, None, None]
+    channels *= unit_scale[:, None, None]  # in place: a layer's directions are as large as its weights over positions
     total = spatial.sum(axis=1)[:, :, None] * channels.sum(axis=2, keepdims=True)  # each factor's total weight
     total = total[:, :, 0]
     shares = total / np.where(total.sum(axis=1, keepdims=True) > 0, total.sum(axis=1, keepdims=True), 1)
     peak = spatial.max(axis=1, keepdims=True)  # each map scaled to a largest value of 1, its direction up
     peak = np.where(peak > 0, peak, 1)
-    return LayerFactors(parts[0].dst, tuple(sources),
-                        np.ascontiguousarray((spatial / peak).transpose(0, 2, 1)).reshape(
-                            len(unit_scale), COMPONENTS, *size),
-                        channels * peak.transpose(0, 2, 1), explained, shares)
+    channels *= peak.transpose(0, 2, 1)
+    return LayerFactors.of(parts[0].dst, tuple(sources),
+                           np.ascontiguousarray((spatial / peak).transpose(0, 2, 1)).reshape(
+                               len(unit_scale), COMPONENTS, *size),
+                           channels, explained, shares)
 
 
 def fit_units(rows, units: int, inputs: int, size: tuple[int, int],
@@ -193,19 +216,24 @@ def fit_units(rows, units: int, inputs: int, size: tuple[int, int],
     positions = size[0] * size[1]
     chunk = max(1, min(CHUNK_BYTES // max(1, positions * inputs * 8), -(-units // torch.get_num_threads())))
 
-    def fit(start: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    spatial = np.empty((units, positions, COMPONENTS), dtype=np.float32)
+    channels = np.empty((units, COMPONENTS, 2 * inputs), dtype=np.float32)
+    explained = np.empty(units, dtype=np.float32)
+
+    def fit(start: int) -> None:
         part = torch.from_numpy(rows(start, start + chunk)).reshape(-1, inputs, positions)
         part = part.transpose(1, 2).contiguous()  # [units, positions, inputs]
         x = part.new_empty(*part.shape[:2], 2 * inputs)
         torch.clamp(part, min=0, out=x[:, :, :inputs])
         torch.clamp(part.neg_(), min=0, out=x[:, :, inputs:])
         del part
-        return _hals(x, iterations)
+        stop = start + len(x)
+        spatial[start:stop], channels[start:stop], explained[start:stop] = _hals(x, iterations)
 
     # torch runs one batched product on one core; chunks on threads use them all
     with ThreadPoolExecutor(torch.get_num_threads()) as pool:
-        results = list(pool.map(fit, range(0, units, chunk)))
-    return tuple(np.concatenate(parts) for parts in zip(*results))
+        list(pool.map(fit, range(0, units, chunk)))
+    return spatial, channels, explained
 
 
 @torch.no_grad()

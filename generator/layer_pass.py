@@ -13,7 +13,8 @@ there:
 then only the kernels a page can show are kept (:class:`generator.expanded.KeptKernels`):
 every unit's strongest inputs, the strongest outputs of every input unit into this layer
 (:func:`generator.ranking.listed_kernels`), and the strongest inputs of every weight
-factor. The build's memory is bounded by one layer's weights, not by the model's.
+factor; of the factors' directions, only their summary (:class:`generator.factors.LayerFactors`).
+The build's memory is bounded by one layer's weights, not by the model's.
 """
 
 from __future__ import annotations
@@ -70,7 +71,7 @@ def _read_target(read: ReadWeights, dst: str, weights: list[LayerWeights], top_k
     """Read the weights into ``dst`` (all of them) into ``read``."""
     factors = layer_factors(weights)
     if factors is not None:
-        read.factors[dst] = factors
+        read.factors[dst] = factors.without_channels()  # the pages read a summary of the directions
     if any(w.hops == 1 and w.src is not None for w in weights):
         read.groups += [group_factors(weights, dst, family, members) for _, family, members in groups]
     shown = factors.shown_inputs() if factors is not None else {}

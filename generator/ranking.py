@@ -76,15 +76,20 @@ class UnitWeights:
     rgb_kernel: np.ndarray | None = None  # [channels, kh, kw] when the unit reads the image
 
 
-def strongest(scores: np.ndarray, k: int) -> np.ndarray:
-    """Per row of ``scores`` (2-D), the indices of the ``k`` largest, strongest first, ties by index."""
+def strongest(scores: np.ndarray, k: int, block: int = 2**22) -> np.ndarray:
+    """Per row of ``scores`` (2-D), the indices of the ``k`` largest, strongest first, ties by
+    index; rows are taken ``block`` scores at a time, which bounds the temporary arrays."""
     n = scores.shape[-1]
     if k >= n:
         return np.argsort(-scores, axis=-1, kind="stable")
+    rows = max(1, block // n)
+    if len(scores) > rows:
+        return np.concatenate([strongest(scores[i:i + rows], k, block) for i in range(0, len(scores), rows)])
     kth = np.partition(scores, n - k, axis=-1)[:, n - k, None]  # each row's k-th largest
+    chosen = scores > kth
     tied = scores == kth
-    above = (scores > kth).sum(axis=-1, keepdims=True)
-    chosen = (scores > kth) | (tied & (np.cumsum(tied, axis=-1) <= k - above))  # k per row, ties by index
+    wanted = k - chosen.sum(axis=-1, keepdims=True)  # how many of the tied each row takes, lowest index first
+    chosen |= tied & (np.cumsum(tied, axis=-1, dtype=np.int32) <= wanted)
     columns = np.nonzero(chosen)[1].reshape(len(scores), k)  # ascending within each row
     order = np.argsort(-np.take_along_axis(scores, columns, axis=-1), axis=-1, kind="stable")
     return np.take_along_axis(columns, order, axis=-1)

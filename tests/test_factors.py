@@ -114,3 +114,33 @@ def test_group_factorisation_recovers_planted_input_groups():
             assert (maps[:, :, 1] > 0).all() and np.allclose(maps[:, :, [0, 2]], 0, atol=1e-6)
         else:  # inhibitory, along the middle row
             assert (maps[:, 1, :] < 0).all() and np.allclose(maps[:, [0, 2], :], 0, atol=1e-6)
+
+
+def test_the_summary_pages_read_is_what_the_directions_give():
+    """Top inputs, dominant factors and pictures, kept as a summary when the directions are let
+    go, equal what the directions themselves give (computed here from them)."""
+    from generator.factors import FACTOR_INPUTS
+
+    rng = np.random.default_rng(3)
+    kernel = rng.integers(-2, 3, size=(10, 16, 3, 3)).astype(np.float32)  # few values: ties in the directions
+    found = unit_factors([_weights(kernel)])["b"]
+    light = found.without_channels()
+    assert light.channels is None
+    inputs = kernel.shape[1]
+    for u in range(len(kernel)):
+        size = found.spatial[u].reshape(3, -1).sum(axis=1)
+        both = found.channels[u, :, :inputs] + found.channels[u, :, inputs:]
+        np.testing.assert_array_equal(light.dominant(u), np.argmax(both * size[:, None], axis=0))
+        strength = np.linalg.norm(found.channels[u], axis=1)
+        expected_picture = found.spatial[u] * strength[:, None, None]
+        np.testing.assert_allclose(light.picture(u), np.moveaxis(expected_picture / expected_picture.max(), 0, -1),
+                                   rtol=1e-6)
+        for c in range(3):
+            direction = found.channels[u, c]
+            order = np.argsort(-direction, kind="stable")[:FACTOR_INPUTS]
+            order = order[direction[order] > 0]
+            expected = [("a", int(j) % inputs, 1 if j < inputs else -1, pytest.approx(direction[j] / direction[order[0]]))
+                        for j in order]
+            assert light.top_inputs(u, c, FACTOR_INPUTS) == expected
+    with pytest.raises(ValueError):
+        light.top_inputs(0, 0, FACTOR_INPUTS + 1)

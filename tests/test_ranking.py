@@ -82,5 +82,6 @@ def test_top_k_is_a_stable_sort_cut_short(k):
     scores[3] = 0.0
     expected = np.argsort(-scores, axis=-1, kind="stable")[:, :k]
     np.testing.assert_array_equal(strongest(scores, k), expected)
+    np.testing.assert_array_equal(strongest(scores, k, block=100), expected)  # a few rows at a time
     smooth = rng.random((7, 40))
     np.testing.assert_array_equal(strongest(smooth, k), np.argsort(-smooth, axis=-1, kind="stable")[:, :k])

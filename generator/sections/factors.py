@@ -9,11 +9,11 @@ from typing import Any
 
 import numpy as np
 
+from ..factors import FACTOR_INPUTS
 from ..render import factor_grid
 from . import Section, rounded, shortened
 
 FACTOR_LARGE = 120  # about this many screen pixels for a unit's own factor picture
-FACTOR_INPUTS = 6  # input units listed per factor
 FACTOR_NAMES = ("red", "green", "blue")
 SHOWN_SHARE = 0.005  # factors with less of a unit's weight are left out of its page
 SIGNS = {1: ("wa-exc", "+"), -1: ("wa-inh", "\u2212"), 0: ("", "±")}  # +, minus sign
