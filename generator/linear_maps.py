@@ -69,9 +69,11 @@ def conv(m: LinearMap, weight: torch.Tensor, stride, padding, dilation, groups: 
     # kernel'[o, c'] = sum_i,a W[o, i, a] K[i, c', u - a*step]: a transposed convolution of K by W,
     # with the source channel c' as the batch.
     if m.kernel.shape[2:] == (1, 1) and groups == 1:  # the common case, a plain matrix product
-        taps = torch.einsum("oiyx,is->osyx", weight.to(m.kernel.dtype), m.kernel[:, :, 0, 0])
-        kernel = taps.new_zeros(*taps.shape[:2], (taps.shape[2] - 1) * step[0] + 1, (taps.shape[3] - 1) * step[1] + 1)
-        kernel[:, :, :: step[0], :: step[1]] = taps
+        kernel = taps = _matrix_times(weight, m.kernel)
+        if step != (1, 1) and taps.shape[2:] != (1, 1):  # the taps land ``step`` source pixels apart
+            kernel = taps.new_zeros(*taps.shape[:2], (taps.shape[2] - 1) * step[0] + 1,
+                                    (taps.shape[3] - 1) * step[1] + 1)
+            kernel[:, :, :: step[0], :: step[1]] = taps
     elif weight.shape[2:] == (1, 1) and groups == 1:  # a matrix over channels, position by position
         kernel = _matrix_times(weight[:, :, 0, 0], m.kernel)
     else:
@@ -151,8 +153,32 @@ def mixed(m: LinearMap, weight: torch.Tensor) -> LinearMap:
 
 
 def _matrix_times(weight: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
-    """``weight [out, in]`` times ``kernel [in, ...]`` along its first axis."""
-    return (weight.to(kernel.dtype) @ kernel.reshape(len(kernel), -1)).reshape(len(weight), *kernel.shape[1:])
+    """``weight [out, in, ...]`` times ``kernel [in, sources, 1, 1]`` or ``[in, ...]`` (then
+    ``weight`` is ``[out, in]``), summed over ``in``: ``[out, sources, ...]`` or ``[out, ...]``.
+
+    The first operation after the source layer reads the identity map (or a slice of it): each
+    source channel one input channel. Its product is then the weight's columns, picked."""
+    weight = weight.to(kernel.dtype)
+    picked = _picked_inputs(kernel)
+    if picked is not None:
+        taken = weight[:, picked]
+        return (taken if weight.dim() > 2 else taken[:, :, None, None]).contiguous()
+    if weight.dim() > 2:  # [out, in, y, x] times [in, sources, 1, 1]
+        return torch.einsum("oi...,is->os...", weight, kernel[:, :, 0, 0])
+    return (weight @ kernel.reshape(len(kernel), -1)).reshape(len(weight), *kernel.shape[1:])
+
+
+def _picked_inputs(kernel: torch.Tensor) -> torch.Tensor | None:
+    """Where ``kernel [in, sources, 1, 1]`` is the identity's columns (each source channel one
+    input channel, with weight 1): the input channel of each source channel."""
+    if kernel.dim() != 4 or kernel.shape[2:] != (1, 1) or kernel.shape[0] < kernel.shape[1]:
+        return None
+    columns = kernel[:, :, 0, 0]
+    ones = columns == 1
+    if int(ones.sum()) != columns.shape[1] or int(torch.count_nonzero(columns)) != columns.shape[1]:
+        return None
+    picked = ones.to(torch.int8).argmax(dim=0)
+    return picked if bool(ones[picked, torch.arange(columns.shape[1])].all()) else None
 
 
 def identity(channels: int, columns: slice | None = None) -> LinearMap:

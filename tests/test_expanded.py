@@ -313,3 +313,23 @@ def test_group_norm_is_one_registry_entry_checked_by_the_gradient_reference():
     pairs = {w.dst: w for w in layer_weights(network, graph).weights}
     assert pairs["conv2"].frozen == ("group norm deviation `norm` frozen at its mean over 16 uniform-noise images",)
     assert pairs["conv2"].direct.all()  # one convolution and a per-channel norm: the stored kernel, scaled
+
+
+def test_the_identity_s_columns_are_picked_from_the_weight_and_anything_else_multiplied():
+    """The first operation after the source layer reads the identity map: its product is the
+    weight's columns, the same as the general product, for a slice, a permutation or a repeat of it."""
+    from generator import linear_maps as lm
+
+    torch.manual_seed(0)
+    weight = torch.randn(7, 5, 3, 3)
+    for m in (lm.identity(5), lm.identity(5, slice(1, 4)), lm.LinearMap(torch.eye(5)[[2, 0, 4, 1, 3]][:, :, None, None]),
+              lm.LinearMap(torch.eye(5)[:, [0, 0, 1]][:, :, None, None])):
+        assert lm._picked_inputs(m.kernel) is not None
+        product = torch.einsum("oiyx,is->osyx", weight, m.kernel[:, :, 0, 0])
+        assert torch.equal(lm.conv(m, weight, 1, 1, 1, 1).kernel, product)
+        assert torch.equal(lm.mixed(lm.pooled_globally(m), weight[:, :, 0, 0]).kernel, product[:, :, :1, :1])
+    for kernel in (2 * torch.eye(5), torch.eye(5) + 0.1, torch.ones(5, 1)):
+        m = lm.LinearMap(kernel[:, :, None, None])
+        assert lm._picked_inputs(m.kernel) is None
+        product = torch.einsum("oiyx,is->osyx", weight, kernel)
+        torch.testing.assert_close(lm.conv(m, weight, 1, 1, 1, 1).kernel, product)
