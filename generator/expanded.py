@@ -362,7 +362,8 @@ def _pair_weights(network: TracedNetwork, graph: LayerGraph, frozen: Frozen | No
     if composed is None:
         return None
     kernel, window = composed
-    if not np.isfinite(kernel).all():
+    # NaN or infinity anywhere: the sum is not finite (float32 summed in float64 cannot overflow)
+    if not np.isfinite(kernel.sum(dtype=np.float64)):
         raise AtlasError(
             f"The weights between `{src or 'the input image'}` and `{dst}` are not finite (NaN or "
             f"infinity): the checkpoint comes from a diverged or damaged run. Use another checkpoint.")

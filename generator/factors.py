@@ -191,7 +191,10 @@ def layer_factors(weights: list[LayerWeights]) -> LayerFactors | None:
         return block / unit_scale[start:stop, None, None, None].astype(np.float32)
 
     spatial, channels, explained = fit_units(rows, len(unit_scale), sources[-1].stop, size)
-    channels *= unit_scale[:, None, None]  # in place: a layer's directions are as large as its weights over positions
+    # A layer's directions are as large as its weights over positions, which may be near float32's
+    # largest: scaled in float64 (the summary the pages read is made of them, then they go).
+    channels = channels.astype(np.float64)
+    channels *= unit_scale[:, None, None]
     total = spatial.sum(axis=1)[:, :, None] * channels.sum(axis=2, keepdims=True)  # each factor's total weight
     total = total[:, :, 0]
     shares = total / np.where(total.sum(axis=1, keepdims=True) > 0, total.sum(axis=1, keepdims=True), 1)

@@ -254,26 +254,37 @@ def channels_last_mix(r: Rearranged, weight: torch.Tensor) -> Rearranged:
     return Rearranged(base, grid, grid, canonical(grid).permute(r.axes), axes=r.axes)
 
 
+PLACED_BLOCK = 2**23  # weights of a dense layer spread back to positions at a time (32 MB)
+
+
 def placed(r: Rearranged, weight: torch.Tensor, source: tuple[int, int]) -> LinearMap:
     """A linear layer ``weight [out, features]`` reading a flattened node: per output, a map
     over the source layer's positions (``source``: its height and width)."""
     out = weight.shape[0]
-    per_position = weight.new_zeros(out, r.shape[0] * r.shape[1] * r.shape[2])
-    per_position.index_add_(1, r.elements.reshape(-1), weight.to(per_position.dtype))
-    per_position = per_position.reshape(out, r.shape[0], r.shape[1] * r.shape[2])
-    if r.positions is not None:
-        per_position = per_position @ r.positions.to(per_position.dtype)
-    image = per_position.reshape(out, *r.grid)
+    if r.positions is None and torch.equal(r.elements.reshape(-1), torch.arange(r.elements.numel())):
+        image = weight.reshape(out, *r.grid)  # flattened in order: the weight itself, no copy
+    else:
+        per_position = weight.new_zeros(out, r.shape[0] * r.shape[1] * r.shape[2])
+        per_position.index_add_(1, r.elements.reshape(-1), weight.to(per_position.dtype))
+        per_position = per_position.reshape(out, r.shape[0], r.shape[1] * r.shape[2])
+        if r.positions is not None:
+            per_position = per_position @ r.positions.to(per_position.dtype)
+        image = per_position.reshape(out, *r.grid)
     base = with_boxes(r.base)
     if not base.spatial:
         return mixed(base, image.sum(dim=(2, 3)))
     kernel = base.kernel
-    # value[c, y, x] reads src[y*s + o + i]: the transpose spreads each output's weights back
-    spread = F.conv_transpose2d(image, kernel, stride=base.stride)
-    result = spread.new_zeros(out, kernel.shape[1], *source)
-    (oy, ox), (h, w) = base.offset, spread.shape[2:]
+    # value[c, y, x] reads src[y*s + o + i]: the transpose spreads each output's weights back,
+    # a block of outputs at a time (the convolution copies its input)
+    (oy, ox), (sy, sx) = base.offset, base.stride
+    h, w = (image.shape[2] - 1) * sy + kernel.shape[2], (image.shape[3] - 1) * sx + kernel.shape[3]
     y0, x0 = max(0, oy), max(0, ox)
     y1, x1 = min(source[0], oy + h), min(source[1], ox + w)
+    covered = (y0, x0, y1, x1) == (0, 0, *source)
+    result = (kernel.new_empty if covered else kernel.new_zeros)(out, kernel.shape[1], *source)
     if y1 > y0 and x1 > x0:
-        result[:, :, y0:y1, x0:x1] = spread[:, :, y0 - oy : y1 - oy, x0 - ox : x1 - ox]
+        block = max(1, PLACED_BLOCK // image[0].numel())
+        for first in range(0, out, block):
+            spread = F.conv_transpose2d(image[first : first + block], kernel, stride=base.stride)
+            result[first : first + block, :, y0:y1, x0:x1] = spread[:, :, y0 - oy : y1 - oy, x0 - ox : x1 - ox]
     return LinearMap(result, spatial=False, placed=True)
