@@ -207,10 +207,9 @@ def bench_expanded() -> dict:
             "expanded_total_speedup": total_reference / total_ours}
 
 
-# The child reports its own peak (VmHWM, which starts anew at exec; ru_maxrss would also count
-# the parent's size at fork).
-# The build in a child process: its stages' times and its peak memory, the largest of the
-# stages' own peaks (the build resets the kernel's high-water mark at each stage).
+# The build in a child process, which reports its stages' times and its own peak memory: the
+# largest of the stages' peaks (VmHWM, which starts anew at exec and which the build resets at
+# each stage; ru_maxrss would also count the parent's size at fork).
 CHILD = ("import json, sys\nfrom generator.build import build_atlas\nfrom generator.config import load_config\n"
          "report = build_atlas(load_config(sys.argv[1]))\n"
          "print(json.dumps({'stages': report.stages, 'peak_mb': max(report.peaks.values())}))")
@@ -432,6 +431,28 @@ def main(argv: list[str] | None = None) -> None:
 
     _print(rows + _page_rows(results) + _budget_rows(results) + gpu_rows(results))
     print(f"wrote {args.out}")
+
+
+def _page_rows(results: dict) -> list[tuple[str, str]]:
+    """Rows of the site sizes and page weights (targets: unit page 100 KB own, 300 KB first visit;
+    1,024-unit layer page usable in 1 s; InceptionV1 with pictures and examples 500 MB)."""
+    rows = []
+    for prefix, title in (("atlas", "default atlas"), ("inceptionv1_pictures", "InceptionV1 with pictures")):
+        if f"{prefix}_page_weights" not in results:
+            continue
+        w = results[f"{prefix}_page_weights"]
+        rows += [(f"{title}: unit page, own (max / median)",
+                  f"{w['unit_own_kb_max']:.0f} / {w['unit_own_kb_median']:.0f} KB over the wire (gzip)"),
+                 (f"{title}: unit page, first visit (max / median)",
+                  f"{w['unit_first_visit_kb_max']:.0f} / {w['unit_first_visit_kb_median']:.0f} KB"),
+                 *[(f"{title}: {p['path']} ({p['own_kb']:.0f} KB own)", f"usable in {p['ready_s']:.2f} s from file://")
+                   for p in w["layer_pages"]],
+                 *[(f"{title}: {kind}", f"{mb:.1f} MB") for kind, mb in results[f"{prefix}_kinds_mb"].items()]]
+    if "inceptionv1_pictures_size_mb" in results:
+        rows += [(f"InceptionV1 with pictures ({results['inceptionv1_picture_sample_steps']} steps) and examples",
+                  f"{results['inceptionv1_pictures_size_mb']:.0f} MB, {results['inceptionv1_pictures_files']} files, "
+                  f"built in {results['inceptionv1_pictures_build_s']:.0f} s with the pictures cached")]
+    return rows
 
 
 def _zoo_rows(results: dict) -> list[tuple[str, str]]:

@@ -564,9 +564,9 @@ def strongest_on_worker(worker: Worker, shard) -> Part:
         memo = worker.memo["examples"] = ((config, names), truncated.to(worker.device), image_source(config))
     _, truncated, source = memo
     if source is None or source.key != key:
-        raise AtlasError(f"The dataset images a worker sees are not those of the build: `dataset.source` must be at "
-                         f"the same path, with the same files, on every machine that runs jobs (every node of a "
-                         f"Ray cluster).")
+        raise AtlasError("The dataset images a worker sees are not those of the build: `dataset.source` must be at "
+                         "the same path, with the same files, on every machine that runs jobs (every node of a "
+                         "Ray cluster).")
     source.unreadable = []
     found = strongest(truncated, names, source.batches(BATCH, first, stop), Normalise(config.input, worker.device),
                       config.dataset.top, worker.device, worker.progress)

@@ -21,9 +21,8 @@ import ctypes.util
 import gc
 import resource
 import sys
-from pathlib import Path
-
 from contextlib import contextmanager
+from pathlib import Path
 
 STATUS, CLEAR_REFS = Path("/proc/self/status"), Path("/proc/self/clear_refs")
 LARGE_BLOCK = 4 * 2**20  # bytes

@@ -149,9 +149,9 @@ def kernel_norm(kernel: np.ndarray) -> np.ndarray:
     return np.sqrt(np.einsum("oihw,oihw->oi", kernel, kernel, dtype=np.float64))
 
 
-def kernel_statistics(weights: list[LayerWeights], norms: list[np.ndarray] | None = None) -> list[KernelStatistics]:
-    """:class:`KernelStatistics` of each of ``weights`` (``norms``: their :func:`kernel_norms`, when known)."""
-    return [KernelStatistics.of(w, l2) for w, l2 in zip(weights, norms if norms is not None else kernel_norms(weights))]
+def kernel_statistics(weights: list[LayerWeights]) -> list[KernelStatistics]:
+    """:class:`KernelStatistics` of each of ``weights``."""
+    return [KernelStatistics.of(w, kernel_norm(w.kernel)) for w in weights]
 
 
 def listed_kernels(target: list[KernelStatistics], top_k: int) -> list[tuple[np.ndarray, np.ndarray]]:

@@ -15,7 +15,6 @@ import contextlib
 import fcntl
 import glob
 import html
-import json
 import logging
 import os
 import re

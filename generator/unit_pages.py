@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import html
 import json
-from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 

@@ -17,3 +17,18 @@ def test_budgets_compare_each_row_with_its_limit():
     assert rows["expanded weights against the gradient, slowest pair (a -> b)"] == ("35x faster (at least 100x)", False)
     assert rows["default atlas, warm rebuild (median)"][1] is False
     assert not any(what.startswith("ResNet") for what in rows)  # rows not measured are not listed
+
+
+def test_the_page_rows_read_the_page_weights_and_sizes():
+    """The rows `make bench` and `--pages` print of the page weights (every row builder the
+    table calls is there, and reads the keys the measurements write)."""
+    from generator.bench import _page_rows
+
+    weights = {"unit_own_kb_max": 46.0, "unit_own_kb_median": 38.0, "unit_first_visit_kb_max": 113.0,
+               "unit_first_visit_kb_median": 106.0, "layer_pages": [{"path": "layers/mixed3b.html", "own_kb": 90.0,
+                                                                     "ready_s": 0.58}]}
+    rows = dict(_page_rows({"atlas_page_weights": weights, "atlas_kinds_mb": {"pictures": 12.5}}))
+    assert rows["default atlas: unit page, own (max / median)"] == "46 / 38 KB over the wire (gzip)"
+    assert rows["default atlas: layers/mixed3b.html (90 KB own)"] == "usable in 0.58 s from file://"
+    assert rows["default atlas: pictures"] == "12.5 MB"
+    assert not any(name.startswith("InceptionV1") for name in rows)  # not measured, not listed
