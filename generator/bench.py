@@ -5,7 +5,8 @@ Measured in one run on this machine:
   matplotlib figure per tile, the obvious way to draw a heatmap; median time per tile and
   the ratio;
 - expanded weights of InceptionV1 (random weights) for every adjacent pair of browsed
-  layers: ours (composed kernels, median of 3) against the gradient definition, one
+  layers: ours (composed kernels as the build holds them, a concatenation as its branches'
+  parts, median of 3) against the gradient definition, one
   backward pass per output channel (generator.reference), with the largest difference;
 - feature visualisation: seconds per channel of our renderer (units batched, the model cut
   after their layer, jobs in parallel processes) against a one-channel-at-a-time loop
@@ -52,6 +53,7 @@ import torch  # noqa: E402
 from .build import build_atlas  # noqa: E402
 from .config import load_config  # noqa: E402
 from .expanded import linear_map  # noqa: E402
+from .linear_maps import Stacked  # noqa: E402
 from .featurevis.jobs import run_jobs  # noqa: E402
 from .featurevis.optimise import Job, generator_for, redirected  # noqa: E402
 from .featurevis.param import FourierImage, initial_spectra  # noqa: E402
@@ -188,9 +190,10 @@ def bench_expanded() -> dict:
     for src, dst in graph.adjacent:
         if src is None:
             continue
-        with torch.no_grad():
-            ours = _median_seconds(lambda: linear_map(network, graph, src, dst), 3)  # noqa: B023
-            m = linear_map(network, graph, src, dst)
+        with torch.no_grad():  # as the build composes it: a concatenation's branches as their parts
+            ours = _median_seconds(lambda: linear_map(network, graph, src, dst, stacked=True), 3)  # noqa: B023
+            m = linear_map(network, graph, src, dst, stacked=True)
+            m = m.dense() if isinstance(m, Stacked) else m
         start = time.perf_counter()
         gradient = gradient_weights(model, src, dst, shape)
         reference = time.perf_counter() - start

@@ -15,7 +15,7 @@ The maps are composed directly (:mod:`generator.linear_maps`): no backward pass.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Iterator
 
 import numpy as np
@@ -100,10 +100,11 @@ class _Linearised:
         )
 
     def propagate(self, src: torch.fx.Node | None, dst: torch.fx.Node, columns: slice | None = None,
-                  stops: frozenset = frozenset()) -> LinearMap | None:
+                  stops: frozenset = frozenset(), stacked: bool = False) -> LinearMap | lm.Stacked | None:
         """The map from ``src`` (None: the image) to ``dst`` for the source channels
         ``columns`` (all when None); None when ``dst`` does not read ``src``. Paths through
-        ``stops`` (the values of other layers) do not count: those values are held fixed."""
+        ``stops`` (the values of other layers) do not count: those values are held fixed.
+        ``stacked``: a ``dst`` that concatenates branches keeps its parts (:class:`.linear_maps.Stacked`)."""
         t = self.t
         start = src if src is not None else _placeholder(t)
         needed = {dst} | ancestors(dst, t.inputs)
@@ -121,9 +122,9 @@ class _Linearised:
                     maps[node] = self.twin(node, lambda a: maps.get(a) if isinstance(a, torch.fx.Node) else None)
                 except (ValueError, StopIteration, TypeError, KeyError, IndexError, RuntimeError) as error:
                     raise self.unsupported(node, str(error).splitlines()[0] if str(error) else "") from None
-                kernel = getattr(maps[node], "kernel", None)
-                if kernel is not None:
-                    self.largest = max(self.largest, kernel.numel())
+                if isinstance(maps[node], lm.Stacked) and node is not dst:
+                    maps[node] = maps[node].dense()  # read by the operations after it
+                self.largest = max(self.largest, _elements(maps[node]))
             for p in set(node.all_input_nodes):
                 waiting[p] = waiting.get(p, 1) - 1
                 if waiting[p] <= 0 and p is not start and maps.get(p) is not None:
@@ -131,6 +132,8 @@ class _Linearised:
         m = maps.get(dst)
         if isinstance(m, Rearranged):
             raise self.unsupported(dst, "its value is rearranged positions, not channels")
+        if isinstance(m, lm.Stacked):
+            return m if stacked else m.dense()
         return lm.with_boxes(m) if m is not None else None
 
     def frozen_value(self, node: torch.fx.Node, what: str) -> torch.Tensor:
@@ -158,6 +161,14 @@ class _Linearised:
         return op.twin(self, node, x)
 
 
+def _elements(m) -> int:
+    """The number of weights a map holds."""
+    if isinstance(m, lm.Stacked):
+        return sum(p.kernel.numel() for p in m.parts)
+    kernel = getattr(m, "kernel", None)
+    return kernel.numel() if kernel is not None else 0
+
+
 def _placeholder(t: TracedNetwork) -> torch.fx.Node:
     return next(n for n in t.graph.nodes if n.op == "placeholder")
 
@@ -183,14 +194,16 @@ def _source(network: TracedNetwork, src: torch.fx.Node | None) -> torch.Tensor:
 
 
 def linear_map(network: TracedNetwork, graph: LayerGraph, src: str | None, dst: str,
-               frozen: Frozen | None = None, held: tuple[str, ...] = ()) -> LinearMap:
+               frozen: Frozen | None = None, held: tuple[str, ...] = (), stacked: bool = False
+               ) -> LinearMap | lm.Stacked:
     """The expanded map from ``src`` (a layer or module name; None: the image) to ``dst``;
-    paths through the layers ``held`` do not count (their values are held fixed)."""
+    paths through the layers ``held`` do not count (their values are held fixed). ``stacked``:
+    a ``dst`` that concatenates branches keeps its parts, as the layer pass reads them."""
     where = f"from `{src or 'the input image'}` to `{dst}`"
     source, target = _resolve(network, graph, src), _resolve(network, graph, dst)
     stops = frozenset(_resolve(network, graph, name) for name in held)
     result = _Linearised(network, where, frozen, tuple(_source(network, source).shape[2:])).propagate(
-        source, target, stops=stops)
+        source, target, stops=stops, stacked=stacked)
     if result is None:
         raise AtlasError(f"Expanded weights {where}: the second layer does not read the first one.")
     return result
@@ -279,6 +292,82 @@ class KeptKernels:
         return found
 
 
+class StackedKernels:
+    """A pair's ``[dst units, src units, kh, kw]`` weights held as the parts its target's branches
+    make (:class:`.linear_maps.Stacked`): each part's rows over only the window its branch
+    reaches, zero elsewhere. InceptionV1's mixed5a reads mixed4e through 11x11 windows in one
+    branch and 3x3 in another: the parts take 132 MB where the whole array takes 320 MB.
+
+    Read like the whole array: by rows (an int, a slice, an array of them), which come padded to
+    the window, or by a row and a column (or arrays of them); :meth:`reduced` maps every
+    kernel to a number part by part, for numbers the zeros around a part do not change."""
+
+    ndim = 4
+    dtype = np.dtype(np.float32)
+
+    def __init__(self, shape: tuple[int, int, int, int], parts: list[tuple[int, int, int, np.ndarray]]):
+        self.shape, self.parts = shape, parts  # (first row, y, x, kernel [rows, src units, h, w])
+        self._part = np.full(shape[0], -1, dtype=np.int64)  # which part holds each row (-1: none, all zero)
+        for j, (row, _, _, kernel) in enumerate(parts):
+            self._part[row : row + len(kernel)] = j
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    @property
+    def nbytes(self) -> int:
+        return sum(kernel.nbytes for *_, kernel in self.parts)
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        whole = self[:]
+        return whole if dtype is None else whole.astype(dtype)
+
+    def __getitem__(self, index) -> np.ndarray:
+        if isinstance(index, tuple):
+            rows, columns = index
+            return self._kernels(np.asarray(rows), np.asarray(columns))
+        rows = np.arange(self.shape[0])[index]
+        return self._rows(rows) if rows.ndim else self._rows(rows[None])[0]
+
+    def _rows(self, rows: np.ndarray) -> np.ndarray:
+        found = np.zeros((len(rows), *self.shape[1:]), dtype=self.dtype)
+        for j, (row, y, x, kernel) in enumerate(self.parts):
+            here = np.nonzero(self._part[rows] == j)[0]
+            if not len(here):
+                continue
+            taken, (h, w) = rows[here] - row, kernel.shape[2:]
+            if here[-1] - here[0] == taken[-1] - taken[0] == len(here) - 1:  # a run of rows: no gather
+                found[here[0] : here[-1] + 1, :, y : y + h, x : x + w] = kernel[taken[0] : taken[-1] + 1]
+            else:
+                found[here, :, y : y + h, x : x + w] = kernel[taken]
+        return found
+
+    def _kernels(self, rows: np.ndarray, columns: np.ndarray) -> np.ndarray:
+        rows, columns = np.broadcast_arrays(rows, columns)
+        flat_rows, flat_columns = rows.reshape(-1), columns.reshape(-1)
+        found = np.zeros((len(flat_rows), *self.shape[2:]), dtype=self.dtype)
+        part = self._part[flat_rows]
+        for j, (row, y, x, kernel) in enumerate(self.parts):
+            here = np.nonzero(part == j)[0]
+            h, w = kernel.shape[2:]
+            found[here, y : y + h, x : x + w] = kernel[flat_rows[here] - row, flat_columns[here]]
+        return found.reshape(*rows.shape, *self.shape[2:])
+
+    def reduced(self, per_kernel, dtype=np.float64) -> np.ndarray:
+        """``per_kernel`` of every part ``[rows, src units, h, w] -> [rows, src units]``, and of
+        zero kernels zero: ``[dst units, src units]``."""
+        found = np.zeros(self.shape[:2], dtype=dtype)
+        for row, _, _, kernel in self.parts:
+            found[row : row + len(kernel)] = per_kernel(kernel)
+        return found
+
+
+def per_kernel(kernel: np.ndarray | StackedKernels, reduce, dtype=np.float64) -> np.ndarray:
+    """``reduce`` (``[rows, src units, kh, kw] -> [rows, src units]``, zero for zero kernels and not
+    changed by zeros around a kernel) of every kernel of a pair, whole or stacked."""
+    return kernel.reduced(reduce, dtype) if isinstance(kernel, StackedKernels) else reduce(kernel)
+
+
 @dataclass(frozen=True)
 class SkippedPair:
     """A pair of layers whose weights are not shown, and why."""
@@ -305,7 +394,7 @@ def layer_weights(network: TracedNetwork, graph: LayerGraph, hops: int = 1, froz
     once (see :func:`composed_by_target` for one target layer at a time)."""
     result = ComposedWeights()
     for _, weights, skipped in composed_by_target(network, graph, hops, frozen, memory_mb):
-        result.weights += weights
+        result.weights += [replace(w, kernel=np.asarray(w.kernel)) for w in weights]
         result.skipped += skipped
     return result
 
@@ -362,8 +451,12 @@ def _pair_weights(network: TracedNetwork, graph: LayerGraph, frozen: Frozen | No
     if composed is None:
         return None
     kernel, window = composed
+    if src is None:
+        kernel = np.asarray(kernel)  # a first layer's colour kernels are read whole
     # NaN or infinity anywhere: the sum is not finite (float32 summed in float64 cannot overflow)
-    if not np.isfinite(kernel.sum(dtype=np.float64)):
+    with np.errstate(invalid="ignore"):  # infinities of both signs sum to NaN: not finite either way
+        total = per_kernel(kernel, lambda k: k.sum(axis=(2, 3), dtype=np.float64)).sum()
+    if not np.isfinite(total):
         raise AtlasError(
             f"The weights between `{src or 'the input image'}` and `{dst}` are not finite (NaN or "
             f"infinity): the checkpoint comes from a diverged or damaged run. Use another checkpoint.")
@@ -377,29 +470,39 @@ def _pair_weights(network: TracedNetwork, graph: LayerGraph, frozen: Frozen | No
 
 
 def _composed(linearised: _Linearised, source: torch.fx.Node | None, target: torch.fx.Node, stops: frozenset,
-              memory_mb: int) -> tuple[np.ndarray, LinearMap] | None:
-    """The kernel of one pair, composed a slice of source channels at a time, and the map of its
-    first channel (its window: stride, offset, spatial, placed); None when ``target`` does not
-    read ``source``. A map larger than ``memory_mb`` is skipped."""
+              memory_mb: int) -> tuple[np.ndarray | StackedKernels, LinearMap | lm.Stacked] | None:
+    """The kernel of one pair, composed a slice of source channels at a time (a target that
+    concatenates branches keeps its parts: :class:`StackedKernels`), and the map of its first
+    channel (its window: stride, offset, spatial, placed); None when ``target`` does not read
+    ``source``. A map larger than ``memory_mb`` is skipped."""
     budget = memory_mb * 2**20
     channels = _source(linearised.t, source).shape[1]
     linearised.largest = 0
-    one = linearised.propagate(source, target, slice(0, 1), stops)  # its size tells the whole map's
+    one = linearised.propagate(source, target, slice(0, 1), stops, stacked=True)  # its size tells the whole map's
     if one is None:
         return None
-    size = 4 * channels * one.kernel[:, 0].numel()
+    size = 4 * channels * _elements(one)
     if size > budget:
         raise Skipped(f"the expanded weights would take {size / 2**20:,.0f} MB, more than `ranking.memory_mb` "
                       f"({memory_mb:,} MB); raise it, or leave one of the layers out")
     step = max(1, min(budget, SLICE_MB * 2**20) // (16 * max(linearised.largest, 1)))
     if step >= channels:  # all at once, and no copy
-        whole = one if channels == 1 else linearised.propagate(source, target, None, stops)
-        return whole.kernel.float().contiguous().numpy(), one
-    kernel = np.empty((one.kernel.shape[0], channels, *one.kernel.shape[2:]), dtype=np.float32)
-    for start in range(0, channels, step):
-        kernel[:, start : start + step] = linearised.propagate(source, target, slice(start, start + step),
-                                                               stops).kernel.float().numpy()
-    return kernel, one
+        whole = one if channels == 1 else linearised.propagate(source, target, None, stops, stacked=True)
+        kernels = [k.float().contiguous().numpy() for k in _kernels(whole)]
+    else:
+        kernels = [np.empty((len(k), channels, *k.shape[2:]), dtype=np.float32) for k in _kernels(one)]
+        for start in range(0, channels, step):
+            part = linearised.propagate(source, target, slice(start, start + step), stops, stacked=True)
+            for kernel, composed in zip(kernels, _kernels(part)):
+                kernel[:, start : start + step] = composed.float().numpy()
+    if isinstance(one, lm.Stacked):
+        shape = (one.shape[0], channels, *one.shape[2:])
+        return StackedKernels(shape, [(p.row, p.y, p.x, k) for p, k in zip(one.parts, kernels)]), one
+    return kernels[0], one
+
+
+def _kernels(m: LinearMap | lm.Stacked) -> list[torch.Tensor]:
+    return [p.kernel for p in m.parts] if isinstance(m, lm.Stacked) else [m.kernel]
 
 
 def _keeps_kernel(network: TracedNetwork, op: str) -> bool:

@@ -29,8 +29,8 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
-from .expanded import LayerWeights
-from .ranking import strongest
+from .expanded import LayerWeights, per_kernel
+from .ranking import kernel_peak, strongest
 
 COMPONENTS = 3  # a unit's factors: red, green, blue
 ITERATIONS = 60  # at most; fits stop once the mean explained share gains less than TOLERANCE a step
@@ -181,7 +181,7 @@ def layer_factors(weights: list[LayerWeights]) -> LayerFactors | None:
         start += p.kernel.shape[1]
     # Each unit's kernels scaled to a largest weight of 1: NMF does not care, and float32
     # squares of weights as large as 1e20 would overflow. Scaled a batch at a time, as fitted.
-    unit_scale = np.max([np.maximum(p.kernel.max(axis=(1, 2, 3)), -p.kernel.min(axis=(1, 2, 3))) for p in parts],
+    unit_scale = np.max([per_kernel(p.kernel, kernel_peak, np.float32).max(axis=1) for p in parts],
                         axis=0).astype(np.float64)
     unit_scale = np.where(unit_scale > 0, unit_scale, 1)
 

@@ -115,10 +115,11 @@ def pooled_globally(m: LinearMap) -> LinearMap:
     return m if not m.spatial else LinearMap(m.kernel.sum(dim=(2, 3), keepdim=True), spatial=False)
 
 
-def combined(maps: list[LinearMap | None], channels: list[int], stack: bool) -> LinearMap:
-    """Parts on one window of source positions: stacked along channels (a concatenation) or
-    added (a sum). A part that does not reach a position is zero there; None is a part
-    that does not depend on the source (zero, ``channels`` wide when stacked)."""
+def combined(maps: list[LinearMap | None], channels: list[int], stack: bool) -> LinearMap | Stacked:
+    """Parts on one window of source positions: stacked along channels (a concatenation,
+    held as its parts: :class:`Stacked`) or added (a sum). A part that does not reach a
+    position is zero there; None is a part that does not depend on the source (zero,
+    ``channels`` wide when stacked)."""
     if any(isinstance(m, Rearranged) for m in maps):
         raise ValueError("parts whose positions are rearranged (such as channels-last)")
     present = [with_boxes(m) for m in maps if m is not None]
@@ -133,18 +134,49 @@ def combined(maps: list[LinearMap | None], channels: list[int], stack: bool) -> 
         top, left = min(m.offset[0] for m in present), min(m.offset[1] for m in present)
         window = (max(m.offset[0] + m.kernel.shape[2] for m in present) - top,
                   max(m.offset[1] + m.kernel.shape[3] for m in present) - left)
-    sources = present[0].kernel.shape[1]
-    rows = sum(channels) if stack else present[0].kernel.shape[0]
-    kernel = present[0].kernel.new_zeros(rows, sources, *window)
-    start, parts = 0, iter(present)
+    parts, start, found = [], 0, iter(present)
     for m, width in zip(maps, channels):
         if m is not None:
-            m = next(parts)
+            m = next(found)
             y, x = (m.offset[0] - top, m.offset[1] - left) if spatial else (0, 0)
-            h, w = m.kernel.shape[2:]
-            kernel[start : start + width if stack else rows, :, y : y + h, x : x + w] += m.kernel
+            parts.append(Part(start if stack else 0, y, x, m.kernel))
         start += width if stack else 0
-    return LinearMap(kernel, stride, (top, left), spatial, present[0].placed)
+    rows = start if stack else present[0].kernel.shape[0]
+    result = Stacked(tuple(parts), (rows, present[0].kernel.shape[1], *window), stride, (top, left), spatial,
+                     present[0].placed)
+    return result if stack else result.dense()
+
+
+@dataclass(frozen=True)
+class Part:
+    """Rows ``row, row + len(kernel)`` of a stacked map, whose kernel lies at ``(y, x)`` of its window."""
+
+    row: int
+    y: int
+    x: int
+    kernel: torch.Tensor
+
+
+@dataclass(frozen=True)
+class Stacked:
+    """A map whose rows are parts on one window (a concatenation of branches): each part's
+    kernel only as large as its branch reaches, the rest of the window zero, and rows no part
+    covers (a branch that does not depend on the source) zero. :meth:`dense` makes it one
+    :class:`LinearMap`; the layer pass reads the parts as they are."""
+
+    parts: tuple[Part, ...]
+    shape: tuple[int, int, int, int]  # the dense kernel's
+    stride: tuple[int, int] = (1, 1)
+    offset: tuple[int, int] = (0, 0)
+    spatial: bool = True
+    placed: bool = False
+
+    def dense(self) -> LinearMap:
+        kernel = self.parts[0].kernel.new_zeros(self.shape)
+        for p in self.parts:
+            h, w = p.kernel.shape[2:]
+            kernel[p.row : p.row + len(p.kernel), :, p.y : p.y + h, p.x : p.x + w] += p.kernel
+        return LinearMap(kernel, self.stride, self.offset, self.spatial, self.placed)
 
 
 def mixed(m: LinearMap, weight: torch.Tensor) -> LinearMap:

@@ -70,7 +70,7 @@ def read_checkpoint(path: str | Path, named: str | None = None) -> dict[str, tor
                 f"or not a safetensors file: download or export it again."
             ) from None
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = _torch_load(path)
     except pickle.UnpicklingError as error:
         found = re.search(r"Unsupported global: GLOBAL (\S+)", str(error))
         if found is None:  # not objects: damaged bytes (torch's advice to drop weights_only is left out)
@@ -100,6 +100,17 @@ def read_checkpoint(path: str | Path, named: str | None = None) -> dict[str, tor
     return state
 
 
+def _torch_load(path: Path):
+    """A PyTorch checkpoint's tensors, mapped from the file rather than read into memory, so
+    they are copied into the model once (a file in the old, pre-zip format is read)."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except RuntimeError as error:
+        if "mmap" not in str(error):
+            raise
+        return torch.load(path, map_location="cpu", weights_only=True)
+
+
 def load_weights(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
     """Copy ``state`` into ``model``, naming every missing, unexpected or misshapen key."""
     expected = model.state_dict()
@@ -124,10 +135,15 @@ def load_weights(model: nn.Module, state: dict[str, torch.Tensor], source: str) 
     model.load_state_dict(state)
 
 
+FINITE_BLOCK = 2**22  # weights checked at a time
+
+
 def check_finite(model: nn.Module, source: str) -> None:
     """Refuse weights with NaN or infinite values, naming the first such tensor."""
     for name, tensor in model.state_dict().items():
-        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+        # a block at a time: the test's temporaries are several times the size of what it reads
+        if tensor.is_floating_point() and not all(
+                bool(torch.isfinite(block).all()) for block in tensor.detach().reshape(-1).split(FINITE_BLOCK)):
             raise AtlasError(
                 f"The weights of {source} contain NaN or infinite values in `{name}`. They come from a "
                 f"diverged or damaged training run: use an earlier checkpoint."
@@ -307,6 +323,7 @@ def _load_checkpoint(model: nn.Module, path: Path, named: str, config: AtlasConf
     if config.model.source == "inceptionv1":
         state = inceptionv1.from_conversion_keys(state)
     load_weights(model, state, named)
+    del state  # copied into the model
     names = checkpoint_classes(path)
     if names is not None and not hasattr(model, "class_names"):
         model.class_names = names  # the class names the checkpoint carries label the classifier
@@ -320,5 +337,5 @@ def weights_hash(model: nn.Module) -> str:
         value = tensor.detach().cpu().contiguous()
         digest.update(f"{name}|{value.dtype}|{tuple(value.shape)}|".encode())
         # reshape(-1): a 0-dim buffer (batch-norm's num_batches_tracked) cannot be viewed as bytes
-        digest.update(value.reshape(-1).view(torch.uint8).numpy().tobytes() if value.numel() else b"")
+        digest.update(value.reshape(-1).view(torch.uint8).numpy() if value.numel() else b"")  # read in place
     return digest.hexdigest()

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .expanded import KeptKernels, LayerWeights
+from .expanded import KeptKernels, LayerWeights, StackedKernels, per_kernel
 from .graph import LayerGraph
 
 
@@ -113,9 +113,9 @@ class KernelStatistics:
 
     @classmethod
     def of(cls, w: LayerWeights, l2: np.ndarray) -> KernelStatistics:
-        k = w.kernel
-        peak = np.maximum(k.max(axis=(2, 3)), -k.min(axis=(2, 3)))  # largest |weight|, with no copy of k
-        return cls(w, l2, np.sign(k.sum(axis=(2, 3), dtype=np.float64)).astype(np.int8), peak, peak.max(axis=1))
+        peak = per_kernel(w.kernel, kernel_peak, np.float32)
+        total = per_kernel(w.kernel, lambda k: k.sum(axis=(2, 3), dtype=np.float64))
+        return cls(w, l2, np.sign(total).astype(np.int8), peak, peak.max(axis=1))
 
     def links(self, rows: np.ndarray, columns: np.ndarray, other_units: np.ndarray, other_layer: str) -> list[Link]:
         """Links for the kernels ``[rows[j], columns[j]]``, whose other ends are ``other_units``."""
@@ -144,9 +144,14 @@ def kernel_norms(weights: list[LayerWeights]) -> list[np.ndarray]:
     return [kernel_norm(w.kernel) for w in weights]
 
 
-def kernel_norm(kernel: np.ndarray) -> np.ndarray:
+def kernel_norm(kernel: np.ndarray | StackedKernels) -> np.ndarray:
     """The L2 norm of every kernel of ``[dst units, src units, kh, kw]``."""
-    return np.sqrt(np.einsum("oihw,oihw->oi", kernel, kernel, dtype=np.float64))
+    return np.sqrt(per_kernel(kernel, lambda k: np.einsum("oihw,oihw->oi", k, k, dtype=np.float64)))
+
+
+def kernel_peak(kernel: np.ndarray) -> np.ndarray:
+    """The largest absolute weight of every kernel of ``[dst units, src units, kh, kw]``, with no copy."""
+    return np.maximum(kernel.max(axis=(2, 3)), -kernel.min(axis=(2, 3)))
 
 
 def kernel_statistics(weights: list[LayerWeights]) -> list[KernelStatistics]:

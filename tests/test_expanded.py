@@ -10,7 +10,9 @@ import pytest
 import torch
 
 from generator import AtlasError, trace_layers
-from generator.expanded import expanded_weights, freeze, layer_weights, linear_map
+from generator.expanded import (StackedKernels, composed_by_target, expanded_weights, freeze, layer_weights, linear_map,
+                                per_kernel)
+from generator.ranking import kernel_norm, kernel_peak
 from generator.images import reference_images
 from generator.inceptionv1 import InceptionV1
 from generator.reference import gradient_weights, window_of
@@ -268,7 +270,9 @@ def test_maps_over_the_memory_budget_are_skipped_and_the_rest_composed_in_slices
 
     network, graph = trace_layers(NarrowInceptionV1(), (3, 64, 64))
     whole = {(w.src, w.dst): w for w in layer_weights(network, graph).weights}
-    sizes = {pair: w.kernel.nbytes for pair, w in whole.items()}
+    # held as a build holds them: a mixed block's kernels in its branches' parts
+    sizes = {(w.src, w.dst): w.kernel.nbytes for _, ws, _ in composed_by_target(network, graph) for w in ws}
+    assert sizes[("mixed3a", "mixed3b")] < whole[("mixed3a", "mixed3b")].kernel.nbytes
     limited = layer_weights(network, graph, memory_mb=2)
     kept = {(w.src, w.dst): w for w in limited.weights}
     assert set(kept) == {pair for pair, size in sizes.items() if size <= 2 * 2**20} != set(sizes)
@@ -333,3 +337,26 @@ def test_the_identity_s_columns_are_picked_from_the_weight_and_anything_else_mul
         assert lm._picked_inputs(m.kernel) is None
         product = torch.einsum("oiyx,is->osyx", weight, kernel)
         torch.testing.assert_close(lm.conv(m, weight, 1, 1, 1, 1).kernel, product)
+
+
+def test_stacked_kernels_read_as_the_whole_array_does():
+    """A mixed block's weights held as its branches' parts (each over the window it reaches)
+    read, by rows or by kernels, as the whole padded array; the memory budget counts the parts."""
+    from generator.default_model import NarrowInceptionV1
+
+    torch.manual_seed(0)
+    network, graph = trace_layers(NarrowInceptionV1(), (3, 64, 64))
+    (stacked,) = [w for _, ws, _ in composed_by_target(network, graph) for w in ws if w.dst == "mixed3b"]
+    assert isinstance(stacked.kernel, StackedKernels) and len(stacked.kernel.parts) == 4
+    whole = linear_map(network, graph, "mixed3a", "mixed3b").kernel.numpy()
+    assert stacked.kernel.shape == whole.shape and stacked.kernel.nbytes < whole.nbytes
+    kernel = stacked.kernel
+    np.testing.assert_array_equal(np.asarray(kernel), whole)
+    for rows in (5, slice(40, 60), slice(None), np.array([150, 3, 47, 48, 200]), np.arange(44, 52)):
+        np.testing.assert_array_equal(kernel[rows], whole[rows])
+    rows, columns = np.array([0, 60, 60, 207, 130]), np.array([5, 0, 127, 64, 3])
+    np.testing.assert_array_equal(kernel[rows, columns], whole[rows, columns])
+    np.testing.assert_array_equal(kernel[60, 7], whole[60, 7])
+    np.testing.assert_array_equal(kernel[rows[:, None], columns[None, :]], whole[rows[:, None], columns[None, :]])
+    np.testing.assert_allclose(kernel_norm(kernel), kernel_norm(whole), rtol=1e-12)
+    np.testing.assert_array_equal(per_kernel(kernel, kernel_peak, np.float32), kernel_peak(whole))

@@ -16,7 +16,9 @@ def test_factory_with_safetensors_and_state_dict(config_file, tmp_path):
     reference = SmallCNN()
     save_file(reference.state_dict(), str(tmp_path / "w.safetensors"))
     torch.save({"state_dict": reference.state_dict()}, tmp_path / "w.pt")
-    for name in ("w.safetensors", "w.pt"):
+    # the format before PyTorch 1.6, which cannot be mapped from the file: read into memory instead
+    torch.save(reference.state_dict(), tmp_path / "old.pt", _use_new_zipfile_serialization=False)
+    for name in ("w.safetensors", "w.pt", "old.pt"):
         model = load_model(_config(config_file, "tests.toy_models:small_cnn", tmp_path / name))
         assert not model.training
         assert torch.equal(model.conv2.weight, reference.conv2.weight)
@@ -154,3 +156,17 @@ def test_a_failing_factory_and_a_bad_url_are_reported(config_file, tmp_path):
     with pytest.raises(AtlasError, match="downloading it from http://127.0.0.1:9/inception5h.pth failed.*put it at"):
         load_model(config)
     assert list(target.parent.iterdir()) == []  # no partial download left behind
+
+
+def test_non_finite_weights_are_found_in_any_block(config_file, tmp_path, monkeypatch):
+    """Weights are checked a block at a time: a NaN or infinity in the last block of a tensor
+    is found as one in the first."""
+    import generator.loading as loading
+
+    monkeypatch.setattr(loading, "FINITE_BLOCK", 7)
+    for bad in (float("nan"), float("inf")):
+        state = SmallCNN().state_dict()
+        state["conv2.weight"].view(-1)[-1] = bad
+        save_file(state, str(tmp_path / "w.safetensors"))
+        with pytest.raises(AtlasError, match="NaN or infinite values in `conv2.weight`"):
+            load_model(_config(config_file, "tests.toy_models:small_cnn", tmp_path / "w.safetensors"))
