@@ -14,7 +14,8 @@ strongest saturates.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -48,6 +49,82 @@ class Link:
         return self.weights.kernel[self.row, self.column]
 
 
+# One row per link of :class:`Links`: which of its pairs, the kernel's place in it, the unit at the
+# other end, where the kernel lies among the pair's kept ones, and the scale and share it is shown with.
+LINK_ROW = np.dtype([("part", np.int16), ("row", np.int32), ("column", np.int32), ("unit", np.int32),
+                     ("kept", np.int32), ("scale", np.float64), ("share", np.float64)])
+
+
+class Links(Sequence):
+    """One unit's ranked links, strongest first, held as a table of numbers (:data:`LINK_ROW`) and
+    made into :class:`Link` objects when read: a build ranks hundreds of thousands of links
+    (InceptionV1: 380,000), which as objects would take about 100 MB."""
+
+    __slots__ = ("parts", "layers", "table")
+
+    def __init__(self, parts: tuple[KernelStatistics, ...], layers: tuple[str | None, ...], table: np.ndarray):
+        self.parts, self.layers, self.table = parts, layers, table  # layers: the other end's, per part
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return self._made(self.table[index])
+        return self._made(self.table[[index]])[0]
+
+    def __iter__(self):
+        return iter(self._made(self.table))
+
+    def __eq__(self, other) -> bool:
+        return list(self) == list(other)
+
+    def __add__(self, other) -> list[Link]:
+        return list(self) + list(other)
+
+    def __radd__(self, other) -> list[Link]:
+        return list(other) + list(self)
+
+    def __repr__(self) -> str:
+        return f"Links({list(self)!r})"
+
+    def _made(self, table: np.ndarray) -> list[Link]:
+        made: list[tuple[int, Link]] = []
+        for j, stats in enumerate(self.parts):
+            here = np.flatnonzero(table["part"] == j)
+            if not len(here):
+                continue
+            rows, columns = table["row"][here], table["column"][here]
+            w = stats.weights
+            made += zip(here.tolist(), (
+                Link(self.layers[j], unit, l2, sign, peak, scale, direct, w, o, i, share, kept=slot)
+                for o, i, unit, l2, sign, peak, scale, direct, share, slot in zip(
+                    rows.tolist(), columns.tolist(), table["unit"][here].tolist(), stats.l2[rows, columns].tolist(),
+                    stats.sign[rows, columns].tolist(), stats.peak[rows, columns].tolist(),
+                    table["scale"][here].tolist(), w.direct[rows].tolist(), table["share"][here].tolist(),
+                    table["kept"][here].tolist())))
+        return [link for _, link in sorted(made, key=lambda pair: pair[0])]
+
+
+def _links(parts: list[KernelStatistics], chosen: np.ndarray, axis: int, fixed: int, scale, share=0.0) -> Links:
+    """The links of one unit to ``chosen`` positions along the concatenation of ``parts`` on
+    ``axis`` (1: the unit is row ``fixed`` and reads the columns; 0: it is column ``fixed``, read
+    by the rows), in the order chosen, shown with ``scale`` and ``share`` (one, or one per link)."""
+    edges = np.cumsum([0] + [p.l2.shape[axis] for p in parts])
+    table = np.zeros(len(chosen), dtype=LINK_ROW)
+    table["part"] = np.searchsorted(edges, chosen, side="right") - 1
+    table["unit"] = chosen - edges[table["part"]]
+    table["row" if axis == 1 else "column"] = fixed
+    table["column" if axis == 1 else "row"] = table["unit"]
+    table["scale"], table["share"], table["kept"] = scale, share, -1
+    for j, p in enumerate(parts):
+        here = np.flatnonzero(table["part"] == j)
+        if len(here) and isinstance(p.weights.kernel, KeptKernels):
+            table["kept"][here] = p.weights.kernel.find(table["row"][here], table["column"][here])
+    other = tuple(p.weights.src if axis == 1 else p.weights.dst for p in parts)
+    return Links(tuple(parts), other, table)
+
+
 @dataclass(frozen=True)
 class FurtherInputs:
     """A unit's strongest inputs from a layer more than one step above it (expanded weights)."""
@@ -55,7 +132,7 @@ class FurtherInputs:
     layer: str
     hops: int
     scale: float
-    links: list[Link]
+    links: Sequence[Link]
 
 
 @dataclass
@@ -64,8 +141,8 @@ class UnitWeights:
 
     layer: str
     unit: int
-    inputs: list[Link] = field(default_factory=list)
-    outputs: list[Link] = field(default_factory=list)
+    inputs: Sequence[Link] = field(default_factory=list)  # a :class:`Links` once ranked
+    outputs: Sequence[Link] = field(default_factory=list)
     further: list[FurtherInputs] = field(default_factory=list)
     input_count: int = 0
     output_count: int = 0
@@ -75,8 +152,13 @@ class UnitWeights:
     scale: float = 0.0  # largest absolute incoming weight
     rgb_kernel: np.ndarray | None = None  # [channels, kh, kw] when the unit reads the image
 
+    def made(self) -> UnitWeights:
+        """A copy whose links are made once, as objects: for a page, which reads them many times."""
+        return replace(self, inputs=list(self.inputs), outputs=list(self.outputs),
+                       further=[replace(f, links=list(f.links)) for f in self.further])
 
-def strongest(scores: np.ndarray, k: int, block: int = 2**22) -> np.ndarray:
+
+def strongest(scores: np.ndarray, k: int, block: int = 2**20) -> np.ndarray:
     """Per row of ``scores`` (2-D), the indices of the ``k`` largest, strongest first, ties by
     index; rows are taken ``block`` scores at a time, which bounds the temporary arrays."""
     n = scores.shape[-1]
@@ -116,18 +198,6 @@ class KernelStatistics:
         peak = per_kernel(w.kernel, kernel_peak, np.float32)
         total = per_kernel(w.kernel, lambda k: k.sum(axis=(2, 3), dtype=np.float64))
         return cls(w, l2, np.sign(total).astype(np.int8), peak, peak.max(axis=1))
-
-    def links(self, rows: np.ndarray, columns: np.ndarray, other_units: np.ndarray, other_layer: str) -> list[Link]:
-        """Links for the kernels ``[rows[j], columns[j]]``, whose other ends are ``other_units``."""
-        w = self.weights
-        kept = w.kernel.find(rows, columns).tolist() if isinstance(w.kernel, KeptKernels) else [-1] * len(rows)
-        return [
-            Link(other_layer, unit, l2, sign, peak, scale, direct, w, o, i, kept=slot)
-            for o, i, unit, l2, sign, peak, scale, direct, slot in zip(
-                rows.tolist(), columns.tolist(), other_units.tolist(), self.l2[rows, columns].tolist(),
-                self.sign[rows, columns].tolist(), self.peak[rows, columns].tolist(), self.scale[rows].tolist(),
-                w.direct[rows].tolist(), kept)
-        ]
 
 
 def input_link(weights: LayerWeights, unit: int, source_unit: int, scale: float) -> Link:
@@ -217,7 +287,7 @@ def rank(graph: LayerGraph, statistics: list[KernelStatistics], top_k: int) -> d
             top = strongest(stats.l2, top_k)
             for o in range(len(w.kernel)):
                 chosen = _connected(stats.l2[o], top[o])
-                links = stats.links(np.full(len(chosen), o), chosen, chosen, w.src)
+                links = _links([stats], chosen, 1, o, stats.scale[o])
                 units[(w.dst, o)].further.append(FurtherInputs(w.src, w.hops, float(stats.scale[o]), links))
         else:
             incoming.setdefault(w.dst, []).append(stats)
@@ -230,36 +300,19 @@ def rank(graph: LayerGraph, statistics: list[KernelStatistics], top_k: int) -> d
         excitatory, inhibitory = (sign_all > 0).sum(axis=1).tolist(), (sign_all < 0).sum(axis=1).tolist()
         for o, (row, chosen) in enumerate(zip(l2_all, strongest(l2_all, top_k))):
             unit, chosen = units[(dst, o)], _connected(row, chosen)
-            unit.inputs = _merged(parts, chosen, lambda p, columns: p.links(np.full(len(columns), o), columns, columns,
-                                                                             p.weights.src), axis=1)
-            for link in unit.inputs:
-                link.scale = float(scale[o])  # one scale over all of the unit's inputs
-            unit.scale, unit.input_count, unit.input_l2 = float(scale[o]), input_count[o], input_l2[o]
+            unit.scale = float(scale[o])
+            unit.inputs = _links(parts, chosen, 1, o, unit.scale)  # one scale over all of the unit's inputs
+            unit.input_count, unit.input_l2 = input_count[o], input_l2[o]
             unit.excitatory, unit.inhibitory = excitatory[o], inhibitory[o]
     for src, parts in outgoing.items():
         l2_all = np.concatenate([p.l2 for p in parts], axis=0)  # [units of every reading layer, src units]
         fed = np.concatenate([[units[(p.weights.dst, o)].input_l2 for o in range(len(p.l2))] for p in parts])
         share_all = l2_all / np.where(fed > 0, fed, 1.0)[:, None]
         output_count = (l2_all > 0).sum(axis=0).tolist()
+        fed_scale = np.array([units[(p.weights.dst, o)].scale for p in parts for o in range(len(p.l2))])
         for i, chosen in enumerate(strongest(share_all.T, top_k)):
             unit, chosen = units[(src, i)], _connected(l2_all[:, i], chosen)
             unit.output_count = output_count[i]
-            unit.outputs = _merged(parts, chosen, lambda p, rows: p.links(rows, np.full(len(rows), i), rows,
-                                                                          p.weights.dst), axis=0)
-            for link, row in zip(unit.outputs, chosen.tolist()):
-                target = units[(link.layer, link.unit)]
-                link.scale = target.scale  # the scale of the unit fed, over all its inputs
-                link.share = float(share_all[row, i])
+            # each shown with the scale of the unit it feeds, over all that unit's inputs
+            unit.outputs = _links(parts, chosen, 0, i, fed_scale[chosen], share_all[chosen, i])
     return units
-
-
-def _merged(parts: list[KernelStatistics], chosen: np.ndarray, links, axis: int) -> list[Link]:
-    """Links for ``chosen`` positions along the concatenation of ``parts`` (on ``axis``), in order."""
-    sizes = [p.l2.shape[axis] for p in parts]
-    edges = np.cumsum([0] + sizes)
-    part_of = np.searchsorted(edges, chosen, side="right") - 1
-    ranked: list[tuple[int, Link]] = []
-    for j, part in enumerate(parts):
-        positions = np.flatnonzero(part_of == j)
-        ranked += zip(positions.tolist(), links(part, chosen[positions] - edges[j]))
-    return [link for _, link in sorted(ranked, key=lambda pair: pair[0])]

@@ -51,7 +51,7 @@ class UnitPage:
 
     def __init__(self, site: UnitPages, folder: Path, layer: Layer, unit: int, root: str = "../"):
         self.site, self.folder, self.layer, self.unit, self.root = site, folder, layer, unit, root
-        self.weights: UnitWeights = site.units[(layer.name, unit)]
+        self.weights: UnitWeights = site.units[(layer.name, unit)].made()
         self.tiles = TileSheet(f"{unit}.tiles.png", site.config.site.tile_size)
 
     def write(self, name: str, data: bytes) -> None:

@@ -3,7 +3,6 @@ where nothing is non-linear, zero where a ReLU never opens, and an independent a
 recomputation of the mean gradient where the network is non-linear."""
 
 import numpy as np
-import pytest
 import torch
 from torch import nn
 
