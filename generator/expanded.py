@@ -33,7 +33,7 @@ from .network import TracedNetwork, ancestors
 from .linear_maps import LinearMap, Rearranged
 
 MEMORY_MB = RankingConfig.memory_mb  # default budget for one composed map
-SLICE_MB = 64  # a map is composed a slice of source channels at a time, its steps' maps within about this
+SLICE_MB = 128  # a map is composed a slice of source channels at a time, its steps' maps within about this
 
 
 class Skipped(AtlasError):
