@@ -296,7 +296,7 @@ class StackedKernels:
     """A pair's ``[dst units, src units, kh, kw]`` weights held as the parts its target's branches
     make (:class:`.linear_maps.Stacked`): each part's rows over only the window its branch
     reaches, zero elsewhere. InceptionV1's mixed5a reads mixed4e through 11x11 windows in one
-    branch and 3x3 in another: the parts take 132 MB where the whole array takes 320 MB.
+    branch and 3x3 in another: the parts take 126 MB where the whole array takes 320 MB.
 
     Read like the whole array: by rows (an int, a slice, an array of them), which come padded to
     the window, or by a row and a column (or arrays of them); :meth:`reduced` maps every

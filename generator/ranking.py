@@ -89,21 +89,17 @@ class Links(Sequence):
         return f"Links({list(self)!r})"
 
     def _made(self, table: np.ndarray) -> list[Link]:
-        made: list[tuple[int, Link]] = []
-        for j, stats in enumerate(self.parts):
+        made: list = [None] * len(table)
+        for j, stats in enumerate(self.parts):  # each part's links at once, into their places
             here = np.flatnonzero(table["part"] == j)
-            if not len(here):
-                continue
-            rows, columns = table["row"][here], table["column"][here]
-            w = stats.weights
-            made += zip(here.tolist(), (
-                Link(self.layers[j], unit, l2, sign, peak, scale, direct, w, o, i, share, kept=slot)
-                for o, i, unit, l2, sign, peak, scale, direct, share, slot in zip(
-                    rows.tolist(), columns.tolist(), table["unit"][here].tolist(), stats.l2[rows, columns].tolist(),
-                    stats.sign[rows, columns].tolist(), stats.peak[rows, columns].tolist(),
-                    table["scale"][here].tolist(), w.direct[rows].tolist(), table["share"][here].tolist(),
-                    table["kept"][here].tolist())))
-        return [link for _, link in sorted(made, key=lambda pair: pair[0])]
+            rows, columns, w = table["row"][here], table["column"][here], stats.weights
+            for place, o, i, unit, l2, sign, peak, scale, direct, share, slot in zip(
+                    here.tolist(), rows.tolist(), columns.tolist(), table["unit"][here].tolist(),
+                    stats.l2[rows, columns].tolist(), stats.sign[rows, columns].tolist(),
+                    stats.peak[rows, columns].tolist(), table["scale"][here].tolist(), w.direct[rows].tolist(),
+                    table["share"][here].tolist(), table["kept"][here].tolist()):
+                made[place] = Link(self.layers[j], unit, l2, sign, peak, scale, direct, w, o, i, share, kept=slot)
+        return made
 
 
 def _links(parts: list[KernelStatistics], chosen: np.ndarray, axis: int, fixed: int, scale, share=0.0) -> Links:
@@ -158,7 +154,7 @@ class UnitWeights:
                        further=[replace(f, links=list(f.links)) for f in self.further])
 
 
-def strongest(scores: np.ndarray, k: int, block: int = 2**20) -> np.ndarray:
+def strongest(scores: np.ndarray, k: int, block: int = 2**22) -> np.ndarray:
     """Per row of ``scores`` (2-D), the indices of the ``k`` largest, strongest first, ties by
     index; rows are taken ``block`` scores at a time, which bounds the temporary arrays."""
     n = scores.shape[-1]
