@@ -12,7 +12,8 @@ from safetensors import safe_open
 
 from generator.default_model import INPUT_SIZE, WEIGHTS, NarrowInceptionV1
 from generator.default_model.labels import LABELLED, probe_label
-from generator.default_model.measure import curve_units, high_frequency_share, line_units, probe_tuning
+from generator.default_model.measure import (curve_units, dataset_responses, high_frequency_share, line_units,
+                                             probe_tuning)
 from generator.default_model.probes import PROBES, arcs, circular_distance, selective
 from generator.default_model.procedural import ATTRIBUTES, CURVES, draw
 from generator.default_model.train import CurveTuning, augment, evaluate, neighbour_correlation, perturbed
@@ -20,7 +21,7 @@ from generator.graph import trace_layers
 from generator.loading import load_weights, read_checkpoint
 
 LABELS = Path(__file__).parents[1] / "site_config" / "default.labels.yml"
-CIRCUIT_ALIGNED = 0.65  # the committed model: 69% (see the README)
+CIRCUIT_ALIGNED = 0.75  # the issue's target; the committed model: 95% (see the README)
 
 
 @pytest.fixture(scope="module")
@@ -135,13 +136,14 @@ def test_curve_tuning_asks_each_chosen_unit_for_its_own_orientation():
 
 @pytest.fixture(scope="module")
 def probed(model):
-    """Per labelled layer and probe, each unit's tuning curve; and the labels file's entries
-    that a probe gave, by layer and unit."""
+    """Per labelled layer and probe, each unit's tuning curve; per layer, each unit's largest
+    activation on the dataset images; and the labels file's entries that a probe gave, by
+    layer and unit."""
     network, graph = trace_layers(model, (3, INPUT_SIZE, INPUT_SIZE))
     units = yaml.safe_load(LABELS.read_text())["units"]
     given = {(layer, unit): entry for layer in LABELLED for unit, entry in units[layer].items()
              if " probe" in entry.get("note", "")}
-    return probe_tuning(network, graph, LABELLED), given
+    return probe_tuning(network, graph, LABELLED), dataset_responses(network, graph).peak, given
 
 
 def _angle(label: str) -> float:
@@ -150,10 +152,11 @@ def _angle(label: str) -> float:
 
 def test_every_curve_label_passes_the_arc_probe_at_its_orientation(probed):
     """The Curve Detectors article's test: a unit labelled "curve facing A" answers arcs at
-    16 orientations most at A, and above half its peak only within 45 degrees of A; the
-    curve units of mixed3b face every eighth of the circle."""
-    tuning, given = probed
-    found = {(c.layer, c.unit): c.angle for c in curve_units(tuning, LABELLED)}
+    16 orientations most at A, and above half its peak only within 45 degrees of A; arcs
+    drive it, the best at half its largest activation on dataset images or more; the curve
+    units of mixed3b face every eighth of the circle."""
+    tuning, peak, given = probed
+    found = {(c.layer, c.unit): c.angle for c in curve_units(tuning, peak, LABELLED)}
     curves = {key: _angle(entry["label"]) for key, entry in given.items() if entry["family"] == "curves"}
     assert len(curves) >= 60
     assert all(found.get(key) == angle for key, angle in curves.items()), \
@@ -165,8 +168,8 @@ def test_every_other_probe_label_is_the_probe_value_the_unit_prefers(probed):
     """Lines: selective within 22.5 degrees at the labelled orientation, and answering lines
     at least as much as arcs. Colours, colour contrast, high-low frequency and gratings: the
     probe value the unit answers most is the one its label names."""
-    tuning, given = probed
-    lines = {(u.layer, u.unit): u.angle for u in line_units(tuning, LABELLED, curve_units(tuning, LABELLED))}
+    tuning, peak, given = probed
+    lines = {(u.layer, u.unit): u.angle for u in line_units(tuning, peak, LABELLED, curve_units(tuning, peak, LABELLED))}
     checked = set()
     for (layer, unit), entry in given.items():
         if entry["family"] == "lines":
@@ -176,6 +179,16 @@ def test_every_other_probe_label_is_the_probe_value_the_unit_prefers(probed):
             assert probe_label(probe, tuning[layer][probe][unit]) == entry["label"], (layer, unit, entry)
         checked.add(entry["family"])
     assert checked == {"curves", "lines", "colours", "colour contrast", "high-low frequency", "gratings"}
+
+
+def test_a_unit_that_answers_arcs_faintly_is_no_curve_unit():
+    """Selective on arcs is not enough: a unit whose best arc gives a hundredth of what it
+    gives the dataset images is tuned to something else, and is not called a curve unit."""
+    tuned = torch.tensor([[4.0, 1.0, 0.5, 0.2, 0.1, 0.2, 0.5, 1.0]])  # selective, facing 0deg
+    tuning = {"layer": {"curve": torch.cat([tuned, tuned / 100])}}
+    peak = {"layer": torch.tensor([5.0, 5.0])}
+    assert [(c.unit, c.angle) for c in curve_units(tuning, peak, ("layer",))] == [(0, 0.0)]
+    assert curve_units(tuning, {"layer": torch.tensor([9.0, 0.05])}, ("layer",))[0].unit == 1
 
 
 def _orientation_apart(unit_label: str, source_label: str) -> float:
@@ -218,8 +231,9 @@ def test_the_curve_units_of_mixed3b_read_from_curve_and_line_units_of_their_own_
 
     network, graph = trace_layers(model, (3, INPUT_SIZE, INPUT_SIZE))
     tuning = probe_tuning(network, graph, ("mixed3a", "mixed3b"))
-    curves = curve_units(tuning, ("mixed3a", "mixed3b"))
-    rows = circuit(network, graph, curves, line_units(tuning, ("mixed3a", "mixed3b"), curves))
+    peak = dataset_responses(network, graph).peak
+    curves = curve_units(tuning, peak, ("mixed3a", "mixed3b"))
+    rows = circuit(network, graph, curves, line_units(tuning, peak, ("mixed3a", "mixed3b"), curves))
     assert len(rows) >= 8 and {int(row["angle"] // 45) for row in rows} == set(range(8))
     assert sum(row["aligned"] for row in rows) / len(rows) >= CIRCUIT_ALIGNED, \
         [row for row in rows if not row["aligned"]]

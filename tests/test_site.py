@@ -184,7 +184,8 @@ def test_families_cover_every_unit_exactly_once(default_site):
     annotated = _families(default_site / "layers" / "mixed3a.html")  # from site_config/default.labels.yml
     labels = yaml.safe_load((ROOT / "site_config" / "default.labels.yml").read_text())["units"]["mixed3a"]
     assert annotated["shapes"] == sorted(u for u, entry in labels.items() if entry.get("family") == "shapes")
-    assert {"gratings", "colours", "shapes", "curves", "lines"} <= set(annotated)
+    named = {entry["family"] for entry in labels.values()}
+    assert {"gratings", "colours", "shapes", "curves", "colour contrast"} <= named <= set(annotated)
     assert len(annotated) > 4  # the units the labels file leaves out are clustered too
     html = (default_site / "layers" / "mixed3b.html").read_text(encoding="utf-8")
     assert '<span class="wa-auto">automatic</span>' in html

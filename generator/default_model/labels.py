@@ -4,9 +4,11 @@
 (the format of ``site_config/default.labels.yml``). No unit is picked by hand: a unit
 joins a family when a test below says so, tried in this order, the first that holds:
 
-- **curves**: selective on arcs over 360 degrees (:func:`.measure.curve_units`);
-- **lines**: selective on straight lines over 180 degrees, lines at least as strong as
-  arcs (:func:`.measure.line_units`);
+- **curves**: selective on arcs over 360 degrees, and driven by them: the best arc reaches
+  :data:`.measure.STRONG` of the unit's largest activation on the dataset images
+  (:func:`.measure.curve_units`);
+- **lines**: selective on straight lines over 180 degrees and driven by them, lines at
+  least as strong as arcs (:func:`.measure.line_units`);
 - a family of **dataset examples**: every one of the unit's 8 strongest dataset images
   shares one value of an attribute: ``shapes`` (a shape), ``colours`` (a hue),
   ``gratings`` (a grating orientation) or ``curves`` (a curve facing one way, where the
@@ -38,12 +40,11 @@ from generator.images import Normalise
 
 from . import INPUT_SIZE, WEIGHTS
 from . import probes as P
-from .measure import INPUT, curve_units, line_units, load, pair_weights, probe_tuning
+from .measure import INPUT, STRONG, curve_units, line_units, load, pair_weights, probe_tuning
 from .procedural import ATTRIBUTES
 
 LABELLED = ("conv2d2", "mixed3a", "mixed3b")
 TOP = 8  # dataset examples a unit is judged by
-STRONG = 0.5  # a probe's best response over the unit's largest on dataset images
 PROBE_FAMILIES = {"colour": "colours", "colour contrast": "colour contrast",
                   "high-low frequency": "high-low frequency", "grating": "gratings"}
 EXAMPLE_FAMILIES = {"shape": "shapes", "hue": "colours", "orientation": "gratings", "curve": "curves"}
@@ -100,15 +101,17 @@ def find_labels(checkpoint: str | Path = WEIGHTS) -> dict:
     network, graph = trace_layers(load(checkpoint), (3, INPUT_SIZE, INPUT_SIZE))
     tuning = probe_tuning(network, graph, LABELLED)
     top, peak, labels = dataset_examples(network, graph, LABELLED)
-    curves = curve_units(tuning, LABELLED)
-    lines = line_units(tuning, LABELLED, curves)
+    curves = curve_units(tuning, peak, LABELLED)
+    lines = line_units(tuning, peak, LABELLED, curves)
     units: dict[str, dict[int, dict[str, str]]] = {name: {} for name in LABELLED}
-    for c in curves:
-        units[c.layer][c.unit] = {"label": f"curve facing {c.angle:g}deg", "family": "curves",
-                                  "note": "arc probe: above half its peak only within 45 degrees of it"}
-    for u in lines:
-        units[u.layer][u.unit] = {"label": f"line at {u.angle:g}deg", "family": "lines",
-                                  "note": "line probe: above half its peak only within 22.5 degrees of it"}
+    for family, probe, found, width in (("curves", "curve", curves, 45), ("lines", "line", lines, 22.5)):
+        for u in found:
+            drive = float(tuning[u.layer][probe][u.unit].max() / peak[u.layer][u.unit])
+            label = f"curve facing {u.angle:g}deg" if probe == "curve" else f"line at {u.angle:g}deg"
+            units[u.layer][u.unit] = {"label": label, "family": family,
+                                      "note": f"{'arc' if probe == 'curve' else 'line'} probe: above half its peak "
+                                              f"only within {width:g} degrees of it, at {drive:.0%} of its largest "
+                                              "activation on dataset images"}
     for name in LABELLED:
         for unit in range(graph.layer(name).channels):
             if unit in units[name] or peak[name][unit] <= 0:

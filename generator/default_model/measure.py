@@ -11,7 +11,8 @@ Five measurements, printed together by :func:`main` (``--json`` writes them to a
   image on the picture's own objective (mean activation over positions);
 - **curve units**: units whose response to arcs at 16 orientations peaks at one and stays
   above half the peak only within 45 degrees of it (the Curve Detectors article's probe,
-  :mod:`.probes`), and the orientations they cover;
+  :mod:`.probes`), and which arcs drive: the best arc reaches at least :data:`STRONG` of
+  the unit's largest activation on the dataset images; and the orientations they cover;
 - **circuit**: for each curve unit of mixed3b, its 3 strongest inputs (by L2 norm of the
   expanded weights) among mixed3a's curve and line units, and whether they lie within 45
   degrees of its own orientation (a line's orientation read as the tangent at the middle
@@ -52,6 +53,10 @@ CONV_LAYERS = ("conv2d0", "conv2d1", "conv2d2", "mixed3a", "mixed3b")
 CURVE_LAYERS = ("mixed3a", "mixed3b")
 INPUT = InputConfig(channels=3, size=INPUT_SIZE, mean=MEAN, std=STD)
 DEFAULT_CONFIG = Path(__file__).parents[2] / "site_config" / "default.yml"
+# A probe drives a unit when its best image reaches this share of the unit's largest
+# activation on the dataset images. A unit that answers arcs at a hundredth of what it gives
+# the dataset is tuned to something else, however selective that faint answer is.
+STRONG = 0.5
 
 
 def high_frequency_share(images: torch.Tensor) -> torch.Tensor:
@@ -147,29 +152,32 @@ class Oriented:
 
 
 def selective_units(tuning: dict[str, dict[str, torch.Tensor]], probe: str, period: float,
-                    layers: tuple[str, ...]) -> list[Oriented]:
+                    peak: dict[str, torch.Tensor], layers: tuple[str, ...]) -> list[Oriented]:
     """Units of ``layers`` selective on ``probe`` (:func:`.probes.selective`, within an eighth
-    of the ``period``: 45 degrees for arcs, 22.5 for lines), by layer and unit."""
+    of the ``period``: 45 degrees for arcs, 22.5 for lines) and driven by it: its best image
+    reaches :data:`STRONG` of the unit's largest activation on the dataset images, ``peak``
+    (per layer ``[C]``, :func:`dataset_responses`). By layer and unit."""
     found = []
     for name in layers:
         preferred, chosen = P.selective(tuning[name][probe], period, period / 8)
+        chosen &= tuning[name][probe].amax(1) >= STRONG * peak[name]
         found += [Oriented(name, int(u), float(preferred[u])) for u in torch.nonzero(chosen).flatten()]
     return found
 
 
-def curve_units(tuning, layers: tuple[str, ...] = CURVE_LAYERS) -> list[Oriented]:
+def curve_units(tuning, peak, layers: tuple[str, ...] = CURVE_LAYERS) -> list[Oriented]:
     """Curve units: selective on arcs over 360 degrees (response above half the peak only
-    within 45 degrees of it, so never to the arc facing the other way)."""
-    return selective_units(tuning, "curve", 360.0, layers)
+    within 45 degrees of it, so never to the arc facing the other way), and driven by them."""
+    return selective_units(tuning, "curve", 360.0, peak, layers)
 
 
-def line_units(tuning, layers: tuple[str, ...] = CURVE_LAYERS, curves: list[Oriented] = ()) -> list[Oriented]:
+def line_units(tuning, peak, layers: tuple[str, ...] = CURVE_LAYERS, curves: list[Oriented] = ()) -> list[Oriented]:
     """Line units: selective on straight lines over 180 degrees (above half the peak only
-    within 22.5 degrees of it), responding to lines at least as much as to arcs, and not
-    curve units."""
+    within 22.5 degrees of it) and driven by them, responding to lines at least as much as
+    to arcs, and not curve units."""
     taken = {(c.layer, c.unit) for c in curves}
     found = []
-    for unit in selective_units(tuning, "line", 180.0, layers):
+    for unit in selective_units(tuning, "line", 180.0, peak, layers):
         lines, arcs = tuning[unit.layer]["line"][unit.unit].max(), tuning[unit.layer]["curve"][unit.unit].max()
         if (unit.layer, unit.unit) not in taken and lines >= arcs:
             found.append(unit)
@@ -247,8 +255,8 @@ def measure(checkpoint: str | Path, config: AtlasConfig) -> dict:
     result["reach"] = {"share": sum(int(r.sum()) for r in reached.values()) / max(1, sum(len(r) for r in reached.values())),
                        "per_layer": {name: float(r.float().mean()) for name, r in reached.items()}}
 
-    curves = curve_units(tuning, ("conv2d2", *CURVE_LAYERS))
-    lines = line_units(tuning, ("conv2d2", *CURVE_LAYERS), curves)
+    curves = curve_units(tuning, data.peak, ("conv2d2", *CURVE_LAYERS))
+    lines = line_units(tuning, data.peak, ("conv2d2", *CURVE_LAYERS), curves)
     deep = [c for c in curves if c.layer in CURVE_LAYERS]
     sectors = sorted({int(c.angle // 45) for c in deep})
     result["curves"] = {"count": len(deep), "sectors_of_45deg": sectors, "covers_all": len(sectors) == 8,
