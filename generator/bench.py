@@ -191,8 +191,8 @@ def bench_expanded() -> dict:
         if src is None:
             continue
         with torch.no_grad():  # as the build composes it: a concatenation's branches as their parts
-            ours = _median_seconds(lambda: linear_map(network, graph, src, dst, stacked=True), 3)  # noqa: B023
-            m = linear_map(network, graph, src, dst, stacked=True)
+            ours = _median_seconds(lambda: linear_map(network, graph, src, dst, compact=True), 3)  # noqa: B023
+            m = linear_map(network, graph, src, dst, compact=True)
             m = m.dense() if isinstance(m, Stacked) else m
         start = time.perf_counter()
         gradient = gradient_weights(model, src, dst, shape)

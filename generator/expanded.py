@@ -100,11 +100,14 @@ class _Linearised:
         )
 
     def propagate(self, src: torch.fx.Node | None, dst: torch.fx.Node, columns: slice | None = None,
-                  stops: frozenset = frozenset(), stacked: bool = False) -> LinearMap | lm.Stacked | None:
+                  stops: frozenset = frozenset(), compact: bool = False
+                  ) -> LinearMap | lm.Stacked | lm.Placed | None:
         """The map from ``src`` (None: the image) to ``dst`` for the source channels
         ``columns`` (all when None); None when ``dst`` does not read ``src``. Paths through
         ``stops`` (the values of other layers) do not count: those values are held fixed.
-        ``stacked``: a ``dst`` that concatenates branches keeps its parts (:class:`.linear_maps.Stacked`)."""
+        ``compact``: the map as the layer pass holds it: a ``dst`` that concatenates branches
+        keeps its parts (:class:`.linear_maps.Stacked`), a dense layer reading positions its
+        weight unspread (:class:`.linear_maps.Placed`)."""
         t = self.t
         start = src if src is not None else _placeholder(t)
         needed = {dst} | ancestors(dst, t.inputs)
@@ -132,8 +135,8 @@ class _Linearised:
         m = maps.get(dst)
         if isinstance(m, Rearranged):
             raise self.unsupported(dst, "its value is rearranged positions, not channels")
-        if isinstance(m, lm.Stacked):
-            return m if stacked else m.dense()
+        if isinstance(m, (lm.Stacked, lm.Placed)):
+            return m if compact else m.dense()
         return lm.with_boxes(m) if m is not None else None
 
     def frozen_value(self, node: torch.fx.Node, what: str) -> torch.Tensor:
@@ -151,6 +154,8 @@ class _Linearised:
         op = ops.operation_of(self.t, node)
         if op is None or op.twin is None:
             raise self.unsupported(node)
+        if op.twin not in ops.ROW_TWINS:  # a dense layer's map over positions is spread for it
+            operand = _spread(operand)
         self.operand = operand
         x = None
         if op.role not in ops.COMBINING:
@@ -161,10 +166,20 @@ class _Linearised:
         return op.twin(self, node, x)
 
 
+def _spread(operand):
+    """``operand`` with a dense layer's map over positions (:class:`.linear_maps.Placed`) made whole."""
+    def read(arg):
+        m = operand(arg)
+        return m.dense() if isinstance(m, lm.Placed) else m
+    return read
+
+
 def _elements(m) -> int:
     """The number of weights a map holds."""
     if isinstance(m, lm.Stacked):
         return sum(p.kernel.numel() for p in m.parts)
+    if isinstance(m, lm.Placed):
+        return m.image.numel() + m.base.kernel.numel()
     kernel = getattr(m, "kernel", None)
     return kernel.numel() if kernel is not None else 0
 
@@ -194,16 +209,16 @@ def _source(network: TracedNetwork, src: torch.fx.Node | None) -> torch.Tensor:
 
 
 def linear_map(network: TracedNetwork, graph: LayerGraph, src: str | None, dst: str,
-               frozen: Frozen | None = None, held: tuple[str, ...] = (), stacked: bool = False
-               ) -> LinearMap | lm.Stacked:
+               frozen: Frozen | None = None, held: tuple[str, ...] = (), compact: bool = False
+               ) -> LinearMap | lm.Stacked | lm.Placed:
     """The expanded map from ``src`` (a layer or module name; None: the image) to ``dst``;
-    paths through the layers ``held`` do not count (their values are held fixed). ``stacked``:
-    a ``dst`` that concatenates branches keeps its parts, as the layer pass reads them."""
+    paths through the layers ``held`` do not count (their values are held fixed). ``compact``:
+    the map as the layer pass holds it (a concatenation's parts, a dense layer's weight unspread)."""
     where = f"from `{src or 'the input image'}` to `{dst}`"
     source, target = _resolve(network, graph, src), _resolve(network, graph, dst)
     stops = frozenset(_resolve(network, graph, name) for name in held)
     result = _Linearised(network, where, frozen, tuple(_source(network, source).shape[2:])).propagate(
-        source, target, stops=stops, stacked=stacked)
+        source, target, stops=stops, compact=compact)
     if result is None:
         raise AtlasError(f"Expanded weights {where}: the second layer does not read the first one.")
     return result
@@ -362,10 +377,73 @@ class StackedKernels:
         return found
 
 
-def per_kernel(kernel: np.ndarray | StackedKernels, reduce, dtype=np.float64) -> np.ndarray:
+class PlacedKernels:
+    """A dense layer's ``[dst units, src units, H, W]`` weights over the source's positions, held
+    as its weight (:class:`.linear_maps.Placed`) and spread back to positions a block of rows at
+    a time when read. VGG-16's fc6 reads conv5_3 through 1.6 GB of them; held, they are fc6's
+    own 411 MB weight. Read like the whole array, as :class:`StackedKernels` is."""
+
+    ndim = 4
+    dtype = np.dtype(np.float32)
+    BLOCK = 2**24  # spread weights per block (64 MB)
+
+    def __init__(self, placed: lm.Placed):
+        self.placed, self.shape = placed, placed.shape
+        self.block = max(1, self.BLOCK // int(np.prod(self.shape[1:])))  # rows
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    @property
+    def nbytes(self) -> int:
+        image, base = self.placed.image, self.placed.base.kernel
+        return image.numel() * image.element_size() + base.numel() * base.element_size()
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        whole = self[:]
+        return whole if dtype is None else whole.astype(dtype)
+
+    def __getitem__(self, index) -> np.ndarray:
+        if isinstance(index, tuple):
+            rows, columns = np.broadcast_arrays(np.asarray(index[0]), np.asarray(index[1]))
+            found = np.empty((*rows.shape, *self.shape[2:]), dtype=self.dtype)
+            for first, spread in self._blocks(np.unique(rows)):
+                here = (rows >= first) & (rows < first + len(spread))
+                found[here] = spread[rows[here] - first, columns[here]]
+            return found
+        rows = np.arange(self.shape[0])[index]
+        if not rows.ndim:
+            return self._spread(int(rows), int(rows) + 1)[0]
+        if len(rows) and np.array_equal(rows, np.arange(rows[0], rows[0] + len(rows))):  # a run: one spread
+            return self._spread(int(rows[0]), int(rows[0]) + len(rows))
+        found = np.empty((len(rows), *self.shape[1:]), dtype=self.dtype)
+        for first, spread in self._blocks(np.unique(rows)):
+            here = (rows >= first) & (rows < first + len(spread))
+            found[here] = spread[rows[here] - first]
+        return found
+
+    def reduced(self, per_kernel, dtype=np.float64) -> np.ndarray:
+        """``per_kernel`` (``[rows, src units, H, W] -> [rows, src units]``) of every kernel: ``[dst units, src units]``."""
+        found = np.empty(self.shape[:2], dtype=dtype)
+        for first, spread in self._blocks(np.arange(self.shape[0])):
+            found[first : first + len(spread)] = per_kernel(spread)
+        return found
+
+    def _spread(self, first: int, stop: int) -> np.ndarray:
+        return self.placed.rows(first, stop).float().numpy()
+
+    def _blocks(self, rows: np.ndarray):
+        """The blocks of rows that hold any of ``rows`` (sorted): ``(first row, spread kernels)``."""
+        for start in np.unique(rows // self.block) * self.block:
+            yield int(start), self._spread(int(start), min(int(start) + self.block, self.shape[0]))
+
+
+def per_kernel(kernel: np.ndarray | StackedKernels | PlacedKernels, reduce, dtype=np.float64) -> np.ndarray:
     """``reduce`` (``[rows, src units, kh, kw] -> [rows, src units]``, zero for zero kernels and not
-    changed by zeros around a kernel) of every kernel of a pair, whole or stacked."""
-    return kernel.reduced(reduce, dtype) if isinstance(kernel, StackedKernels) else reduce(kernel)
+    changed by zeros around a kernel) of every kernel of a pair, whole, stacked or placed."""
+    if isinstance(kernel, (StackedKernels, PlacedKernels)):
+        return kernel.reduced(reduce, dtype)
+    return reduce(kernel)
 
 
 @dataclass(frozen=True)
@@ -470,29 +548,34 @@ def _pair_weights(network: TracedNetwork, graph: LayerGraph, frozen: Frozen | No
 
 
 def _composed(linearised: _Linearised, source: torch.fx.Node | None, target: torch.fx.Node, stops: frozenset,
-              memory_mb: int) -> tuple[np.ndarray | StackedKernels, LinearMap | lm.Stacked] | None:
+              memory_mb: int) -> tuple[np.ndarray | StackedKernels | PlacedKernels, LinearMap | lm.Stacked | lm.Placed
+                                       ] | None:
     """The kernel of one pair, composed a slice of source channels at a time (a target that
-    concatenates branches keeps its parts: :class:`StackedKernels`), and the map of its first
-    channel (its window: stride, offset, spatial, placed); None when ``target`` does not read
-    ``source``. A map larger than ``memory_mb`` is skipped."""
+    concatenates branches keeps its parts: :class:`StackedKernels`; a dense layer reading
+    positions is held as its weight: :class:`PlacedKernels`), and a map with its window
+    (stride, offset, spatial, placed); None when ``target`` does not read ``source``. A map
+    larger than ``memory_mb`` is skipped."""
     budget = memory_mb * 2**20
     channels = _source(linearised.t, source).shape[1]
     linearised.largest = 0
-    one = linearised.propagate(source, target, slice(0, 1), stops, stacked=True)  # its size tells the whole map's
+    one = linearised.propagate(source, target, slice(0, 1), stops, compact=True)  # its size tells the whole map's
     if one is None:
         return None
+    if isinstance(one, lm.Placed):  # held as the dense layer's weight, whatever the spread size
+        whole = one if channels == 1 else linearised.propagate(source, target, None, stops, compact=True)
+        return PlacedKernels(whole), whole
     size = 4 * channels * _elements(one)
     if size > budget:
         raise Skipped(f"the expanded weights would take {size / 2**20:,.0f} MB, more than `ranking.memory_mb` "
                       f"({memory_mb:,} MB); raise it, or leave one of the layers out")
     step = max(1, min(budget, SLICE_MB * 2**20) // (16 * max(linearised.largest, 1)))
     if step >= channels:  # all at once, and no copy
-        whole = one if channels == 1 else linearised.propagate(source, target, None, stops, stacked=True)
+        whole = one if channels == 1 else linearised.propagate(source, target, None, stops, compact=True)
         kernels = [k.float().contiguous().numpy() for k in _kernels(whole)]
     else:
         kernels = [np.empty((len(k), channels, *k.shape[2:]), dtype=np.float32) for k in _kernels(one)]
         for start in range(0, channels, step):
-            part = linearised.propagate(source, target, slice(start, start + step), stops, stacked=True)
+            part = linearised.propagate(source, target, slice(start, start + step), stops, compact=True)
             for kernel, composed in zip(kernels, _kernels(part)):
                 kernel[:, start : start + step] = composed.float().numpy()
     if isinstance(one, lm.Stacked):

@@ -41,6 +41,8 @@ class LinearMap:
 
 def with_boxes(m: LinearMap) -> LinearMap:
     """``m`` with its pending average pools applied to the kernel (a box is separable)."""
+    if not m.boxes:
+        return m
     kernel = m.kernel
     for (kh, kw), (sy, sx) in m.boxes:
         h, w = kernel.shape[2:]
@@ -104,10 +106,12 @@ def pool(m: LinearMap, kernel_size, stride, padding, dilation=1) -> LinearMap:
     )
 
 
-def scale(m: LinearMap, factors: torch.Tensor | float) -> LinearMap:
+def scale(m: LinearMap | Placed, factors: torch.Tensor | float) -> LinearMap | Placed:
+    """Each row of ``m`` times its factor (a number: all rows)."""
+    rows = m.image if isinstance(m, Placed) else m.kernel
     if isinstance(factors, torch.Tensor):
-        factors = factors.reshape(-1, 1, 1, 1).to(m.kernel.dtype)
-    return replace(m, kernel=m.kernel * factors)
+        factors = factors.reshape(-1, 1, 1, 1).to(rows.dtype)
+    return replace(m, image=rows * factors) if isinstance(m, Placed) else replace(m, kernel=rows * factors)
 
 
 def pooled_globally(m: LinearMap) -> LinearMap:
@@ -179,8 +183,10 @@ class Stacked:
         return LinearMap(kernel, self.stride, self.offset, self.spatial, self.placed)
 
 
-def mixed(m: LinearMap, weight: torch.Tensor) -> LinearMap:
+def mixed(m: LinearMap | Placed, weight: torch.Tensor) -> LinearMap | Placed:
     """A matrix ``weight [out, in]`` applied to the channels of a non-spatial map."""
+    if isinstance(m, Placed):
+        return replace(m, image=_matrix_times(weight, m.image))
     return replace(m, kernel=_matrix_times(weight, m.kernel))
 
 
@@ -289,9 +295,73 @@ def channels_last_mix(r: Rearranged, weight: torch.Tensor) -> Rearranged:
 PLACED_BLOCK = 2**23  # weights of a dense layer spread back to positions at a time (32 MB)
 
 
-def placed(r: Rearranged, weight: torch.Tensor, source: tuple[int, int]) -> LinearMap:
+@dataclass(frozen=True)
+class Placed:
+    """A dense layer's placed map held unspread: ``image [out, channels, h, w]``, the layer's
+    weight at the positions of the node it flattened, and ``base``, the map from the source
+    layer to that node (its boxes applied). Row ``o`` of the placed kernel is ``image[o]``
+    spread back through ``base`` to the source's ``size`` (:meth:`rows`).
+
+    VGG-16's fc6 reads conv5_3 through a 2x2 pool: its placed kernel takes 1.6 GB, its weight
+    411 MB, and the weight is the model's own tensor. Every row is spread alike, so a later
+    operation that scales or mixes rows applies to ``image`` (:func:`scale`, :func:`mixed`);
+    any other reads :meth:`dense`."""
+
+    image: torch.Tensor
+    base: LinearMap
+    size: tuple[int, int]
+    spatial = False
+    placed = True
+    stride = (1, 1)
+    offset = (0, 0)
+    boxes = ()
+
+    @property
+    def shape(self) -> tuple[int, int, int, int]:
+        return (len(self.image), self.base.kernel.shape[1], *self.size)
+
+    def rows(self, first: int, stop: int) -> torch.Tensor:
+        """Rows ``first`` to ``stop`` of the placed kernel: ``[rows, source channels, *size]``."""
+        base, image = self.base, self.image[first:stop]
+        kernel = base.kernel
+        # value[c, y, x] reads src[y*s + o + i]: the transpose spreads each output's weights back
+        (oy, ox), (sy, sx) = base.offset, base.stride
+        h, w = (image.shape[2] - 1) * sy + kernel.shape[2], (image.shape[3] - 1) * sx + kernel.shape[3]
+        y0, x0 = max(0, oy), max(0, ox)
+        y1, x1 = min(self.size[0], oy + h), min(self.size[1], ox + w)
+        covered = (y0, x0, y1, x1) == (0, 0, *self.size)
+        result = (kernel.new_empty if covered else kernel.new_zeros)(len(image), kernel.shape[1], *self.size)
+        if y1 <= y0 or x1 <= x0:
+            return result
+        picked = _one_channel_each(kernel)
+        block = max(1, PLACED_BLOCK // (kernel.shape[1] * image[0, 0].numel() if picked is not None
+                                        else image[0].numel()))
+        for start in range(0, len(image), block):
+            rows = image[start : start + block]
+            if picked is not None:  # spread channel by channel, not through a matrix over channels
+                taps = kernel[picked, torch.arange(len(picked))][:, None]  # [source channels, 1, kh, kw]
+                spread = F.conv_transpose2d(rows[:, picked], taps, stride=base.stride, groups=len(picked))
+            else:
+                spread = F.conv_transpose2d(rows, kernel, stride=base.stride)
+            result[start : start + len(rows), :, y0:y1, x0:x1] = spread[:, :, y0 - oy : y1 - oy, x0 - ox : x1 - ox]
+        return result
+
+    def dense(self) -> LinearMap:
+        return LinearMap(self.rows(0, len(self.image)), spatial=False, placed=True)
+
+
+def _one_channel_each(kernel: torch.Tensor) -> torch.Tensor | None:
+    """Where every source channel of ``kernel [channels, sources, kh, kw]`` is read by one
+    channel only (the map of a pool or a per-channel scale): that channel, per source channel."""
+    reached = kernel.abs().sum(dim=(2, 3)) > 0
+    if not bool((reached.sum(dim=0) == 1).all()):
+        return None
+    return reached.to(torch.int8).argmax(dim=0)
+
+
+def placed(r: Rearranged, weight: torch.Tensor, source: tuple[int, int]) -> LinearMap | Placed:
     """A linear layer ``weight [out, features]`` reading a flattened node: per output, a map
-    over the source layer's positions (``source``: its height and width)."""
+    over the source layer's positions (``source``: its height and width), held unspread."""
     out = weight.shape[0]
     if r.positions is None and torch.equal(r.elements.reshape(-1), torch.arange(r.elements.numel())):
         image = weight.reshape(out, *r.grid)  # flattened in order: the weight itself, no copy
@@ -305,18 +375,4 @@ def placed(r: Rearranged, weight: torch.Tensor, source: tuple[int, int]) -> Line
     base = with_boxes(r.base)
     if not base.spatial:
         return mixed(base, image.sum(dim=(2, 3)))
-    kernel = base.kernel
-    # value[c, y, x] reads src[y*s + o + i]: the transpose spreads each output's weights back,
-    # a block of outputs at a time (the convolution copies its input)
-    (oy, ox), (sy, sx) = base.offset, base.stride
-    h, w = (image.shape[2] - 1) * sy + kernel.shape[2], (image.shape[3] - 1) * sx + kernel.shape[3]
-    y0, x0 = max(0, oy), max(0, ox)
-    y1, x1 = min(source[0], oy + h), min(source[1], ox + w)
-    covered = (y0, x0, y1, x1) == (0, 0, *source)
-    result = (kernel.new_empty if covered else kernel.new_zeros)(out, kernel.shape[1], *source)
-    if y1 > y0 and x1 > x0:
-        block = max(1, PLACED_BLOCK // image[0].numel())
-        for first in range(0, out, block):
-            spread = F.conv_transpose2d(image[first : first + block], kernel, stride=base.stride)
-            result[first : first + block, :, y0:y1, x0:x1] = spread[:, :, y0 - oy : y1 - oy, x0 - ox : x1 - ox]
-    return LinearMap(result, spatial=False, placed=True)
+    return Placed(image.to(base.kernel.dtype), base, tuple(source))

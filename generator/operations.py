@@ -185,11 +185,20 @@ def _mixed(ctx, x, weight: torch.Tensor):
         if x.axes is not None and x.axes[-1] == 0:
             return lm.channels_last_mix(x, weight)
         raise ValueError("a linear layer over other than channels or flattened positions")
+    if isinstance(x, lm.Placed):  # a dense layer after a dense layer reading positions
+        if weight.shape[1] != len(x.image):
+            raise ValueError("a linear layer whose inputs are not the channels")
+        return lm.mixed(x, weight)
     if x.spatial and x.kernel.shape[2:] != (1, 1):
         raise ValueError("a linear layer reading positions that were not flattened")
     if weight.shape[1] != x.kernel.shape[0]:
         raise ValueError("a linear layer whose inputs are not the channels")
     return lm.mixed(LinearMap(x.kernel, spatial=False, placed=x.placed), weight)
+
+
+# Twins that only scale or mix a non-spatial map's rows: a dense layer's map over positions
+# passes them unspread (:class:`.linear_maps.Placed`); every other twin reads it spread.
+ROW_TWINS = frozenset({_same, _sloped, _linear, _matrix_product})
 
 
 def _batch_norm(ctx, node, x):

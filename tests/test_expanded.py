@@ -360,3 +360,52 @@ def test_stacked_kernels_read_as_the_whole_array_does():
     np.testing.assert_array_equal(kernel[rows[:, None], columns[None, :]], whole[rows[:, None], columns[None, :]])
     np.testing.assert_allclose(kernel_norm(kernel), kernel_norm(whole), rtol=1e-12)
     np.testing.assert_array_equal(per_kernel(kernel, kernel_peak, np.float32), kernel_peak(whole))
+
+
+class PooledHead(torch.nn.Module):
+    """VGG's head in small: two convolutions, a 2x2 max-pool, a flatten, two dense layers."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1, self.conv2 = torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.Conv2d(4, 6, 3, padding=1)
+        self.fc1, self.fc2 = torch.nn.Linear(6 * 4 * 4, 5), torch.nn.Linear(5, 3)
+
+    def forward(self, x):
+        x = torch.nn.functional.max_pool2d(torch.relu(self.conv2(torch.relu(self.conv1(x)))), 2)
+        return self.fc2(torch.relu(self.fc1(torch.flatten(x, 1))))
+
+
+@pytest.mark.parametrize("src, dst", [("conv2", "fc1"), ("conv1", "fc1"), ("conv2", "fc2")])
+def test_dense_layers_after_a_pool_against_the_gradient(src, dst):
+    """A dense layer's map over positions, spread back through the pool channel by channel
+    (conv2), through a convolution (conv1), and on through a second dense layer (fc2)."""
+    torch.manual_seed(0)
+    m = check_against_gradient(PooledHead().eval(), src, dst, (3, 8, 8))
+    assert m.placed and tuple(m.kernel.shape[2:]) == (8, 8)
+
+
+def test_placed_kernels_are_held_as_the_weight_and_read_as_the_whole_array_does(monkeypatch):
+    """A dense layer's weights over positions are held as its weight and spread when read, a
+    block of rows at a time: by rows or by kernels, they read as the whole array."""
+    from generator.expanded import PlacedKernels
+
+    torch.manual_seed(0)
+    network, graph = trace_layers(PooledHead().eval(), (3, 8, 8))
+    monkeypatch.setattr(PlacedKernels, "BLOCK", 2 * 6 * 8 * 8)  # two rows a block
+    pairs = {(w.src, w.dst): w for _, ws, _ in composed_by_target(network, graph, hops=2) for w in ws}
+    for src, dst in (("conv2", "fc1"), ("conv1", "fc1"), ("conv2", "fc2")):
+        kernel = pairs[(src, dst)].kernel
+        whole = linear_map(network, graph, src, dst).kernel.numpy()
+        assert isinstance(kernel, PlacedKernels) and kernel.shape == whole.shape, (src, dst)
+        if (src, dst) == ("conv2", "fc1"):
+            assert kernel.nbytes < whole.nbytes  # the weight, 4 positions for each it spreads to
+        np.testing.assert_allclose(np.asarray(kernel), whole, rtol=1e-6, atol=1e-7)
+        n = len(whole)
+        for rows in (n - 1, slice(1, n), slice(None), np.array([n - 1, 0, 2, 2]), np.arange(1, n)):
+            np.testing.assert_allclose(kernel[rows], whole[rows], rtol=1e-6, atol=1e-7)
+        rows, columns = np.array([0, 4, 4, 2, 1]) % n, np.array([5, 0, 3, 1, 2]) % whole.shape[1]
+        np.testing.assert_allclose(kernel[rows, columns], whole[rows, columns], rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(kernel[rows[:, None], columns[None, :]], whole[rows[:, None], columns[None, :]],
+                                   rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(kernel_norm(kernel), kernel_norm(whole), rtol=1e-6)
+        np.testing.assert_allclose(per_kernel(kernel, kernel_peak, np.float32), kernel_peak(whole), rtol=1e-6)
