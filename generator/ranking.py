@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
+import torch
 
 from .expanded import KeptKernels, LayerWeights, StackedKernels, per_kernel
 from .graph import LayerGraph
@@ -215,9 +216,19 @@ def kernel_norm(kernel: np.ndarray | StackedKernels) -> np.ndarray:
     return np.sqrt(per_kernel(kernel, lambda k: np.einsum("oihw,oihw->oi", k, k, dtype=np.float64)))
 
 
+PEAK_BLOCK = 2**20  # weights whose absolute values are taken at a time (4 MB)
+
+
 def kernel_peak(kernel: np.ndarray) -> np.ndarray:
-    """The largest absolute weight of every kernel of ``[dst units, src units, kh, kw]``, with no copy."""
-    return np.maximum(kernel.max(axis=(2, 3)), -kernel.min(axis=(2, 3)))
+    """The largest absolute weight of every kernel of ``[dst units, src units, kh, kw]``: ``[dst units,
+    src units]`` (float32), a block of rows at a time. numpy's maximum over two short axes takes 4
+    to 20 times as long as torch's over one (ResNet-50: 3.5 s of its weights stage)."""
+    flat = torch.from_numpy(np.ascontiguousarray(kernel)).flatten(2)
+    found = torch.empty(flat.shape[:2], dtype=flat.dtype)
+    rows = max(1, PEAK_BLOCK // max(1, flat[0].numel()))
+    for start in range(0, len(flat), rows):
+        torch.amax(flat[start : start + rows].abs(), dim=2, out=found[start : start + rows])
+    return found.numpy()
 
 
 def kernel_statistics(weights: list[LayerWeights]) -> list[KernelStatistics]:

@@ -85,3 +85,17 @@ def test_top_k_is_a_stable_sort_cut_short(k):
     np.testing.assert_array_equal(strongest(scores, k, block=100), expected)  # a few rows at a time
     smooth = rng.random((7, 40))
     np.testing.assert_array_equal(strongest(smooth, k), np.argsort(-smooth, axis=-1, kind="stable")[:, :k])
+
+
+def test_kernel_peak_is_the_largest_absolute_weight_of_each_kernel(monkeypatch):
+    """Taken a block of rows at a time (here 3 kernels of 5x5 a block), it is each kernel's
+    largest absolute weight, a negative one where that is larger."""
+    import generator.ranking as ranking
+
+    monkeypatch.setattr(ranking, "PEAK_BLOCK", 3 * 4 * 25)
+    kernel = np.random.default_rng(0).normal(size=(7, 4, 5, 5)).astype(np.float32)
+    kernel[2, 1, 3, 3] = -50.0
+    peak = ranking.kernel_peak(kernel)
+    assert peak.dtype == np.float32 and peak.shape == (7, 4)
+    np.testing.assert_array_equal(peak, np.abs(kernel).max(axis=(2, 3)))
+    assert peak[2, 1] == 50.0
