@@ -53,7 +53,7 @@ import torch  # noqa: E402
 from .build import build_atlas  # noqa: E402
 from .config import load_config  # noqa: E402
 from .expanded import linear_map  # noqa: E402
-from .linear_maps import Stacked  # noqa: E402
+from .linear_maps import Placed, Stacked  # noqa: E402
 from .featurevis.jobs import run_jobs  # noqa: E402
 from .featurevis.optimise import Job, generator_for, redirected  # noqa: E402
 from .featurevis.param import FourierImage, initial_spectra  # noqa: E402
@@ -193,7 +193,7 @@ def bench_expanded() -> dict:
         with torch.no_grad():  # as the build composes it: a concatenation's branches as their parts
             ours = _median_seconds(lambda: linear_map(network, graph, src, dst, compact=True), 3)  # noqa: B023
             m = linear_map(network, graph, src, dst, compact=True)
-            m = m.dense() if isinstance(m, Stacked) else m
+            m = m.dense() if isinstance(m, (Stacked, Placed)) else m
         start = time.perf_counter()
         gradient = gradient_weights(model, src, dst, shape)
         reference = time.perf_counter() - start

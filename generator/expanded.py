@@ -167,10 +167,17 @@ class _Linearised:
 
 
 def _spread(operand):
-    """``operand`` with a dense layer's map over positions (:class:`.linear_maps.Placed`) made whole."""
+    """``operand`` with a dense layer's map over positions (:class:`.linear_maps.Placed`) made
+    whole, once for all the twin's reads of it."""
+    made: dict = {}
+
     def read(arg):
         m = operand(arg)
-        return m.dense() if isinstance(m, lm.Placed) else m
+        if not isinstance(m, lm.Placed):
+            return m
+        if arg not in made:
+            made[arg] = m.dense()
+        return made[arg]
     return read
 
 
@@ -339,8 +346,7 @@ class StackedKernels:
 
     def __getitem__(self, index) -> np.ndarray:
         if isinstance(index, tuple):
-            rows, columns = index
-            return self._kernels(np.asarray(rows), np.asarray(columns))
+            return self._kernels(*_pairs(index, self.shape))
         rows = np.arange(self.shape[0])[index]
         return self._rows(rows) if rows.ndim else self._rows(rows[None])[0]
 
@@ -405,7 +411,7 @@ class PlacedKernels:
 
     def __getitem__(self, index) -> np.ndarray:
         if isinstance(index, tuple):
-            rows, columns = np.broadcast_arrays(np.asarray(index[0]), np.asarray(index[1]))
+            rows, columns = _pairs(index, self.shape)
             found = np.empty((*rows.shape, *self.shape[2:]), dtype=self.dtype)
             for first, spread in self._blocks(np.unique(rows)):
                 here = (rows >= first) & (rows < first + len(spread))
@@ -436,6 +442,15 @@ class PlacedKernels:
         """The blocks of rows that hold any of ``rows`` (sorted): ``(first row, spread kernels)``."""
         for start in np.unique(rows // self.block) * self.block:
             yield int(start), self._spread(int(start), min(int(start) + self.block, self.shape[0]))
+
+
+def _pairs(index: tuple, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """The kernels a ``(rows, columns)`` index names, as broadcast arrays of rows and of columns:
+    ints or arrays of them, negative ones counted from the end; one out of range is an IndexError."""
+    if len(index) != 2 or any(isinstance(i, slice) for i in index):
+        raise IndexError(f"kernels are read by a row and a column (ints or arrays of them), not {index!r}")
+    rows, columns = np.arange(shape[0])[np.asarray(index[0])], np.arange(shape[1])[np.asarray(index[1])]
+    return tuple(np.broadcast_arrays(rows, columns))
 
 
 def per_kernel(kernel: np.ndarray | StackedKernels | PlacedKernels, reduce, dtype=np.float64) -> np.ndarray:
@@ -554,7 +569,8 @@ def _composed(linearised: _Linearised, source: torch.fx.Node | None, target: tor
     concatenates branches keeps its parts: :class:`StackedKernels`; a dense layer reading
     positions is held as its weight: :class:`PlacedKernels`), and a map with its window
     (stride, offset, spatial, placed); None when ``target`` does not read ``source``. A map
-    larger than ``memory_mb`` is skipped."""
+    larger than ``memory_mb`` is skipped, unless it is placed: held as the dense layer's
+    weight, it takes no more than that."""
     budget = memory_mb * 2**20
     channels = _source(linearised.t, source).shape[1]
     linearised.largest = 0

@@ -409,3 +409,18 @@ def test_placed_kernels_are_held_as_the_weight_and_read_as_the_whole_array_does(
                                    rtol=1e-6, atol=1e-7)
         np.testing.assert_allclose(kernel_norm(kernel), kernel_norm(whole), rtol=1e-6)
         np.testing.assert_allclose(per_kernel(kernel, kernel_peak, np.float32), kernel_peak(whole), rtol=1e-6)
+
+
+def test_held_kernels_refuse_an_index_the_whole_array_would_refuse():
+    """Stacked and placed kernels read by (row, column) count negative indices from the end, and an
+    index out of range is an IndexError, not whatever memory held."""
+    torch.manual_seed(0)
+    network, graph = trace_layers(PooledHead().eval(), (3, 8, 8))
+    pairs = {(w.src, w.dst): w for _, ws, _ in composed_by_target(network, graph) for w in ws}
+    kernel = pairs[("conv2", "fc1")].kernel
+    whole = np.asarray(kernel)
+    np.testing.assert_array_equal(kernel[-1, -2], whole[-1, -2])
+    np.testing.assert_array_equal(kernel[np.array([-1, 0]), 3], whole[np.array([-1, 0]), 3])
+    for index in ((len(whole), 0), (0, whole.shape[1]), (np.array([0, 99]), 1), (1, slice(None))):
+        with pytest.raises(IndexError):
+            kernel[index]

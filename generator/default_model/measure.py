@@ -156,11 +156,11 @@ def selective_units(tuning: dict[str, dict[str, torch.Tensor]], probe: str, peri
     """Units of ``layers`` selective on ``probe`` (:func:`.probes.selective`, within an eighth
     of the ``period``: 45 degrees for arcs, 22.5 for lines) and driven by it: its best image
     reaches :data:`STRONG` of the unit's largest activation on the dataset images, ``peak``
-    (per layer ``[C]``, :func:`dataset_responses`). By layer and unit."""
+    (per layer ``[C]``, :func:`dataset_responses`), which is above zero. By layer and unit."""
     found = []
     for name in layers:
         preferred, chosen = P.selective(tuning[name][probe], period, period / 8)
-        chosen &= tuning[name][probe].amax(1) >= STRONG * peak[name]
+        chosen &= (peak[name] > 0) & (tuning[name][probe].amax(1) >= STRONG * peak[name])
         found += [Oriented(name, int(u), float(preferred[u])) for u in torch.nonzero(chosen).flatten()]
     return found
 
