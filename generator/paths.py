@@ -27,7 +27,7 @@ from . import operations as ops
 from .expanded import Frozen, LayerWeights, Skipped, _composed, _Linearised, _resolve, _source
 from .graph import LayerGraph
 from .network import TracedNetwork
-from .ranking import UnitWeights
+from .ranking import Links, UnitWeights
 
 MAX_PATHS = 32  # a pair of layers with more routes than this is not split (each costs one composition)
 
@@ -94,8 +94,11 @@ def split_paths(network: TracedNetwork, graph: LayerGraph, weights: list[LayerWe
     kernels of the listed connections that more than one of them reaches."""
     listed: dict[tuple, set[tuple[int, int]]] = {}
     for weights_of in units.values():
-        for link in [*weights_of.inputs, *weights_of.outputs, *(k for f in weights_of.further for k in f.links)]:
-            listed.setdefault((link.weights.src, link.weights.dst, link.weights.hops), set()).add((link.row, link.column))
+        for links in (weights_of.inputs, weights_of.outputs, *(f.links for f in weights_of.further)):
+            places = links.places() if isinstance(links, Links) else \
+                [(k.weights, np.array([k.row]), np.array([k.column])) for k in links]
+            for w, rows, columns in places:  # read from the tables: no link made
+                listed.setdefault((w.src, w.dst, w.hops), set()).update(zip(rows.tolist(), columns.tolist()))
     others = frozenset(network.node(node) for node in graph.values.values())
     nodes = frozenset(network.graph.nodes)
     found = {}

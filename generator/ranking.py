@@ -14,7 +14,7 @@ strongest saturates.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -88,6 +88,13 @@ class Links(Sequence):
 
     def __repr__(self) -> str:
         return f"Links({list(self)!r})"
+
+    def places(self) -> Iterator[tuple[LayerWeights, np.ndarray, np.ndarray]]:
+        """Per pair of layers, the rows and columns of its kernels among these links, with no
+        :class:`Link` made."""
+        for j, stats in enumerate(self.parts):
+            here = self.table["part"] == j
+            yield stats.weights, self.table["row"][here], self.table["column"][here]
 
     def _made(self, table: np.ndarray) -> list[Link]:
         made: list = [None] * len(table)
@@ -168,7 +175,10 @@ def strongest(scores: np.ndarray, k: int, block: int = 2**22) -> np.ndarray:
     chosen = scores > kth
     tied = scores == kth
     wanted = k - chosen.sum(axis=-1, keepdims=True)  # how many of the tied each row takes, lowest index first
-    chosen |= tied & (np.cumsum(tied, axis=-1, dtype=np.int32) <= wanted)
+    crowded = np.flatnonzero(tied.sum(axis=-1) > wanted[:, 0])  # rows with more ties than places (rare)
+    chosen[crowded] |= tied[crowded] & (np.cumsum(tied[crowded], axis=-1, dtype=np.int32) <= wanted[crowded])
+    tied[crowded] = False
+    chosen |= tied
     columns = np.nonzero(chosen)[1].reshape(len(scores), k)  # ascending within each row
     order = np.argsort(-np.take_along_axis(scores, columns, axis=-1), axis=-1, kind="stable")
     return np.take_along_axis(columns, order, axis=-1)
