@@ -16,7 +16,7 @@ The maps are composed directly (:mod:`generator.linear_maps`): no backward pass.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -314,18 +314,40 @@ class KeptKernels:
         return found
 
 
-class StackedKernels:
+class HeldKernels:
+    """A pair's ``[dst units, src units, kh, kw]`` weights held in less memory than the whole
+    array, and read like it: by rows (an int, a slice, an array of them) or by a row and a
+    column (ints or arrays of them). :meth:`reduced` maps every kernel to numbers without
+    making the whole array."""
+
+    ndim = 4
+    dtype = np.dtype(np.float32)
+    shape: tuple[int, int, int, int]
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        whole = self[:]
+        return whole if dtype is None else whole.astype(dtype)
+
+    def __getitem__(self, index) -> np.ndarray:
+        raise NotImplementedError
+
+    def reduced(self, reduces: list[tuple[Callable, Any]]) -> list[np.ndarray]:
+        """Per ``(reduce, dtype)``: ``reduce`` of every kernel (``[rows, src units, kh, kw] -> [rows,
+        src units]``, zero for zero kernels and not changed by zeros around a kernel), ``[dst
+        units, src units]``; all of them in one reading of the kernels."""
+        raise NotImplementedError
+
+
+class StackedKernels(HeldKernels):
     """A pair's ``[dst units, src units, kh, kw]`` weights held as the parts its target's branches
     make (:class:`.linear_maps.Stacked`): each part's rows over only the window its branch
     reaches, zero elsewhere. InceptionV1's mixed5a reads mixed4e through 11x11 windows in one
     branch and 3x3 in another: the parts take 126 MB where the whole array takes 320 MB.
 
-    Read like the whole array: by rows (an int, a slice, an array of them), which come padded to
-    the window, or by a row and a column (or arrays of them); :meth:`reduced` maps every
-    kernel to a number part by part, for numbers the zeros around a part do not change."""
-
-    ndim = 4
-    dtype = np.dtype(np.float32)
+    Rows read come padded to the window; :meth:`reduced` reads part by part."""
 
     def __init__(self, shape: tuple[int, int, int, int], parts: list[tuple[int, int, int, np.ndarray]]):
         self.shape, self.parts = shape, parts  # (first row, y, x, kernel [rows, src units, h, w])
@@ -333,16 +355,9 @@ class StackedKernels:
         for j, (row, _, _, kernel) in enumerate(parts):
             self._part[row : row + len(kernel)] = j
 
-    def __len__(self) -> int:
-        return self.shape[0]
-
     @property
     def nbytes(self) -> int:
         return sum(kernel.nbytes for *_, kernel in self.parts)
-
-    def __array__(self, dtype=None, copy=None) -> np.ndarray:
-        whole = self[:]
-        return whole if dtype is None else whole.astype(dtype)
 
     def __getitem__(self, index) -> np.ndarray:
         if isinstance(index, tuple):
@@ -374,40 +389,30 @@ class StackedKernels:
             found[here, y : y + h, x : x + w] = kernel[flat_rows[here] - row, flat_columns[here]]
         return found.reshape(*rows.shape, *self.shape[2:])
 
-    def reduced(self, per_kernel, dtype=np.float64) -> np.ndarray:
-        """``per_kernel`` of every part ``[rows, src units, h, w] -> [rows, src units]``, and of
-        zero kernels zero: ``[dst units, src units]``."""
-        found = np.zeros(self.shape[:2], dtype=dtype)
+    def reduced(self, reduces: list[tuple[Callable, Any]]) -> list[np.ndarray]:
+        found = [np.zeros(self.shape[:2], dtype=dtype) for _, dtype in reduces]
         for row, _, _, kernel in self.parts:
-            found[row : row + len(kernel)] = per_kernel(kernel)
+            for into, (reduce, _) in zip(found, reduces):
+                into[row : row + len(kernel)] = reduce(kernel)
         return found
 
 
-class PlacedKernels:
+class PlacedKernels(HeldKernels):
     """A dense layer's ``[dst units, src units, H, W]`` weights over the source's positions, held
     as its weight (:class:`.linear_maps.Placed`) and spread back to positions a block of rows at
     a time when read. VGG-16's fc6 reads conv5_3 through 1.6 GB of them; held, they are fc6's
-    own 411 MB weight. Read like the whole array, as :class:`StackedKernels` is."""
+    own 411 MB weight. Every reading spreads them again, so read them as few times as you can."""
 
-    ndim = 4
-    dtype = np.dtype(np.float32)
     BLOCK = 2**24  # spread weights per block (64 MB)
 
     def __init__(self, placed: lm.Placed):
         self.placed, self.shape = placed, placed.shape
         self.block = max(1, self.BLOCK // int(np.prod(self.shape[1:])))  # rows
 
-    def __len__(self) -> int:
-        return self.shape[0]
-
     @property
     def nbytes(self) -> int:
         image, base = self.placed.image, self.placed.base.kernel
         return image.numel() * image.element_size() + base.numel() * base.element_size()
-
-    def __array__(self, dtype=None, copy=None) -> np.ndarray:
-        whole = self[:]
-        return whole if dtype is None else whole.astype(dtype)
 
     def __getitem__(self, index) -> np.ndarray:
         if isinstance(index, tuple):
@@ -428,11 +433,11 @@ class PlacedKernels:
             found[here] = spread[rows[here] - first]
         return found
 
-    def reduced(self, per_kernel, dtype=np.float64) -> np.ndarray:
-        """``per_kernel`` (``[rows, src units, H, W] -> [rows, src units]``) of every kernel: ``[dst units, src units]``."""
-        found = np.empty(self.shape[:2], dtype=dtype)
+    def reduced(self, reduces: list[tuple[Callable, Any]]) -> list[np.ndarray]:
+        found = [np.empty(self.shape[:2], dtype=dtype) for _, dtype in reduces]
         for first, spread in self._blocks(np.arange(self.shape[0])):
-            found[first : first + len(spread)] = per_kernel(spread)
+            for into, (reduce, _) in zip(found, reduces):
+                into[first : first + len(spread)] = reduce(spread)
         return found
 
     def _spread(self, first: int, stop: int) -> np.ndarray:
@@ -453,12 +458,18 @@ def _pairs(index: tuple, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray
     return tuple(np.broadcast_arrays(rows, columns))
 
 
-def per_kernel(kernel: np.ndarray | StackedKernels | PlacedKernels, reduce, dtype=np.float64) -> np.ndarray:
+def per_kernel(kernel: np.ndarray | HeldKernels, reduce, dtype=np.float64) -> np.ndarray:
     """``reduce`` (``[rows, src units, kh, kw] -> [rows, src units]``, zero for zero kernels and not
-    changed by zeros around a kernel) of every kernel of a pair, whole, stacked or placed."""
-    if isinstance(kernel, (StackedKernels, PlacedKernels)):
-        return kernel.reduced(reduce, dtype)
-    return reduce(kernel)
+    changed by zeros around a kernel) of every kernel of a pair, whole or held
+    (:class:`HeldKernels`)."""
+    return per_kernel_many(kernel, [(reduce, dtype)])[0]
+
+
+def per_kernel_many(kernel: np.ndarray | HeldKernels, reduces: list[tuple[Callable, Any]]) -> list[np.ndarray]:
+    """:func:`per_kernel` of each ``(reduce, dtype)``, the kernels read once for all of them."""
+    if isinstance(kernel, HeldKernels):
+        return kernel.reduced(reduces)
+    return [reduce(kernel) for reduce, _ in reduces]
 
 
 @dataclass(frozen=True)

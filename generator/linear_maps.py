@@ -18,6 +18,7 @@ rearranged (permuted to channels-last, flattened, resampled by an adaptive pool)
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from functools import cached_property
 
 import torch
 import torch.nn.functional as F
@@ -333,13 +334,12 @@ class Placed:
         result = (kernel.new_empty if covered else kernel.new_zeros)(len(image), kernel.shape[1], *self.size)
         if y1 <= y0 or x1 <= x0:
             return result
-        picked = _one_channel_each(kernel)
+        picked, taps = self._channel_taps
         block = max(1, PLACED_BLOCK // (kernel.shape[1] * image[0, 0].numel() if picked is not None
                                         else image[0].numel()))
         for start in range(0, len(image), block):
             rows = image[start : start + block]
             if picked is not None:  # spread channel by channel, not through a matrix over channels
-                taps = kernel[picked, torch.arange(len(picked))][:, None]  # [source channels, 1, kh, kw]
                 spread = F.conv_transpose2d(rows[:, picked], taps, stride=base.stride, groups=len(picked))
             else:
                 spread = F.conv_transpose2d(rows, kernel, stride=base.stride)
@@ -349,14 +349,17 @@ class Placed:
     def dense(self) -> LinearMap:
         return LinearMap(self.rows(0, len(self.image)), spatial=False, placed=True)
 
-
-def _one_channel_each(kernel: torch.Tensor) -> torch.Tensor | None:
-    """Where every source channel of ``kernel [channels, sources, kh, kw]`` is read by one
-    channel only (the map of a pool or a per-channel scale): that channel, per source channel."""
-    reached = kernel.abs().sum(dim=(2, 3)) > 0
-    if not bool((reached.sum(dim=0) == 1).all()):
-        return None
-    return reached.to(torch.int8).argmax(dim=0)
+    @cached_property
+    def _channel_taps(self) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """Where every source channel of the base map is read by one channel of the node only (the
+        map of a pool or a per-channel scale): that channel per source channel, and its taps
+        ``[source channels, 1, kh, kw]``; (None, None) otherwise."""
+        kernel = self.base.kernel
+        reached = kernel.abs().sum(dim=(2, 3)) > 0
+        if not bool((reached.sum(dim=0) == 1).all()):
+            return None, None
+        picked = reached.to(torch.int8).argmax(dim=0)
+        return picked, kernel[picked, torch.arange(len(picked))][:, None]
 
 
 def placed(r: Rearranged, weight: torch.Tensor, source: tuple[int, int]) -> LinearMap | Placed:

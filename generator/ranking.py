@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import torch
 
-from .expanded import KeptKernels, LayerWeights, StackedKernels, per_kernel
+from .expanded import HeldKernels, KeptKernels, LayerWeights, per_kernel, per_kernel_many
 from .graph import LayerGraph
 
 
@@ -201,10 +201,12 @@ class KernelStatistics:
     scale: np.ndarray  # [O]
 
     @classmethod
-    def of(cls, w: LayerWeights, l2: np.ndarray) -> KernelStatistics:
-        peak = per_kernel(w.kernel, kernel_peak, np.float32)
-        total = per_kernel(w.kernel, lambda k: k.sum(axis=(2, 3), dtype=np.float64))
-        return cls(w, l2, np.sign(total).astype(np.int8), peak, peak.max(axis=1))
+    def of(cls, w: LayerWeights) -> KernelStatistics:
+        """The statistics of ``w``'s kernels, read once for all of them (a dense layer's, spread
+        back over positions, are spread again at every reading)."""
+        squares, peak, total = per_kernel_many(w.kernel, [(_squares, np.float64), (kernel_peak, np.float32),
+                                                          (_sums, np.float64)])
+        return cls(w, np.sqrt(squares), np.sign(total).astype(np.int8), peak, peak.max(axis=1))
 
 
 def input_link(weights: LayerWeights, unit: int, source_unit: int, scale: float) -> Link:
@@ -221,9 +223,17 @@ def kernel_norms(weights: list[LayerWeights]) -> list[np.ndarray]:
     return [kernel_norm(w.kernel) for w in weights]
 
 
-def kernel_norm(kernel: np.ndarray | StackedKernels) -> np.ndarray:
+def kernel_norm(kernel: np.ndarray | HeldKernels) -> np.ndarray:
     """The L2 norm of every kernel of ``[dst units, src units, kh, kw]``."""
-    return np.sqrt(per_kernel(kernel, lambda k: np.einsum("oihw,oihw->oi", k, k, dtype=np.float64)))
+    return np.sqrt(per_kernel(kernel, _squares))
+
+
+def _squares(kernel: np.ndarray) -> np.ndarray:
+    return np.einsum("oihw,oihw->oi", kernel, kernel, dtype=np.float64)
+
+
+def _sums(kernel: np.ndarray) -> np.ndarray:
+    return kernel.sum(axis=(2, 3), dtype=np.float64)
 
 
 PEAK_BLOCK = 2**20  # weights whose absolute values are taken at a time (4 MB)
@@ -243,7 +253,7 @@ def kernel_peak(kernel: np.ndarray) -> np.ndarray:
 
 def kernel_statistics(weights: list[LayerWeights]) -> list[KernelStatistics]:
     """:class:`KernelStatistics` of each of ``weights``."""
-    return [KernelStatistics.of(w, kernel_norm(w.kernel)) for w in weights]
+    return [KernelStatistics.of(w) for w in weights]
 
 
 def listed_kernels(target: list[KernelStatistics], top_k: int) -> list[tuple[np.ndarray, np.ndarray]]:
