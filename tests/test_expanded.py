@@ -5,6 +5,8 @@ window of d dst[o, centre] / d src taken by autograd through the linearised netw
 that gradient must be zero outside the window.
 """
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -12,7 +14,7 @@ import torch
 from generator import AtlasError, trace_layers
 from generator.expanded import (StackedKernels, composed_by_target, expanded_weights, freeze, layer_weights, linear_map,
                                 per_kernel)
-from generator.ranking import kernel_norm, kernel_peak
+from generator.ranking import kernel_norm, kernel_peak, kernel_statistics
 from generator.images import reference_images
 from generator.inceptionv1 import InceptionV1
 from generator.reference import gradient_weights, window_of
@@ -409,6 +411,11 @@ def test_placed_kernels_are_held_as_the_weight_and_read_as_the_whole_array_does(
                                    rtol=1e-6, atol=1e-7)
         np.testing.assert_allclose(kernel_norm(kernel), kernel_norm(whole), rtol=1e-6)
         np.testing.assert_allclose(per_kernel(kernel, kernel_peak, np.float32), kernel_peak(whole), rtol=1e-6)
+        # the statistics, read in one pass of blocks, are those of the whole array
+        (held,), (full,) = (kernel_statistics([replace(pairs[(src, dst)], kernel=k)]) for k in (kernel, whole))
+        np.testing.assert_allclose(held.l2, full.l2, rtol=1e-6)
+        np.testing.assert_allclose(held.peak, full.peak, rtol=1e-6)
+        np.testing.assert_array_equal(held.sign, full.sign)
 
 
 def test_held_kernels_refuse_an_index_the_whole_array_would_refuse():
