@@ -92,8 +92,9 @@ def family_features(graph: LayerGraph, weights: list[LayerWeights], norms: list[
         elif pictures is not None:
             shrunk = np.stack([_shrunk(pictures.picture(layer.name, u)) for u in range(layer.channels)])
             found[layer.name] = UnitFeatures(shrunk.reshape(layer.channels, -1), "pictures")
-        elif layer.name in read:
-            found[layer.name] = UnitFeatures(np.concatenate(read[layer.name], axis=1), "weights")
+        elif layer.name in read:  # one source: its norms themselves, not a copy (VGG-16's fc7: 128 MB)
+            blocks = read[layer.name]
+            found[layer.name] = UnitFeatures(blocks[0] if len(blocks) == 1 else np.concatenate(blocks, axis=1), "weights")
     return found
 
 
