@@ -249,7 +249,8 @@ def _hals(x: torch.Tensor, iterations: int) -> tuple[np.ndarray, np.ndarray, np.
     exact for the whole of ``x``.
     """
     columns = min(LEADING, x.shape[2])
-    leading = torch.topk(torch.linalg.vector_norm(x, dim=1), columns, dim=1, sorted=False).indices  # [U, columns]
+    # columns by squared L2 norm over positions (torch's vector_norm over a middle axis is 15x slower)
+    leading = torch.topk(x.square().sum(dim=1), columns, dim=1, sorted=False).indices  # [U, columns]
     spatial, _ = _fit(x.gather(2, leading[:, None, :].expand(-1, x.shape[1], -1)), iterations)
     norm = torch.linalg.vector_norm(x, dim=(1, 2)).double() ** 2
     channels = x.new_zeros(x.shape[0], COMPONENTS, x.shape[2])
