@@ -105,8 +105,9 @@ def check_cache(cache: Path) -> None:
 def build_atlas(config: AtlasConfig, output: str | Path | None = None,
                 leaving: list[Path] | None = None) -> BuildReport:
     """Build the atlas ``config`` describes into ``output`` (default: the config's). The site it
-    replaces is removed before this returns, or, with ``leaving``, added to it for the caller to
-    remove once it has reported (:func:`generator.site.remove_left`)."""
+    replaces is removed by a process of its own, which this does not wait for, or, with
+    ``leaving``, added to it for the caller to remove so once it has reported
+    (:func:`generator.site.remove_left`)."""
     try:
         return _build(config, output, leaving)
     finally:

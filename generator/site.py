@@ -21,6 +21,8 @@ import re
 import shutil
 import signal
 import stat
+import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -195,19 +197,43 @@ def _real(path: Path) -> bool:
     return stat.S_ISREG(mode) or stat.S_ISDIR(mode)
 
 
-def remove_left(folders: list[Path]) -> None:
-    """Remove replaced sites renamed aside by :func:`staged_output` (what is left, the next build removes)."""
-    for folder in folders:
-        shutil.rmtree(folder, ignore_errors=True)
+# What removes replaced sites: a plain Python, with nothing of the build imported.
+REMOVER = "import shutil, sys\nfor folder in sys.argv[1:]:\n    shutil.rmtree(folder, ignore_errors=True)\n"
+_removers: list[subprocess.Popen] = []  # held while they run (a Popen let go while running is warned of)
+
+
+def remove_left(folders: list[Path]) -> subprocess.Popen | None:
+    """Remove replaced sites renamed aside by :func:`staged_output`, in a process of its own that
+    nobody waits for: deleting a large site takes seconds on a slow disk (what it leaves, the next
+    build removes). Where no process can be started, they are removed here. Returns the process."""
+    _removers[:] = [p for p in _removers if p.poll() is None]
+    if not folders:
+        return None
+    try:
+        process = subprocess.Popen([sys.executable, "-c", REMOVER, *map(str, folders)], stdin=subprocess.DEVNULL,
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    except OSError:
+        for folder in folders:
+            shutil.rmtree(folder, ignore_errors=True)
+        return None
+    _removers.append(process)
+    return process
+
+
+def wait_for_removals(timeout: float = 60) -> None:
+    """Wait until the replaced sites this process has had removed (:func:`remove_left`) are gone."""
+    for process in _removers:
+        process.wait(timeout)
 
 
 @contextlib.contextmanager
 def staged_output(output: Path, leaving: list[Path] | None = None) -> Iterator[Path]:
     """A fresh folder to build into; on success its ``site`` becomes ``output``, else it is removed.
 
-    The replaced site is only renamed aside at the swap. It is removed here, after the swap,
-    or, when ``leaving`` is given, added to it for the caller to remove once it has reported
-    (:func:`remove_left`); a build that stops before that leaves it to the next build.
+    The replaced site is only renamed aside at the swap. It is removed after the swap, by a
+    process this does not wait for (:func:`remove_left`), or, when ``leaving`` is given, added
+    to it for the caller to remove so once it has reported; a build that stops before that
+    leaves it to the next build.
 
     The staging folders of builds that died (killed, power lost) are removed first; those of
     builds running at once into the same output are not, and each swap into place is done
@@ -254,8 +280,10 @@ def staged_output(output: Path, leaving: list[Path] | None = None) -> Iterator[P
                 if _exists(old) and not _exists(output):
                     old.rename(output)
                 raise
-        if leaving is None:
-            shutil.rmtree(old.parent, ignore_errors=True)  # a leftover is removed by the next build
+        if not _exists(old):
+            old.parent.rmdir()  # there was no site to replace
+        elif leaving is None:
+            remove_left([old.parent])  # a leftover is removed by the next build
         else:
             leaving.append(old.parent)
         for kept_name in kept:

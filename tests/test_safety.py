@@ -25,7 +25,7 @@ from generator import AtlasError, build_atlas, load_config
 from generator import files as files_module
 from generator.__main__ import main
 from generator.files import atomic_write
-from generator.site import MARK, STAGE_LOCK
+from generator.site import MARK, STAGE_LOCK, wait_for_removals
 from tests.conftest import ROOT, write_config
 from tests.toy_models import HostileNames
 
@@ -161,6 +161,7 @@ def test_staging_folders_of_dead_builds_are_removed_and_running_ones_kept(tmp_pa
         assert not dead.exists() and running.exists()
     build_atlas(config)
     assert not running.exists()
+    wait_for_removals()  # the replaced site is removed by a process of its own
     assert sorted(p.name for p in tmp_path.iterdir()) == ["atlas.yml", "site"]
 
 
@@ -174,6 +175,7 @@ def test_a_swap_cut_short_is_repaired_by_the_next_build(tmp_path):
     (old / "CNAME").write_text("atlas.example.org\n")
     build_atlas(config)
     assert (tmp_path / "s[1]" / "CNAME").read_text() == "atlas.example.org\n"
+    wait_for_removals()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["atlas.yml", "s[1]"]  # the name is no pattern
 
 

@@ -379,8 +379,8 @@ def test_rebuild_replaces_the_site_and_is_deterministic(tmp_path):
 
 
 def test_the_replaced_site_is_removed_only_after_the_build_reports(tmp_path, monkeypatch, capsys):
-    """The command line renames the old site aside at the swap and removes it once it has
-    printed its report, so a slow disk does not hold the report back."""
+    """The command line renames the old site aside at the swap and has it removed once it has
+    printed its report, by a process it does not wait for, so a slow disk holds back neither."""
     import generator.__main__ as cli
 
     config = write_config(tmp_path, model={"source": "tests.toy_models:small_cnn"}, input={"channels": 3, "size": 12},
@@ -390,12 +390,15 @@ def test_the_replaced_site_is_removed_only_after_the_build_reports(tmp_path, mon
 
     def removing(folders):
         seen.append((capsys.readouterr().out, [f.name for f in folders], [f.exists() for f in folders]))
-        original(folders)
+        removers.append(original(folders))
 
+    removers = []
     monkeypatch.setattr(cli, "remove_left", removing)
     assert cli.main(["build", str(config), "--quiet"]) == 0
     [(printed, names, present)] = seen
     assert printed.startswith("Built ") and len(names) == 1 and names[0].startswith(".site-old-") and present == [True]
+    [remover] = removers
+    assert remover is not None and remover.wait(60) == 0  # a process of its own
     assert sorted(p.name for p in tmp_path.iterdir()) == ["atlas.yml", "site"]  # and then it is gone
 
 
