@@ -18,6 +18,7 @@ before through its own branch alone), and only those the pages list.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 import torch
@@ -30,6 +31,7 @@ from .network import TracedNetwork
 from .ranking import Links, UnitWeights
 
 MAX_PATHS = 32  # a pair of layers with more routes than this is not split (each costs one composition)
+SHARES_BLOCK = 2**20  # path kernels' weights whose shares are found at a time (8 MB in float64)
 
 
 @dataclass
@@ -42,13 +44,26 @@ class PairPaths:
 
     def of(self, row: int, column: int) -> list[tuple[str, float, np.ndarray]] | None:
         """The connection's paths that carry weight, as (name, share, kernel); None: it has one path."""
-        kernels = self.kernels.get((row, column))
-        if kernels is None:
+        place = self._shares[0].get((row, column))
+        if place is None:
             return None
-        whole = kernels.sum(axis=0, dtype=np.float64)
-        norm = float((whole * whole).sum())
-        return [(name, float((k * whole).sum()) / norm if norm > 0 else 0.0, k)
-                for name, k in zip(self.names, kernels) if np.any(k)]
+        kernels, shares = self.kernels[(row, column)], self._shares[1][place]
+        return [(name, share, k) for name, share, k in zip(self.names, shares.tolist(), kernels) if np.any(k)]
+
+    @cached_property
+    def _shares(self) -> tuple[dict[tuple[int, int], int], np.ndarray]:
+        """Every split connection's place, and its paths' shares (``[connections, paths]``), found
+        for all of them at once (a page reads a few; pages read them all)."""
+        kernels = list(self.kernels.values())
+        shares = np.zeros((len(kernels), len(self.names)))
+        block = max(1, SHARES_BLOCK // max(1, kernels[0].size)) if kernels else 1
+        for start in range(0, len(kernels), block):
+            stacked = np.stack(kernels[start : start + block]).astype(np.float64)  # [connections, paths, kh, kw]
+            whole = stacked.sum(axis=1)
+            norm = np.einsum("nij,nij->n", whole, whole)
+            projected = np.einsum("npij,nij->np", stacked, whole)
+            shares[start : start + block] = projected / np.where(norm > 0, norm, 1)[:, None] * (norm > 0)[:, None]
+        return {key: place for place, key in enumerate(self.kernels)}, shares
 
 
 def routes(t: TracedNetwork, source: torch.fx.Node, target: torch.fx.Node,
