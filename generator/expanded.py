@@ -34,6 +34,7 @@ from .linear_maps import LinearMap, Rearranged
 
 MEMORY_MB = RankingConfig.memory_mb  # default budget for one composed map
 SLICE_MB = 128  # a map is composed a slice of source channels at a time, its steps' maps within about this
+WHOLE_CHANNELS = 32  # a source this narrow is composed whole, with no one-channel probe of its map's size first
 
 
 class Skipped(AtlasError):
@@ -585,19 +586,22 @@ def _composed(linearised: _Linearised, source: torch.fx.Node | None, target: tor
     budget = memory_mb * 2**20
     channels = _source(linearised.t, source).shape[1]
     linearised.largest = 0
-    one = linearised.propagate(source, target, slice(0, 1), stops, compact=True)  # its size tells the whole map's
+    # One channel's map tells the whole map's size. A narrow source is composed whole at once:
+    # its map is at most WHOLE_CHANNELS times one channel's, and such a probe costs about as much.
+    probed = 1 if channels > WHOLE_CHANNELS else channels
+    one = linearised.propagate(source, target, slice(0, probed), stops, compact=True)
     if one is None:
         return None
     if isinstance(one, lm.Placed):  # held as the dense layer's weight, whatever the spread size
-        whole = one if channels == 1 else linearised.propagate(source, target, None, stops, compact=True)
+        whole = one if probed == channels else linearised.propagate(source, target, None, stops, compact=True)
         return PlacedKernels(whole), whole
-    size = 4 * channels * _elements(one)
+    size = 4 * channels // probed * _elements(one)
     if size > budget:
         raise Skipped(f"the expanded weights would take {size / 2**20:,.0f} MB, more than `ranking.memory_mb` "
                       f"({memory_mb:,} MB); raise it, or leave one of the layers out")
-    step = max(1, min(budget, SLICE_MB * 2**20) // (16 * max(linearised.largest, 1)))
-    if step >= channels:  # all at once, and no copy
-        whole = one if channels == 1 else linearised.propagate(source, target, None, stops, compact=True)
+    step = max(1, min(budget, SLICE_MB * 2**20) // (16 * max(linearised.largest // probed, 1)))
+    if probed == channels or step >= channels:  # all at once, and no copy
+        whole = one if probed == channels else linearised.propagate(source, target, None, stops, compact=True)
         kernels = [k.float().contiguous().numpy() for k in _kernels(whole)]
     else:
         kernels = [np.empty((len(k), channels, *k.shape[2:]), dtype=np.float32) for k in _kernels(one)]
