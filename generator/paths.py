@@ -5,7 +5,8 @@ network: each branch of a mixed block through its bottleneck, and its pool branc
 residual block's convolutions and its shortcut. A *path* is one such route, from the source
 layer to the target layer, choosing one operand at each sum, difference or concatenation
 on the way (a gated product follows the gated value). Its kernel is the expanded weight with
-every other route held fixed, so the paths' kernels add up to the expanded weight exactly.
+every other route held fixed, so the paths' kernels add up to the expanded weight exactly;
+the longest route, the costliest to compose, is found as what the others leave of the whole.
 
 A path's *share* of a connection is the part of the expanded weight along it: its kernel's
 projection on the whole, ``<path, whole> / <whole, whole>``. Shares add up to 1; a share
@@ -31,6 +32,7 @@ from .network import TracedNetwork
 from .ranking import Links, UnitWeights
 
 MAX_PATHS = 32  # a pair of layers with more routes than this is not split (each costs one composition)
+RESIDUE = 1e-5  # a route's kernel, found as what the others leave, is rounding below this share of the whole's peak
 SHARES_BLOCK = 2**20  # path kernels' weights whose shares are found at a time (8 MB in float64)
 
 
@@ -134,12 +136,18 @@ def split_paths(network: TracedNetwork, graph: LayerGraph, weights: list[LayerWe
             try:
                 if not _shared(linearised, source, target, helds):
                     continue
+                # The longest route is what the others leave of the whole: composed, it would cost most.
+                whole = w.kernel[rows, columns]
+                longest = max(range(len(made)), key=lambda i: len(made[i]))
                 kernels = []
-                for held in helds:
+                for held in helds[:longest] + helds[longest + 1:]:
                     composed = _composed(linearised, source, target, held, 1 << 30)
-                    part = np.zeros_like(w.kernel[rows, columns]) if composed is None else \
-                        _aligned(composed[0], composed[1], w)[rows, columns]
-                    kernels.append(part)
+                    kernels.append(np.zeros_like(whole) if composed is None else
+                                   _aligned(composed[0], composed[1], w)[rows, columns])
+                rest = whole - np.sum(kernels, axis=0, dtype=whole.dtype)
+                peak = np.abs(whole).reshape(len(whole), -1).max(axis=1)
+                rest[np.abs(rest).reshape(len(rest), -1).max(axis=1) <= RESIDUE * peak] = 0  # rounding, no path
+                kernels.insert(longest, rest)
             except Skipped:
                 continue
             stacked = np.stack(kernels, axis=1)  # [connections, paths, kh, kw]

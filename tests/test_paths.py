@@ -1,6 +1,8 @@
 """Paths of expanded weights (generator/paths.py): they add up to the expanded weight, their
 shares add up to one, and one path checked against the stored weights it is made of."""
 
+import copy
+
 import numpy as np
 import torch
 
@@ -42,6 +44,15 @@ def test_a_residual_connection_splits_into_its_convolutions_and_its_shortcut():
     middle = kernels.shape[-1] // 2
     assert kernels[1][middle, middle] == np.float32(kernels[1].sum())  # one weight, in the middle
     np.testing.assert_allclose(kernels[1][middle, middle], stored[row, column], rtol=1e-5)
+    # The convolutions' path, found as what the shortcut leaves of the whole: the whole expanded
+    # weight of the same model with its shortcut's weights set to zero.
+    alone = copy.deepcopy(model)
+    with torch.no_grad():
+        alone.block2.shortcut[0].weight.zero_()
+    network, graph = trace_layers(alone.eval(), (3, 16, 16))
+    [convolutions] = [w for w in layer_weights(network, graph, 1).weights if (w.src, w.dst) == ("block", "block2")]
+    for (row, column), kernels in pair.kernels.items():
+        np.testing.assert_allclose(kernels[0], convolutions.kernel[row, column], atol=1e-6)
 
 
 def test_a_mixed_unit_two_layers_up_reads_through_each_branch_of_the_block_between():
