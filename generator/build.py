@@ -3,9 +3,11 @@ pictures -> pages -> site."""
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,6 +71,23 @@ def layer_parameters(model: torch.nn.Module, modules: tuple[str, ...]) -> dict[s
             if tensor is not None and tensor.is_floating_point():
                 found[f"{name}.{key}"] = tensor.detach().to("cpu", torch.float32).contiguous()
     return found
+
+
+def imported_meanwhile(*modules: str) -> threading.Thread:
+    """Import ``modules`` on a thread of their own while the build goes on (join it before they
+    are used, and before any fork): scikit-learn takes 0.6 s to import, and ranking, whose work
+    is in numpy, leaves the interpreter free most of the time. A module that fails to import
+    here fails again, with its message, where it is used."""
+    def run() -> None:
+        for name in modules:
+            try:
+                importlib.import_module(name)
+            except Exception:  # noqa: BLE001 (reported where the module is used)
+                return
+
+    thread = threading.Thread(target=run, name="imports", daemon=True)
+    thread.start()
+    return thread
 
 
 def check_cache(cache: Path) -> None:
@@ -149,6 +168,8 @@ def _build(config: AtlasConfig, output: str | Path | None, leaving: list[Path] |
     for reason in read.skipped:
         log.info("skipped %s", reason)
     t = done("weights and factors", t)
+    # for the families; imported while ranking, whose peak memory is below the weights stage's
+    clustering = imported_meanwhile("sklearn.cluster", "sklearn.random_projection")
     with memory.kept_for_the_build():
         units = rank(graph, read.statistics, config.ranking.top_k)
     paths = split_paths(network, graph, read.weights, units, frozen)
@@ -162,6 +183,7 @@ def _build(config: AtlasConfig, output: str | Path | None, leaving: list[Path] |
         linearity = measure_linearity(config, network, graph, read.weights, weights, engine) \
             if config.circuits.linearity and (pictures is not None or examples is not None) else None
         t = done("measured effects", t)
+    clustering.join()
     structure = Structure(
         read.factors, annotations,
         layer_families(graph, annotations, family_features(graph, read.weights, read.norms, pictures, examples),
