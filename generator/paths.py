@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -33,7 +34,17 @@ from .ranking import Links, UnitWeights
 
 MAX_PATHS = 32  # a pair of layers with more routes than this is not split (each costs one composition)
 RESIDUE = 1e-5  # a route's kernel, found as what the others leave, is rounding below this share of the whole's peak
-SHARES_BLOCK = 2**20  # path kernels' weights whose shares are found at a time (8 MB in float64)
+SHARES_BLOCK = 2**20  # path kernels' weights whose shares and peaks are found at a time (8 MB in float64)
+
+
+class PathKernel(NamedTuple):
+    """One path of a connection: its name, its share of the expanded weight, its kernel's largest
+    absolute weight, and the kernel."""
+
+    name: str
+    share: float
+    peak: float
+    kernel: np.ndarray
 
 
 @dataclass
@@ -44,28 +55,33 @@ class PairPaths:
     names: list[str]
     kernels: dict[tuple[int, int], np.ndarray] = field(default_factory=dict)
 
-    def of(self, row: int, column: int) -> list[tuple[str, float, np.ndarray]] | None:
-        """The connection's paths that carry weight, as (name, share, kernel); None: it has one path."""
-        place = self._shares[0].get((row, column))
+    def of(self, row: int, column: int) -> list[PathKernel] | None:
+        """The connection's paths that carry weight; None: it has one path."""
+        place = self._figures[0].get((row, column))
         if place is None:
             return None
-        kernels, shares = self.kernels[(row, column)], self._shares[1][place]
-        return [(name, share, k) for name, share, k in zip(self.names, shares.tolist(), kernels) if np.any(k)]
+        shares, peaks = self._figures[1][place].tolist(), self._figures[2][place].tolist()
+        return [PathKernel(*path) for path in zip(self.names, shares, peaks, self.kernels[(row, column)])
+                if path[2] > 0]
 
     @cached_property
-    def _shares(self) -> tuple[dict[tuple[int, int], int], np.ndarray]:
-        """Every split connection's place, and its paths' shares (``[connections, paths]``), found
-        for all of them at once (a page reads a few; pages read them all)."""
+    def _figures(self) -> tuple[dict[tuple[int, int], int], np.ndarray, np.ndarray]:
+        """Every split connection's place, its paths' shares and their kernels' peaks (each
+        ``[connections, paths]``), found for all of them at once, a block at a time (a page
+        reads a few; pages read them all)."""
         kernels = list(self.kernels.values())
         shares = np.zeros((len(kernels), len(self.names)))
+        peaks = np.zeros((len(kernels), len(self.names)), dtype=np.float32)
         block = max(1, SHARES_BLOCK // max(1, kernels[0].size)) if kernels else 1
         for start in range(0, len(kernels), block):
-            stacked = np.stack(kernels[start : start + block]).astype(np.float64)  # [connections, paths, kh, kw]
+            stacked = np.stack(kernels[start : start + block])  # [connections, paths, kh, kw]
+            peaks[start : start + block] = np.abs(stacked).max(axis=(2, 3))
+            stacked = stacked.astype(np.float64)
             whole = stacked.sum(axis=1)
             norm = np.einsum("nij,nij->n", whole, whole)
             projected = np.einsum("npij,nij->np", stacked, whole)
             shares[start : start + block] = projected / np.where(norm > 0, norm, 1)[:, None] * (norm > 0)[:, None]
-        return {key: place for place, key in enumerate(self.kernels)}, shares
+        return {key: place for place, key in enumerate(self.kernels)}, shares, peaks
 
 
 def routes(t: TracedNetwork, source: torch.fx.Node, target: torch.fx.Node,

@@ -35,7 +35,7 @@ def test_a_residual_connection_splits_into_its_convolutions_and_its_shortcut():
     for (row, column), kernels in pair.kernels.items():
         np.testing.assert_allclose(kernels.sum(axis=0), w.kernel[row, column], atol=1e-6)
         split = pair.of(row, column)
-        assert abs(sum(share for _, share, _ in split) - 1) < 1e-5
+        assert abs(sum(path.share for path in split) - 1) < 1e-5
     # The shortcut alone: its 1x1 kernel times batch-norm's scale, at the middle of the 5x5 window.
     bn = model.block2.shortcut[1]
     scale = (bn.weight / torch.sqrt(bn.running_var + bn.eps)).detach().numpy()
@@ -67,7 +67,7 @@ def test_a_mixed_unit_two_layers_up_reads_through_each_branch_of_the_block_betwe
         np.testing.assert_allclose(kernels.sum(axis=0), w.kernel[row, column], atol=1e-6)
         split = pair.of(row, column)
         assert len(split) == 4  # the unit's own branch, after each of mixed3a's
-        assert abs(sum(share for _, share, _ in split) - 1) < 1e-5
+        assert abs(sum(path.share for path in split) - 1) < 1e-5
 
 
 def test_routes_name_their_weighted_and_pooling_steps():

@@ -212,9 +212,9 @@ def columns(links: list[Link], key: str, direction: str, slugs: dict[str, str], 
                  else None for k in chosen]
         if any(split):
             groups[-1]["paths"] = [None if parts is None else {
-                "names": [name for name, _, _ in parts], "shares": [rounded(share, 4) for _, share, _ in parts],
-                "peaks": [rounded(np.abs(kernel).max(), 4) for _, _, kernel in parts],
-                "kernels": kernel_block([kernel for _, _, kernel in parts])} for parts in split]
+                "names": [p.name for p in parts], "shares": [rounded(p.share, 4) for p in parts],
+                "peaks": [rounded(p.peak, 4) for p in parts], "kernels": kernel_block([p.kernel for p in parts])}
+                for parts in split]
         measured = [linearity.of(k.weights) if linearity is not None else None for k in chosen]
         if all(m is not None for m in measured):
             effects = [m.effect[k.row, k.column] for m, k in zip(measured, chosen)]
