@@ -558,13 +558,6 @@ def _pair_weights(network: TracedNetwork, graph: LayerGraph, frozen: Frozen | No
     kernel, window = composed
     if src is None:
         kernel = np.asarray(kernel)  # a first layer's colour kernels are read whole
-    # NaN or infinity anywhere: the sum is not finite (float32 summed in float64 cannot overflow)
-    with np.errstate(invalid="ignore"):  # infinities of both signs sum to NaN: not finite either way
-        total = per_kernel(kernel, lambda k: k.sum(axis=(2, 3), dtype=np.float64)).sum()
-    if not np.isfinite(total):
-        raise AtlasError(
-            f"The weights between `{src or 'the input image'}` and `{dst}` are not finite (NaN or "
-            f"infinity): the checkpoint comes from a diverged or damaged run. Use another checkpoint.")
     direct = np.zeros(len(kernel), dtype=bool)
     if distance == 1:
         for c in graph.connections:

@@ -161,9 +161,11 @@ def unit_factors(weights: list[LayerWeights]) -> dict[str, LayerFactors]:
     return {dst: factors for dst, factors in found.items() if factors is not None}
 
 
-def layer_factors(weights: list[LayerWeights]) -> LayerFactors | None:
+def layer_factors(weights: list[LayerWeights], unit_scale: np.ndarray | None = None) -> LayerFactors | None:
     """Every unit's three factors in the layer ``weights`` lead into, from all the browsed
     layers it reads (``weights`` may hold others, such as further hops, which are passed over).
+    ``unit_scale``: each unit's largest absolute weight over those inputs, when known
+    (:class:`generator.ranking.KernelStatistics`), else read here.
 
     A unit reading several layers is factorised over all of them together, their kernels
     padded to the largest window. Units reading only the image, or with one-pixel kernels
@@ -181,8 +183,9 @@ def layer_factors(weights: list[LayerWeights]) -> LayerFactors | None:
         start += p.kernel.shape[1]
     # Each unit's kernels scaled to a largest weight of 1: NMF does not care, and float32
     # squares of weights as large as 1e20 would overflow. Scaled a batch at a time, as fitted.
-    unit_scale = np.max([per_kernel(p.kernel, kernel_peak, np.float32).max(axis=1) for p in parts],
-                        axis=0).astype(np.float64)
+    if unit_scale is None:
+        unit_scale = np.max([per_kernel(p.kernel, kernel_peak, np.float32).max(axis=1) for p in parts], axis=0)
+    unit_scale = unit_scale.astype(np.float64)
     unit_scale = np.where(unit_scale > 0, unit_scale, 1)
 
     def rows(start: int, stop: int) -> np.ndarray:

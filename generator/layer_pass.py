@@ -69,13 +69,14 @@ def read_weights(network: TracedNetwork, graph: LayerGraph, ranking: RankingConf
 def _read_target(read: ReadWeights, dst: str, weights: list[LayerWeights], top_k: int,
                  groups: list[tuple[str, str, list[int]]]) -> None:
     """Read the weights into ``dst`` (all of them) into ``read``."""
-    factors = layer_factors(weights)
+    statistics = kernel_statistics(weights)  # first: they refuse kernels that are not finite, and give units' scales
+    direct = [s.scale for s in statistics if s.weights.hops == 1 and s.weights.src is not None]
+    factors = layer_factors(weights, np.max(direct, axis=0) if direct else None)
     if factors is not None:
         read.factors[dst] = factors.without_channels()  # the pages read a summary of the directions
     if any(w.hops == 1 and w.src is not None for w in weights):
         read.groups += [group_factors(weights, dst, family, members) for _, family, members in groups]
     shown = factors.shown_inputs() if factors is not None else {}
-    statistics = kernel_statistics(weights)
     for stats, (rows, columns) in zip(statistics, listed_kernels(statistics, top_k)):
         w = stats.weights
         if w.src is not None:  # a first layer's colour kernels are kept whole (the image has three channels)

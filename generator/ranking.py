@@ -20,6 +20,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import torch
 
+from .errors import AtlasError
 from .expanded import HeldKernels, KeptKernels, LayerWeights, per_kernel, per_kernel_many
 from .graph import LayerGraph
 
@@ -206,9 +207,15 @@ class KernelStatistics:
     @classmethod
     def of(cls, w: LayerWeights) -> KernelStatistics:
         """The statistics of ``w``'s kernels, read once for all of them (a dense layer's, spread
-        back over positions, are spread again at every reading)."""
-        squares, peak, total = per_kernel_many(w.kernel, [(_squares, np.float64), (kernel_peak, np.float32),
-                                                          (_sums, np.float64)])
+        back over positions, are spread again at every reading). Kernels with NaN or infinity are
+        refused: their sums are not finite (float32 summed in float64 cannot overflow)."""
+        with np.errstate(invalid="ignore"):  # infinities of both signs sum to NaN: not finite either way
+            squares, peak, total = per_kernel_many(w.kernel, [(_squares, np.float64), (kernel_peak, np.float32),
+                                                              (_sums, np.float64)])
+        if not np.isfinite(total).all():
+            raise AtlasError(
+                f"The weights between `{w.src or 'the input image'}` and `{w.dst}` are not finite (NaN or "
+                f"infinity): the checkpoint comes from a diverged or damaged run. Use another checkpoint.")
         return cls(w, np.sqrt(squares), np.sign(total).astype(np.int8), peak, peak.max(axis=1))
 
 
