@@ -3,11 +3,9 @@ pictures -> pages -> site."""
 
 from __future__ import annotations
 
-import importlib
 import logging
 import os
 import tempfile
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,23 +71,6 @@ def layer_parameters(model: torch.nn.Module, modules: tuple[str, ...]) -> dict[s
     return found
 
 
-def imported_meanwhile(*modules: str) -> threading.Thread:
-    """Import ``modules`` on a thread of their own while the build goes on (join it before they
-    are used, and before any fork): scikit-learn takes 0.6 s to import, and ranking, whose work
-    is in numpy, leaves the interpreter free most of the time. A module that fails to import
-    here fails again, with its message, where it is used."""
-    def run() -> None:
-        for name in modules:
-            try:
-                importlib.import_module(name)
-            except Exception:  # noqa: BLE001 (reported where the module is used)
-                return
-
-    thread = threading.Thread(target=run, name="imports", daemon=True)
-    thread.start()
-    return thread
-
-
 def check_cache(cache: Path) -> None:
     """Refuse a cache folder the build could not write, before any work. Folders made to try are
     removed again while they are empty (a build that turns out to need no cache leaves none),
@@ -125,7 +106,7 @@ def build_atlas(config: AtlasConfig, output: str | Path | None = None,
                 leaving: list[Path] | None = None) -> BuildReport:
     """Build the atlas ``config`` describes into ``output`` (default: the config's). The site it
     replaces is removed by a process of its own, which this does not wait for, or, with
-    ``leaving``, added to it for the caller to remove so once it has reported
+    ``leaving``, added to it, for the caller to have it removed once it has reported
     (:func:`generator.site.remove_left`)."""
     try:
         return _build(config, output, leaving)
@@ -168,8 +149,6 @@ def _build(config: AtlasConfig, output: str | Path | None, leaving: list[Path] |
     for reason in read.skipped:
         log.info("skipped %s", reason)
     t = done("weights and factors", t)
-    # for the families; imported while ranking, whose peak memory is below the weights stage's
-    clustering = imported_meanwhile("sklearn.cluster", "sklearn.random_projection")
     with memory.kept_for_the_build():
         units = rank(graph, read.statistics, config.ranking.top_k)
     paths = split_paths(network, graph, read.weights, units, frozen)
@@ -183,7 +162,6 @@ def _build(config: AtlasConfig, output: str | Path | None, leaving: list[Path] |
         linearity = measure_linearity(config, network, graph, read.weights, weights, engine) \
             if config.circuits.linearity and (pictures is not None or examples is not None) else None
         t = done("measured effects", t)
-    clustering.join()
     structure = Structure(
         read.factors, annotations,
         layer_families(graph, annotations, family_features(graph, read.weights, read.norms, pictures, examples),

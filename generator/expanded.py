@@ -512,7 +512,10 @@ def composed_by_target(network: TracedNetwork, graph: LayerGraph, hops: int = 1,
 
     A pair with an operation that has no linear twin, or whose map would need more than
     ``memory_mb``, is skipped with its reason. Each map is composed for as many source
-    channels at a time as fit in ``memory_mb``; its size is known from one channel first.
+    channels at a time as fit in ``memory_mb``; its size is known from one channel first (a
+    source of at most :data:`WHOLE_CHANNELS` channels is composed whole, then measured).
+    Kernels are not checked for being finite here: the build's kernel statistics refuse
+    those that are not (:class:`generator.ranking.KernelStatistics`).
     """
     if frozen is None and needs_reference(network):
         frozen = freeze(network, reference_images(graph.input_shape), f"{REFERENCE_IMAGES} uniform-noise images")
@@ -579,8 +582,9 @@ def _composed(linearised: _Linearised, source: torch.fx.Node | None, target: tor
     budget = memory_mb * 2**20
     channels = _source(linearised.t, source).shape[1]
     linearised.largest = 0
-    # One channel's map tells the whole map's size. A narrow source is composed whole at once:
-    # its map is at most WHOLE_CHANNELS times one channel's, and such a probe costs about as much.
+    # One channel's map tells the whole map's size. A narrow source is composed whole at once
+    # and measured then (DenseNet's 32-channel layers: the probe cost about as much as the map):
+    # it takes at most WHOLE_CHANNELS times one channel's map, before a map over budget is skipped.
     probed = 1 if channels > WHOLE_CHANNELS else channels
     one = linearised.propagate(source, target, slice(0, probed), stops, compact=True)
     if one is None:
@@ -592,8 +596,9 @@ def _composed(linearised: _Linearised, source: torch.fx.Node | None, target: tor
     if size > budget:
         raise Skipped(f"the expanded weights would take {size / 2**20:,.0f} MB, more than `ranking.memory_mb` "
                       f"({memory_mb:,} MB); raise it, or leave one of the layers out")
-    step = max(1, min(budget, SLICE_MB * 2**20) // (16 * max(linearised.largest // probed, 1)))
-    if probed == channels or step >= channels:  # all at once, and no copy
+    step = channels if probed == channels else \
+        max(1, min(budget, SLICE_MB * 2**20) // (16 * max(linearised.largest, 1)))
+    if step >= channels:  # all at once, and no copy
         whole = one if probed == channels else linearised.propagate(source, target, None, stops, compact=True)
         kernels = [k.float().contiguous().numpy() for k in _kernels(whole)]
     else:

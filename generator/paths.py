@@ -5,8 +5,9 @@ network: each branch of a mixed block through its bottleneck, and its pool branc
 residual block's convolutions and its shortcut. A *path* is one such route, from the source
 layer to the target layer, choosing one operand at each sum, difference or concatenation
 on the way (a gated product follows the gated value). Its kernel is the expanded weight with
-every other route held fixed, so the paths' kernels add up to the expanded weight exactly;
-the longest route, the costliest to compose, is found as what the others leave of the whole.
+every other route held fixed, so the paths' kernels add up to the expanded weight; the
+longest route, the costliest to compose, is found as what the others leave of the whole
+(what rounding leaves where it does not reach is zero).
 
 A path's *share* of a connection is the part of the expanded weight along it: its kernel's
 projection on the whole, ``<path, whole> / <whole, whole>``. Shares add up to 1; a share
@@ -33,7 +34,7 @@ from .network import TracedNetwork
 from .ranking import Links, UnitWeights
 
 MAX_PATHS = 32  # a pair of layers with more routes than this is not split (each costs one composition)
-RESIDUE = 1e-5  # a route's kernel, found as what the others leave, is rounding below this share of the whole's peak
+RESIDUE = 1e-5  # a route's kernel, found as what the others leave, is rounding below this share of their largest peak
 SHARES_BLOCK = 2**20  # path kernels' weights whose shares and peaks are found at a time (8 MB in float64)
 
 
@@ -160,10 +161,13 @@ def split_paths(network: TracedNetwork, graph: LayerGraph, weights: list[LayerWe
                     composed = _composed(linearised, source, target, held, 1 << 30)
                     kernels.append(np.zeros_like(whole) if composed is None else
                                    _aligned(composed[0], composed[1], w)[rows, columns])
-                rest = whole - np.sum(kernels, axis=0, dtype=whole.dtype)
-                peak = np.abs(whole).reshape(len(whole), -1).max(axis=1)
-                rest[np.abs(rest).reshape(len(rest), -1).max(axis=1) <= RESIDUE * peak] = 0  # rounding, no path
-                kernels.insert(longest, rest)
+                rest = whole.astype(np.float64)
+                largest = np.abs(whole).reshape(len(whole), -1).max(axis=1)
+                for other in kernels:
+                    rest -= other
+                    largest = np.maximum(largest, np.abs(other).reshape(len(other), -1).max(axis=1))
+                rest[np.abs(rest).reshape(len(rest), -1).max(axis=1) <= RESIDUE * largest] = 0  # rounding, no path
+                kernels.insert(longest, rest.astype(whole.dtype))
             except Skipped:
                 continue
             stacked = np.stack(kernels, axis=1)  # [connections, paths, kh, kw]
@@ -173,6 +177,7 @@ def split_paths(network: TracedNetwork, graph: LayerGraph, weights: list[LayerWe
                 if count > 1:
                     pair.kernels[(row, column)] = parts
             if pair.kernels:
+                pair._figures  # noqa: B018 (found here once, not again by every page-writing process)
                 found[(w.src, w.dst, w.hops)] = pair
     return found
 

@@ -210,9 +210,13 @@ def remove_left(folders: list[Path]) -> subprocess.Popen | None:
     if not folders:
         return None
     try:
-        process = subprocess.Popen([sys.executable, "-c", REMOVER, *map(str, folders)], stdin=subprocess.DEVNULL,
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    except OSError:
+        if not sys.executable or getattr(sys, "frozen", False):
+            raise OSError("no Python to run")  # embedded, or an application that is not Python
+        # -I -S: nothing from the environment, the working folder or site-packages takes part
+        process = subprocess.Popen([sys.executable, "-I", "-S", "-c", REMOVER, *map(str, folders)],
+                                   stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                   start_new_session=True)
+    except (OSError, ValueError):
         for folder in folders:
             shutil.rmtree(folder, ignore_errors=True)
         return None
@@ -232,8 +236,8 @@ def staged_output(output: Path, leaving: list[Path] | None = None) -> Iterator[P
 
     The replaced site is only renamed aside at the swap. It is removed after the swap, by a
     process this does not wait for (:func:`remove_left`), or, when ``leaving`` is given, added
-    to it for the caller to remove so once it has reported; a build that stops before that
-    leaves it to the next build.
+    to it, for the caller to have it removed once it has reported; a build that stops before
+    that leaves it to the next build.
 
     The staging folders of builds that died (killed, power lost) are removed first; those of
     builds running at once into the same output are not, and each swap into place is done
@@ -281,7 +285,8 @@ def staged_output(output: Path, leaving: list[Path] | None = None) -> Iterator[P
                     old.rename(output)
                 raise
         if not _exists(old):
-            old.parent.rmdir()  # there was no site to replace
+            with contextlib.suppress(OSError):  # another build may have removed it as a leftover
+                old.parent.rmdir()  # there was no site to replace
         elif leaving is None:
             remove_left([old.parent])  # a leftover is removed by the next build
         else:

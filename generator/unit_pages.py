@@ -55,8 +55,8 @@ class UnitPage:
         self.tiles = TileSheet(f"{unit}.tiles.png", site.config.site.tile_size)
 
     def write(self, name: str, data: bytes) -> None:
-        """A file of the page, beside it (the folder is made once per layer, not per file)."""
-        (self.folder / name).write_bytes(data)
+        """A file of the page, beside it."""
+        files.write(self.folder / name, data)
 
 
 class UnitPages:
@@ -175,7 +175,6 @@ class UnitPages:
         def write_chunk(chunk: tuple[Layer, int, int]) -> list[list[str]]:
             layer, start, stop = chunk
             folder = site / "units" / self.slugs[layer.name]
-            folder.mkdir(parents=True, exist_ok=True)
             return [self._write_unit(folder, shell, layer, unit) for unit in range(start, stop)]
 
         entries = []
