@@ -15,6 +15,7 @@ The maps are composed directly (:mod:`generator.linear_maps`): no backward pass.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterator
 
@@ -315,7 +316,7 @@ class KeptKernels:
         return found
 
 
-class HeldKernels:
+class HeldKernels(ABC):
     """A pair's ``[dst units, src units, kh, kw]`` weights held in less memory than the whole
     array, and read like it: by rows (an int, a slice, an array of them) or by a row and a
     column (ints or arrays of them). :meth:`reduced` maps every kernel to numbers without
@@ -332,14 +333,14 @@ class HeldKernels:
         whole = self[:]
         return whole if dtype is None else whole.astype(dtype)
 
-    def __getitem__(self, index) -> np.ndarray:
-        raise NotImplementedError
+    @abstractmethod
+    def __getitem__(self, index) -> np.ndarray: ...
 
+    @abstractmethod
     def reduced(self, reduces: list[tuple[Callable, Any]]) -> list[np.ndarray]:
         """Per ``(reduce, dtype)``: ``reduce`` of every kernel (``[rows, src units, kh, kw] -> [rows,
         src units]``, zero for zero kernels and not changed by zeros around a kernel), ``[dst
         units, src units]``; all of them in one reading of the kernels."""
-        raise NotImplementedError
 
 
 class StackedKernels(HeldKernels):

@@ -20,7 +20,6 @@ before through its own branch alone), and only those the pages list.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from functools import cached_property
 from typing import NamedTuple
 
 import numpy as np
@@ -51,38 +50,38 @@ class PathKernel(NamedTuple):
 @dataclass
 class PairPaths:
     """The paths of one pair of layers: their names, and the kernels of the listed connections
-    that have more than one (``kernels[(row, column)]``: ``[paths, kh, kw]``)."""
+    that have more than one (``kernels[(row, column)]``: ``[paths, kh, kw]``); every split
+    connection's place among them, its paths' shares and their kernels' peaks (``shares`` and
+    ``peaks``: ``[connections, paths]``), found for all of them at once, a block at a time."""
 
     names: list[str]
-    kernels: dict[tuple[int, int], np.ndarray] = field(default_factory=dict)
+    kernels: dict[tuple[int, int], np.ndarray]
+    places: dict[tuple[int, int], int] = field(init=False)
+    shares: np.ndarray = field(init=False)
+    peaks: np.ndarray = field(init=False)
 
-    def of(self, row: int, column: int) -> list[PathKernel] | None:
-        """The connection's paths that carry weight; None: it has one path."""
-        place = self._figures[0].get((row, column))
-        if place is None:
-            return None
-        shares, peaks = self._figures[1][place].tolist(), self._figures[2][place].tolist()
-        return [PathKernel(*path) for path in zip(self.names, shares, peaks, self.kernels[(row, column)])
-                if path[2] > 0]
-
-    @cached_property
-    def _figures(self) -> tuple[dict[tuple[int, int], int], np.ndarray, np.ndarray]:
-        """Every split connection's place, its paths' shares and their kernels' peaks (each
-        ``[connections, paths]``), found for all of them at once, a block at a time (a page
-        reads a few; pages read them all)."""
+    def __post_init__(self) -> None:
         kernels = list(self.kernels.values())
-        shares = np.zeros((len(kernels), len(self.names)))
-        peaks = np.zeros((len(kernels), len(self.names)), dtype=np.float32)
+        self.places = {key: place for place, key in enumerate(self.kernels)}
+        self.shares = np.zeros((len(kernels), len(self.names)))
+        self.peaks = np.zeros((len(kernels), len(self.names)), dtype=np.float32)
         block = max(1, SHARES_BLOCK // max(1, kernels[0].size)) if kernels else 1
         for start in range(0, len(kernels), block):
             stacked = np.stack(kernels[start : start + block])  # [connections, paths, kh, kw]
-            peaks[start : start + block] = np.abs(stacked).max(axis=(2, 3))
+            self.peaks[start : start + block] = np.abs(stacked).max(axis=(2, 3))
             stacked = stacked.astype(np.float64)
             whole = stacked.sum(axis=1)
             norm = np.einsum("nij,nij->n", whole, whole)
             projected = np.einsum("npij,nij->np", stacked, whole)
-            shares[start : start + block] = projected / np.where(norm > 0, norm, 1)[:, None] * (norm > 0)[:, None]
-        return {key: place for place, key in enumerate(self.kernels)}, shares, peaks
+            self.shares[start : start + block] = projected / np.where(norm > 0, norm, 1)[:, None] * (norm > 0)[:, None]
+
+    def of(self, row: int, column: int) -> list[PathKernel] | None:
+        """The connection's paths that carry weight; None: it has one path."""
+        place = self.places.get((row, column))
+        if place is None:
+            return None
+        return [PathKernel(*path) for path in zip(self.names, self.shares[place].tolist(), self.peaks[place].tolist(),
+                                                 self.kernels[(row, column)]) if path[2] > 0]
 
 
 def routes(t: TracedNetwork, source: torch.fx.Node, target: torch.fx.Node,
@@ -172,13 +171,10 @@ def split_paths(network: TracedNetwork, graph: LayerGraph, weights: list[LayerWe
                 continue
             stacked = np.stack(kernels, axis=1)  # [connections, paths, kh, kw]
             reached = np.abs(stacked).reshape(*stacked.shape[:2], -1).max(axis=2) > 0
-            pair = PairPaths([route_name(network, route) for route in made])
-            for (row, column), parts, count in zip(zip(rows.tolist(), columns.tolist()), stacked, reached.sum(axis=1)):
-                if count > 1:
-                    pair.kernels[(row, column)] = parts
-            if pair.kernels:
-                pair._figures  # noqa: B018 (found here once, not again by every page-writing process)
-                found[(w.src, w.dst, w.hops)] = pair
+            split = {(row, column): parts for (row, column), parts, count
+                     in zip(zip(rows.tolist(), columns.tolist()), stacked, reached.sum(axis=1)) if count > 1}
+            if split:  # its figures found here once, not again by every page-writing process
+                found[(w.src, w.dst, w.hops)] = PairPaths([route_name(network, route) for route in made], split)
     return found
 
 
