@@ -139,7 +139,7 @@ class _Linearised:
             raise self.unsupported(dst, "its value is rearranged positions, not channels")
         if isinstance(m, (lm.Stacked, lm.Placed)):
             return m if compact else m.dense()
-        return lm.with_boxes(m) if m is not None else None
+        return lm.settled(m) if m is not None else None
 
     def frozen_value(self, node: torch.fx.Node, what: str) -> torch.Tensor:
         if self.frozen is None:

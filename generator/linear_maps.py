@@ -5,7 +5,9 @@ A map from the source layer to a node is held as :class:`LinearMap`::
     value[c, y, x] = sum over c', i, j of  kernel[c, c', i, j] * src[c', y*sy + oy + i, x*sx + ox + j]
 
 for units away from the border (stride ``(sy, sx)``, offset ``(oy, ox)``): translation
-equivariant, so a convolution kernel. After global pooling a map is no longer spatial:
+equivariant, so a convolution kernel. While a map is composed, its kernel may hold taps
+further apart than one source pixel (a convolution after a strided one) and average pools
+not yet applied; :func:`settled` makes it the kernel above. After global pooling a map is no longer spatial:
 ``kernel[c, c', 0, 0]`` is then the response to a unit increase of source channel ``c'``
 at every position. A dense unit that reads positions (a linear layer after a flatten) has a
 *placed* map: ``kernel[c, c', Y, X]`` weighs source position ``(Y, X)`` itself.
@@ -20,6 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from functools import cached_property
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -33,28 +36,65 @@ class LinearMap:
     offset: tuple[int, int] = (0, 0)
     spatial: bool = True
     placed: bool = False  # not spatial, and kernel[c, c'] is a map over the source's positions
+    # Source pixels between the kernel's taps, not yet spread out: a convolution after a strided
+    # one (a map through InceptionV1's stride-2 pool) keeps its 3x3 taps, not a 5x5 of zeros.
+    dilation: tuple[int, int] = (1, 1)
     # Average pools not yet applied: ((kh, kw), (step_y, step_x)) box filters in source pixels.
     # A box acts on every channel alike, so it commutes with everything up to the next
     # concatenation or sum; applying it there, after the channel-mixing convolutions have
     # shrunk the kernel, saves most of the work.
     boxes: tuple[tuple[tuple[int, int], tuple[int, int]], ...] = ()
 
+    @cached_property
+    def picked(self) -> torch.Tensor | None:
+        """Where the kernel is the identity's columns: the input channel of each source channel
+        (:func:`_picked_inputs`). Found once per map: every branch after a layer reads its map."""
+        return _picked_inputs(self.kernel)
 
-def with_boxes(m: LinearMap) -> LinearMap:
-    """``m`` with its pending average pools applied to the kernel (a box is separable)."""
-    if not m.boxes:
+
+def settled(m: LinearMap) -> LinearMap:
+    """``m`` on source pixels: its taps spread ``dilation`` apart and its pending average pools
+    applied (see :func:`spread`)."""
+    if not m.boxes and m.dilation == (1, 1):
         return m
-    kernel = m.kernel
-    for (kh, kw), (sy, sx) in m.boxes:
-        h, w = kernel.shape[2:]
-        rows = kernel.new_zeros(*kernel.shape[:2], h + (kh - 1) * sy, w)
-        for a in range(kh):
-            rows[:, :, a * sy : a * sy + h] += kernel
-        kernel = kernel.new_zeros(*kernel.shape[:2], rows.shape[2], w + (kw - 1) * sx)
-        for b in range(kw):
-            kernel[:, :, :, b * sx : b * sx + w] += rows
-        kernel /= kh * kw
-    return replace(m, kernel=kernel, boxes=())
+    return replace(m, kernel=spread(m.kernel, m.dilation, m.boxes), dilation=(1, 1), boxes=())
+
+
+KRON_TAPS = 100  # kernels of at most this many taps are spread by one matrix, larger ones axis by axis
+
+
+def spread(kernel: torch.Tensor, dilation: tuple[int, int], boxes=()) -> torch.Tensor:
+    """``kernel [..., h, w]``'s taps placed ``dilation`` source pixels apart and filtered by the
+    ``boxes`` (``((kh, kw), (step_y, step_x))`` each).
+
+    Both are linear along each axis: every tap lands on the axis's *profile* (the boxes
+    convolved), shifted by its place. So the spread kernel is one matrix product per axis,
+    ``M[i, x] = profile[x - dilation * i]``, and a small kernel's is one product by the two
+    axes' Kronecker product: each output weight is written once, where adding shifted copies
+    box by box wrote the whole kernel twice per box tap."""
+    h, w = kernel.shape[-2:]
+    rows = _axis_spread(h, dilation[0], [(size[0], step[0]) for size, step in boxes], kernel.dtype)
+    columns = _axis_spread(w, dilation[1], [(size[1], step[1]) for size, step in boxes], kernel.dtype)
+    height, width = rows.shape[1], columns.shape[1]
+    lead = kernel.shape[:-2]
+    if h * w <= KRON_TAPS:  # the kernel as it lies (a product's view with the taps outermost, too)
+        return torch.matmul(kernel.flatten(-2), torch.kron(rows, columns)).reshape(*lead, height, width)
+    across = (kernel.reshape(-1, w) @ columns).reshape(-1, h, width)
+    return torch.matmul(rows.T, across).reshape(*lead, height, width)
+
+
+def _axis_spread(taps: int, dilation: int, boxes: list[tuple[int, int]], dtype: torch.dtype) -> torch.Tensor:
+    """``M [taps, length]`` with ``M[i, x] = profile[x - dilation * i]``, the profile being the
+    boxes (``(size, step)`` each: ``size`` taps ``step`` apart, weighing ``1 / size``) convolved."""
+    profile = np.ones(1)
+    for size, step in boxes:
+        box = np.zeros((size - 1) * step + 1)
+        box[::step] = 1 / size
+        profile = np.convolve(profile, box)
+    matrix = np.zeros((taps, (taps - 1) * dilation + len(profile)))
+    for i in range(taps):
+        matrix[i, dilation * i : dilation * i + len(profile)] = profile
+    return torch.from_numpy(matrix).to(dtype)
 
 
 def pair(value) -> tuple[int, int]:
@@ -72,22 +112,22 @@ def conv(m: LinearMap, weight: torch.Tensor, stride, padding, dilation, groups: 
     # kernel'[o, c'] = sum_i,a W[o, i, a] K[i, c', u - a*step]: a transposed convolution of K by W,
     # with the source channel c' as the batch.
     if m.kernel.shape[2:] == (1, 1) and groups == 1:  # the common case, a plain matrix product
-        kernel = taps = _matrix_times(weight, m.kernel)
-        if step != (1, 1) and taps.shape[2:] != (1, 1):  # the taps land ``step`` source pixels apart
-            kernel = taps.new_zeros(*taps.shape[:2], (taps.shape[2] - 1) * step[0] + 1,
-                                    (taps.shape[3] - 1) * step[1] + 1)
-            kernel[:, :, :: step[0], :: step[1]] = taps
+        kernel = _matrix_times(weight, m.kernel, m.picked)  # its taps land ``step`` source pixels apart
+        taps = step if kernel.shape[2:] != (1, 1) else (1, 1)
     elif weight.shape[2:] == (1, 1) and groups == 1:  # a matrix over channels, position by position
-        kernel = _matrix_times(weight[:, :, 0, 0], m.kernel)
+        kernel, taps = _matrix_times(weight[:, :, 0, 0], m.kernel, m.picked), m.dilation
     else:
         out_channels, in_per_group = weight.shape[:2]
         transposed = (weight.reshape(groups, out_channels // groups, in_per_group, *weight.shape[2:])
                       .transpose(1, 2).reshape(groups * in_per_group, out_channels // groups, *weight.shape[2:]))
-        kernel = F.conv_transpose2d(m.kernel.transpose(0, 1), transposed, groups=groups, dilation=step).transpose(0, 1)
+        pixels = spread(m.kernel, m.dilation) if m.dilation != (1, 1) else m.kernel
+        kernel = F.conv_transpose2d(pixels.transpose(0, 1), transposed, groups=groups, dilation=step).transpose(0, 1)
+        taps = (1, 1)
     return LinearMap(
-        kernel.contiguous(),
+        kernel if taps != (1, 1) else kernel.contiguous(),  # taps apart are written out once, spread
         (stride[0] * m.stride[0], stride[1] * m.stride[1]),
         (m.offset[0] - padding[0] * m.stride[0], m.offset[1] - padding[1] * m.stride[1]),
+        dilation=taps,
         boxes=m.boxes,
     )
 
@@ -127,7 +167,7 @@ def combined(maps: list[LinearMap | None], channels: list[int], stack: bool) -> 
     ``channels`` wide when stacked)."""
     if any(isinstance(m, Rearranged) for m in maps):
         raise ValueError("parts whose positions are rearranged (such as channels-last)")
-    present = [with_boxes(m) for m in maps if m is not None]
+    present = [settled(m) for m in maps if m is not None]
     if all(not m.spatial for m in present):
         if len({(m.placed, m.kernel.shape[2:]) for m in present}) > 1:
             raise ValueError("parts that read positions differently")
@@ -188,17 +228,17 @@ def mixed(m: LinearMap | Placed, weight: torch.Tensor) -> LinearMap | Placed:
     """A matrix ``weight [out, in]`` applied to the channels of a non-spatial map."""
     if isinstance(m, Placed):
         return replace(m, image=_matrix_times(weight, m.image))
-    return replace(m, kernel=_matrix_times(weight, m.kernel))
+    return replace(m, kernel=_matrix_times(weight, m.kernel, m.picked))
 
 
-def _matrix_times(weight: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+def _matrix_times(weight: torch.Tensor, kernel: torch.Tensor, picked: torch.Tensor | None = None) -> torch.Tensor:
     """``weight [out, in, ...]`` times ``kernel [in, sources, 1, 1]`` or ``[in, ...]`` (then
     ``weight`` is ``[out, in]``), summed over ``in``: ``[out, sources, ...]`` or ``[out, ...]``.
 
     The first operation after the source layer reads the identity map (or a slice of it): each
-    source channel one input channel. Its product is then the weight's columns, picked."""
+    source channel one input channel (``picked``, see :attr:`LinearMap.picked`). Its product is
+    then the weight's columns, picked."""
     weight = weight.to(kernel.dtype)
-    picked = _picked_inputs(kernel)
     if picked is not None:
         taken = weight[:, picked]
         return (taken if weight.dim() > 2 else taken[:, :, None, None]).contiguous()
@@ -213,11 +253,14 @@ def _picked_inputs(kernel: torch.Tensor) -> torch.Tensor | None:
     if kernel.dim() != 4 or kernel.shape[2:] != (1, 1) or kernel.shape[0] < kernel.shape[1]:
         return None
     columns = kernel[:, :, 0, 0]
-    ones = columns == 1
-    if int(ones.sum()) != columns.shape[1] or int(torch.count_nonzero(columns)) != columns.shape[1]:
+    if int(torch.count_nonzero(columns)) != columns.shape[1]:
         return None
-    picked = ones.to(torch.int8).argmax(dim=0)
-    return picked if bool(ones[picked, torch.arange(columns.shape[1])].all()) else None
+    inputs, sources = columns.nonzero(as_tuple=True)  # as many as columns: one each, if none is bare
+    if not torch.equal(sources.sort().values, torch.arange(len(sources))) or not bool((columns[inputs, sources] == 1).all()):
+        return None
+    picked = torch.empty_like(inputs)
+    picked[sources] = inputs
+    return picked
 
 
 def identity(channels: int, columns: slice | None = None) -> LinearMap:
@@ -315,6 +358,7 @@ class Placed:
     placed = True
     stride = (1, 1)
     offset = (0, 0)
+    dilation = (1, 1)
     boxes = ()
 
     @property
@@ -375,7 +419,7 @@ def placed(r: Rearranged, weight: torch.Tensor, source: tuple[int, int]) -> Line
         if r.positions is not None:
             per_position = per_position @ r.positions.to(per_position.dtype)
         image = per_position.reshape(out, *r.grid)
-    base = with_boxes(r.base)
+    base = settled(r.base)
     if not base.spatial:
         return mixed(base, image.sum(dim=(2, 3)))
     return Placed(image.to(base.kernel.dtype), base, tuple(source))

@@ -341,6 +341,36 @@ def test_the_identity_s_columns_are_picked_from_the_weight_and_anything_else_mul
         torch.testing.assert_close(lm.conv(m, weight, 1, 1, 1, 1).kernel, product)
 
 
+@pytest.mark.parametrize("taps, dilation, boxes", [
+    ((3, 3), (2, 2), [((3, 3), (1, 1))]),  # InceptionV1's 3x3 branch after its stride-2 pool
+    ((5, 4), (2, 3), [((3, 2), (1, 2)), ((2, 3), (2, 1))]),  # unequal axes, two pools
+    ((1, 1), (1, 1), [((3, 3), (1, 1)), ((3, 3), (2, 2))]),  # a pool projection after a strided pool
+    ((11, 11), (1, 1), [((2, 2), (1, 1))]),  # more taps than one matrix takes: axis by axis
+    ((3, 3), (4, 1), []),  # taps apart, no pool
+])
+def test_spread_kernels_are_dilated_taps_filtered_by_each_box(taps, dilation, boxes):
+    """``spread`` against its definition: the taps placed ``dilation`` pixels apart among zeros,
+    then each pool's box filter applied by a full convolution (torch's conv2d)."""
+    from generator import linear_maps as lm
+
+    torch.manual_seed(0)
+    kernel = torch.randn(6, 5, *taps, dtype=torch.float64)
+    expected = kernel.new_zeros(6, 5, (taps[0] - 1) * dilation[0] + 1, (taps[1] - 1) * dilation[1] + 1)
+    expected[:, :, :: dilation[0], :: dilation[1]] = kernel
+    for (kh, kw), (sy, sx) in boxes:
+        box = torch.full((1, 1, kh, kw), 1 / (kh * kw), dtype=torch.float64)
+        pad = ((kh - 1) * sy, (kw - 1) * sx)
+        filtered = torch.nn.functional.conv2d(expected.reshape(-1, 1, *expected.shape[2:]), box, padding=pad,
+                                              dilation=(sy, sx))
+        expected = filtered.reshape(6, 5, *filtered.shape[2:])
+    torch.testing.assert_close(lm.spread(kernel, dilation, tuple(boxes)), expected, rtol=1e-12, atol=1e-12)
+    # the same through a map: a transposed product's view (taps outermost) spread as it lies
+    transposed = kernel.permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2)
+    settled = lm.settled(lm.LinearMap(transposed, dilation=dilation, boxes=tuple(boxes)))
+    torch.testing.assert_close(settled.kernel, expected, rtol=1e-12, atol=1e-12)
+    assert settled.dilation == (1, 1) and settled.boxes == ()
+
+
 def test_stacked_kernels_read_as_the_whole_array_does():
     """A mixed block's weights held as its branches' parts (each over the window it reaches)
     read, by rows or by kernels, as the whole padded array; the memory budget counts the parts."""
