@@ -11,6 +11,8 @@
 from __future__ import annotations
 
 import io
+import struct
+import zlib
 
 import numpy as np
 from matplotlib.colors import LinearSegmentedColormap
@@ -22,7 +24,7 @@ RDBU_STOPS = ("#0571b0", "#92c5de", "#f7f7f7", "#f4a582", "#ca0020")  # negative
 LEVELS = 241
 DIVERGING = LinearSegmentedColormap.from_list("atlas_rdbu", RDBU_STOPS, N=LEVELS)
 PALETTE = np.round(DIVERGING(np.linspace(0, 1, LEVELS))[:, :3] * 255).astype(np.uint8)  # entry i: level i
-PALETTE_BYTES = PALETTE.tobytes()  # as PIL takes a palette
+PALETTE_BYTES = PALETTE.tobytes()  # as a PNG palette holds it
 
 
 PICTURE_QUALITY = 70  # WebP quality of pictures in the site (80 looks the same, at 16% more bytes)
@@ -92,12 +94,27 @@ def diverging_pixels(values: np.ndarray, scale: float) -> np.ndarray:
 
 
 def palette_png(levels: np.ndarray) -> bytes:
-    """PNG bytes of ``[h, w]`` entries of :data:`PALETTE` as a palette image."""
-    image = Image.fromarray(levels, mode="P")
-    image.putpalette(PALETTE_BYTES)
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")  # zlib level 6: optimize (level 9) is 1% smaller, 3 times slower
-    return buffer.getvalue()
+    """PNG bytes of ``[h, w]`` entries of :data:`PALETTE` as a palette image.
+
+    Written here rather than by Pillow: a page's tile sprite is a few hundred bytes, and
+    Pillow's encoder took three times as long around the same zlib call (47 against 15 us;
+    one sprite on each of ResNet-50's 16,000 pages)."""
+    height, width = levels.shape
+    rows = np.zeros((height, width + 1), dtype=np.uint8)  # each row after its filter type, 0: none
+    rows[:, 1:] = levels
+    header = struct.pack(">IIBBBBB", width, height, 8, 3, 0, 0, 0)  # 8-bit palette entries, no interlace
+    # zlib level 6, as Pillow's default: level 9 is 1% smaller, 3 times slower
+    return (PNG_SIGNATURE + _chunk(b"IHDR", header) + PALETTE_CHUNK + _chunk(b"IDAT", zlib.compress(rows.tobytes(), 6))
+            + _chunk(b"IEND", b""))
+
+
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    """A PNG chunk: its length, kind, data and the CRC-32 of kind and data."""
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+PALETTE_CHUNK = _chunk(b"PLTE", PALETTE_BYTES)
 
 
 def rgb_kernel(kernel: np.ndarray) -> bytes:

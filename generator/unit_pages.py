@@ -77,6 +77,7 @@ class UnitPages:
         self._branch_names: dict[str, list[str]] = {}
         self._card_source = env.get_template("_card_source.html.j2")
         self._card_sources: dict[tuple[str, int], Markup] = {}
+        self._strongest: dict[tuple[tuple[str, int], int], list] = {}
 
     # -- how a unit is shown wherever it appears ----------------------------------------------
     def label(self, layer: str, unit: int) -> str:
@@ -97,6 +98,14 @@ class UnitPages:
             label = self.label(layer, unit)
             made = self._card_sources[(layer, unit)] = Markup(self._card_source.render(
                 layer=layer, unit=unit, label=label, short=shortened(label), branch=self.branch(layer, unit)))
+        return made
+
+    def strongest_inputs(self, key: tuple[str, int], count: int) -> list:
+        """The unit's ``count`` strongest input links, made once per unit and worker: circuits
+        read those of the same units again and again (the inputs of a layer's units overlap)."""
+        made = self._strongest.get((key, count))
+        if made is None:
+            made = self._strongest[(key, count)] = self.units[key].inputs[:count]
         return made
 
     def thumbnail(self, layer: str, unit: int) -> str | None:

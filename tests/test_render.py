@@ -3,7 +3,7 @@ import io
 import numpy as np
 from PIL import Image
 
-from generator.render import rgb_kernel, tile_sprite
+from generator.render import PALETTE, palette_png, rgb_kernel, tile_sprite
 
 
 def pixels(data: bytes) -> np.ndarray:
@@ -16,6 +16,18 @@ def kernel_tile(kernel: np.ndarray, scale: float) -> bytes:
 
 def hex_colour(rgb) -> str:
     return "#" + "".join(f"{int(c):02x}" for c in rgb)
+
+
+def test_a_palette_png_reads_back_as_its_levels_and_palette():
+    """The sprites' PNG encoder (written by the atlas) against Pillow's decoder."""
+    rng = np.random.default_rng(0)
+    for shape in ((1, 1), (3, 191), (11, 7), (40, 1)):
+        levels = rng.integers(0, len(PALETTE), size=shape).astype(np.uint8)
+        image = Image.open(io.BytesIO(palette_png(levels)))
+        image.load()  # checks every chunk's CRC
+        assert image.mode == "P" and image.size == shape[::-1]
+        assert np.array_equal(np.asarray(image), levels)
+        assert np.array_equal(np.asarray(image.getpalette()[: 3 * len(PALETTE)]).reshape(-1, 3), PALETTE)
 
 
 def test_tile_colours_follow_the_five_rdbu_stops():

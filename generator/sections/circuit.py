@@ -55,7 +55,7 @@ def draw(site, start: list[tuple[str, int]], root: str, limit: int | None = None
     for depth in range(settings.depth):
         found: dict[tuple[str, int], float] = {}
         for dst in columns[-1]:
-            for link in site.units[dst].inputs[:settings.width]:
+            for link in site.strongest_inputs(dst, settings.width):
                 src = (link.layer, link.unit)
                 found[src] = found.get(src, 0.0) + link.l2
                 effects = linearity.of(link.weights) if linearity is not None else None

@@ -211,9 +211,10 @@ def columns(links: list[Link], key: str, direction: str, slugs: dict[str, str], 
         split = [paths[pair].of(k.row, k.column) if (pair := (k.weights.src, k.weights.dst, k.weights.hops)) in paths
                  else None for k in chosen]
         if any(split):
+            blocks = iter(kernel_blocks([[p.kernel for p in parts] for parts in split if parts is not None]))
             groups[-1]["paths"] = [None if parts is None else {
                 "names": [p.name for p in parts], "shares": [rounded(p.share, 4) for p in parts],
-                "peaks": [rounded(p.peak, 4) for p in parts], "kernels": kernel_block([p.kernel for p in parts])}
+                "peaks": [rounded(p.peak, 4) for p in parts], "kernels": next(blocks)}
                 for parts in split]
         measured = [linearity.of(k.weights) if linearity is not None else None for k in chosen]
         if all(m is not None for m in measured):
@@ -229,11 +230,23 @@ def kernel_block(kernels: list[np.ndarray]) -> dict[str, Any]:
     """Kernels of one shape for the data file, compact: ``[count, height, width]`` int8, each
     kernel relative to its largest absolute weight (its ``peak``) as 127, zlib-compressed (an
     expanded kernel's window is mostly zeros) and in base64."""
-    stacked = np.stack(kernels).astype(np.float64)
+    return kernel_blocks([kernels])[0]
+
+
+def kernel_blocks(lists: list[list[np.ndarray]]) -> list[dict[str, Any]]:
+    """:func:`kernel_block` of each list of kernels (all of one shape), scaled together: a
+    group's paths are a block per connection, two dozen on a ResNet page."""
+    stacked = np.stack([k for kernels in lists for k in kernels]).astype(np.float64)
     peaks = np.abs(stacked).reshape(len(stacked), -1).max(axis=1)
     scaled = stacked / np.where(peaks > 0, peaks, 1)[:, None, None] * 127
-    packed = zlib.compress(np.round(scaled).astype(np.int8).tobytes())  # level 6: level 9 is 1.5% smaller, 1.7 times slower
-    return {"shape": list(stacked.shape), "dtype": "int8", "zlib": base64.b64encode(packed).decode()}
+    levels = np.round(scaled).astype(np.int8)
+    blocks, start = [], 0
+    for kernels in lists:
+        part = levels[start : start + len(kernels)]
+        start += len(kernels)
+        packed = zlib.compress(part.tobytes())  # level 6: level 9 is 1.5% smaller, 1.7 times slower
+        blocks.append({"shape": list(part.shape), "dtype": "int8", "zlib": base64.b64encode(packed).decode()})
+    return blocks
 
 
 SECTIONS = [Inputs(), Outputs(), FurtherInputs()]
