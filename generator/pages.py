@@ -275,10 +275,10 @@ class PageWriter:
         # Each member's maps on one scale of their own, its peak printed: the factors compare
         # within a row, and a member with weak weights is not left blank beside a strong one.
         peaks = [float(np.abs(group.maps[m]).max()) or 1.0 for m in range(len(group.members))]
-        sheet = TileSheet(f"{Path(path).name}.png", self.config.site.tile_size)
+        sheet = TileSheet(self.config.site.tile_size)
         tiles = [[sheet.tile(group.maps[m, c], peaks[m]) for c in range(len(group.directions))]
                  for m in range(len(group.members))]
-        css = sheet.finish(lambda name, data: files.write(docs / Path(path).parent / name, data))
+        css = sheet.finish()
         factors = [{"inputs": [{"layer": layer, "unit": unit, "coefficient": c,
                                 "label": self.structure.annotations.label(layer, unit) or "",
                                 "href": self._href(layer, unit, "../"),
@@ -326,9 +326,9 @@ class PageWriter:
         layer, unit = named or max(candidates, key=strength)
         links = self.units[(layer, unit)].inputs[: EXAMPLE_INPUTS if named else 1]
         link = links[0]
-        page = SimpleNamespace(site=self.unit_pages, tiles=TileSheet("how-to-read.png", self.config.site.tile_size))
+        page = SimpleNamespace(site=self.unit_pages, tiles=TileSheet(self.config.site.tile_size))
         made = cards(page, links, "in", root="units/")
-        css = page.tiles.finish(lambda name, data: files.write(docs / name, data))
+        css = page.tiles.finish()
         label = self.structure.annotations.label
         family = self.structure.annotations.of(layer, unit).family
         return {"card": self.env.globals["card_list"](made), "css": css, "named": named is not None,

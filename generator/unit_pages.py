@@ -1,10 +1,10 @@
-"""Unit pages: per unit one HTML page, one tile sprite, its pictures and one JSON data file.
+"""Unit pages: per unit one HTML page (its kernel tiles inside it), its pictures and one JSON data file.
 
 A page is its header (``templates/unit.html.j2``) and its sections, in the order of
 :data:`generator.sections.SECTIONS`: each section module turns what the build knows of the
 unit (a :class:`UnitPage`) into the data of its partial, and what it adds to the unit's data
 file. There are thousands of units, so this stage is built for speed and size: a unit's tiles
-are one sprite (:mod:`generator.tiles`), and the page is the theme's shell around the
+are one sprite in the page's CSS (:mod:`generator.tiles`), and the page is the theme's shell around the
 rendered body, written straight into the built site by forked workers.
 """
 
@@ -52,7 +52,7 @@ class UnitPage:
     def __init__(self, site: UnitPages, folder: Path, layer: Layer, unit: int, root: str = "../"):
         self.site, self.folder, self.layer, self.unit, self.root = site, folder, layer, unit, root
         self.weights: UnitWeights = site.units[(layer.name, unit)].made()
-        self.tiles = TileSheet(f"{unit}.tiles.png", site.config.site.tile_size)
+        self.tiles = TileSheet(site.config.site.tile_size)
 
     def write(self, name: str, data: bytes) -> None:
         """A file of the page, beside it."""
@@ -199,7 +199,7 @@ class UnitPages:
         family, family_number = self.family_of[(layer.name, unit)]
         title = f"{layer.name} {unit}" + (f" · {note.label}" if note.label else "")
         sections = [(section, context) for section in SECTIONS if (context := section.context(page)) is not None]
-        css = page.tiles.finish(page.write) + "".join(context.get("css", "") for _, context in sections)
+        css = page.tiles.finish() + "".join(context.get("css", "") for _, context in sections)
         shown = {section.name: context for section, context in sections}
         group = self.group_files.get((layer.name, family.name))
         body = self.template.render(

@@ -125,7 +125,8 @@ def test_unit_page_and_its_data_file(default_site):
     unit_links = [a for a in links if a.startswith("../conv2d0/")]
     assert unit_links[:3] == [f"../conv2d0/{u}.html" for u in inputs["units"][:3]]  # rank order
     assert html.count('class="wa-tile ') == 48  # 24 inputs + 24 outputs, all from one sprite
-    assert html.count('background-image:url(5.tiles.png)') >= 1
+    assert html.count('.wa-tile{background-image:url(data:image/png;base64,') == 1  # the sprite, in the page
+    assert not list((default_site / "units").rglob("*.tiles.png"))
     assert "image-rendering: pixelated" in (default_site / "assets" / "atlas.css").read_text()
     first = (default_site / "units" / "conv2d0" / "0.html").read_text(encoding="utf-8")
     assert 'src="0.png"' in first
@@ -612,7 +613,8 @@ def test_how_to_read_reads_the_worked_example_the_labels_file_names(default_site
     cards = re.findall(r'<a class="wa-card[^"]*" id="(in-[^"]+)" href="units/', read)
     assert cards == sorted(ranked, key=lambda c: int(ranked[c]))[:3]  # ranks 1 to 3 of that unit's inputs
     assert 'id="a-connection"' in read  # where every unit page's "how to read a card" leads
-    assert (default_site / "how-to-read.png").is_file() and "distill.pub/2020/circuits/visualizing-weights" in read
+    assert ".wa-tile{background-image:url(data:image/png;base64," in read  # its card's tiles, in the page
+    assert "distill.pub/2020/circuits/visualizing-weights" in read
     assert "of InceptionV1, the network it studies" in read
 
 
