@@ -31,7 +31,7 @@ from .graph import Layer, LayerGraph
 from .linearity import HOLDS, MARK, by_layer
 from .plots import LayerPlot, layer_plots
 from .ranking import UnitWeights
-from .sections.circuit import draw
+from .sections.circuit import draw, svg
 from .sections.connections import cards
 from .tiles import TileSheet
 from .dataset_examples import Examples
@@ -138,8 +138,7 @@ class PageWriter:
         # A list of connection cards as one piece of markup: rendered on its own, its many small
         # pieces are joined once instead of passing up through every enclosing template.
         self.env.globals["card_list"] = lambda made: markupsafe.Markup(cards.render(cards=made))
-        svg = self.env.get_template("_circuit_svg.html.j2")  # a circuit diagram, the same way
-        self.env.globals["circuit_svg"] = lambda d, aria: markupsafe.Markup(svg.render(d=d, aria=aria))
+        self.env.globals["circuit_svg"] = svg  # a circuit diagram, drawn in Python
         group_names = distinct_slugs([f"{self.slugs[g.layer]}-{slug(g.family, 'family')}" for g in structure.groups],
                                      "family")
         self.group_files = {(g.layer, g.family): f"families/{name}" for g, name in zip(structure.groups, group_names)}

@@ -174,18 +174,36 @@ class UnitWeights:
 
 def strongest(scores: np.ndarray, k: int, block: int = 2**22) -> np.ndarray:
     """Per row of ``scores`` (2-D), the indices of the ``k`` largest, strongest first, ties by
-    index; rows are taken ``block`` scores at a time, which bounds the temporary arrays."""
+    index; rows are taken ``block`` scores at a time, which bounds the temporary arrays.
+
+    torch's top-k finds each row's ``k + 1`` largest, and the ``k`` are put in order by score,
+    then index. Where the ``k``-th ties with the next (which of the tied torch keeps is its
+    own choice: zeros of a sparse row), the row is found exactly (:func:`_strongest_exactly`)."""
     n = scores.shape[-1]
     if k >= n:
         return np.argsort(-scores, axis=-1, kind="stable")
     rows = max(1, block // n)
     if len(scores) > rows:
         return np.concatenate([strongest(scores[i:i + rows], k, block) for i in range(0, len(scores), rows)])
+    if not _torch_reads(scores):
+        return _strongest_exactly(scores, k)
+    values, columns = (t.numpy() for t in torch.topk(torch.from_numpy(scores), k + 1, dim=-1))
+    top = columns[:, :k]
+    result = np.take_along_axis(top, np.lexsort((top, -values[:, :k]), axis=-1), axis=-1)
+    tied = np.flatnonzero(values[:, k - 1] == values[:, k])
+    if len(tied):
+        result[tied] = _strongest_exactly(scores[tied], k)
+    return result
+
+
+def _strongest_exactly(scores: np.ndarray, k: int) -> np.ndarray:
+    """:func:`strongest` for ``k`` below the row length, ties at the ``k``-th score settled by
+    index: every score above the ``k``-th, then as many tied ones as fit, lowest index first."""
     kth = _kth_largest(scores, k)
     chosen = scores > kth
     tied = scores == kth
     wanted = k - chosen.sum(axis=-1, keepdims=True)  # how many of the tied each row takes, lowest index first
-    crowded = np.flatnonzero(tied.sum(axis=-1) > wanted[:, 0])  # rows with more ties than places (rare)
+    crowded = np.flatnonzero(tied.sum(axis=-1) > wanted[:, 0])  # rows with more ties than places
     chosen[crowded] |= tied[crowded] & (np.cumsum(tied[crowded], axis=-1, dtype=np.int32) <= wanted[crowded])
     tied[crowded] = False
     chosen |= tied
@@ -194,11 +212,15 @@ def strongest(scores: np.ndarray, k: int, block: int = 2**22) -> np.ndarray:
     return np.take_along_axis(columns, order, axis=-1)
 
 
+def _torch_reads(scores: np.ndarray) -> bool:
+    """Whether torch can read the array as it is: floats of this machine's byte order, no negative strides."""
+    return scores.dtype.kind == "f" and scores.dtype.isnative and all(step >= 0 for step in scores.strides)
+
+
 def _kth_largest(scores: np.ndarray, k: int) -> np.ndarray:
-    """Each row's ``k``-th largest score, ``[rows, 1]``: by torch's top-k, half the time of numpy's
-    partition for small ``k``, where torch can read the array as it is (a float of this machine's
-    byte order, no negative strides)."""
-    if scores.dtype.kind == "f" and scores.dtype.isnative and all(step >= 0 for step in scores.strides):
+    """Each row's ``k``-th largest score, ``[rows, 1]``: by torch's top-k where torch reads the
+    array (half the time of numpy's partition for small ``k``)."""
+    if _torch_reads(scores):
         return torch.topk(torch.from_numpy(scores), k, dim=-1, sorted=False).values.amin(dim=-1, keepdim=True).numpy()
     n = scores.shape[-1]
     return np.partition(scores, n - k, axis=-1)[:, n - k, None]

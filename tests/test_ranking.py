@@ -85,6 +85,8 @@ def test_top_k_is_a_stable_sort_cut_short(k):
     np.testing.assert_array_equal(strongest(scores, k, block=100), expected)  # a few rows at a time
     smooth = rng.random((7, 40))
     np.testing.assert_array_equal(strongest(smooth, k), np.argsort(-smooth, axis=-1, kind="stable")[:, :k])
+    for other in (scores.astype(">f8"), scores[:, ::-1], scores.astype(np.float32)):  # as torch cannot read it, and float32
+        np.testing.assert_array_equal(strongest(other, k), np.argsort(-other, axis=-1, kind="stable")[:, :k])
 
 
 def test_kernel_peak_is_the_largest_absolute_weight_of_each_kernel(monkeypatch):

@@ -18,6 +18,8 @@ import posixpath
 from dataclasses import dataclass, field
 from typing import Any
 
+from markupsafe import Markup, escape
+
 from ..linearity import MARK
 from . import Section, rounded, shortened
 
@@ -43,11 +45,11 @@ class Node:
 
 
 def draw(site, start: list[tuple[str, int]], root: str, limit: int | None = None) -> dict[str, Any] | None:
-    """The circuit of the units ``start`` (one unit, or a family's members) as the partial
-    ``_circuit_svg.html.j2`` draws it: their ``circuits.width`` strongest inputs each, theirs,
-    and so on, ``circuits.depth`` layers deep. ``limit`` keeps only that many units of each
-    column of inputs, those with the largest summed L2 norm into the column before. ``root``
-    leads from the page to the site's ``units/`` folder. None: the units have no inputs."""
+    """The circuit of the units ``start`` (one unit, or a family's members) as :func:`svg` draws
+    it: their ``circuits.width`` strongest inputs each, theirs, and so on, ``circuits.depth``
+    layers deep. ``limit`` keeps only that many units of each column of inputs, those with the
+    largest summed L2 norm into the column before. ``root`` leads from the page to the site's
+    ``units/`` folder. None: the units have no inputs."""
     settings, linearity = site.config.circuits, site.structure.linearity
     columns: list[dict[tuple[str, int], None]] = [dict.fromkeys(start)]
     # (src, dst) -> (l2, signed l2, cosine and ratio of its measured effect or None)
@@ -95,6 +97,31 @@ def draw(site, start: list[tuple[str, int]], root: str, limit: int | None = None
             "width": (len(columns) - 1) * COLUMN + NODE + TEXT_ROOM, "height": height + 4,
             "layers": [next(iter(column))[0] for column in reversed(columns)], "follow": settings.width,
             "measured": linearity is not None}
+
+
+def svg(d: dict[str, Any], aria: str) -> Markup:
+    """The diagram of :func:`draw`'s ``d`` as inline SVG, ``aria`` saying what it shows (the
+    templates' ``circuit_svg``). Names from the model (titles, captions, labels, ``aria``) are
+    escaped; numbers, CSS classes and sanitised file names are the atlas's own. Drawn here
+    rather than by a template: a diagram is coordinates, and Jinja's lookups for them took a
+    twentieth of every unit page's time."""
+    node, width, height = d["node"], d["width"], d["height"]
+    out = [f'<div class="wa-scroll"><svg class="wa-circuit" width="{width}" height="{height}" '
+           f'viewBox="0 0 {width} {height}" role="img" aria-label="{escape(aria)}">\n']
+    for e in d["edges"]:
+        out.append(f'<line class="{e["sign"]}" x1="{e["x1"]}" y1="{e["y1"]}" x2="{e["x2"]}" y2="{e["y2"]}" '
+                   f'stroke-width="{e["width"]}"><title>{escape(e["title"])}</title></line>\n')
+    for n in d["nodes"]:
+        x, y = n.x, n.y
+        shown = (f'<image href="{n.picture}" x="{x}" y="{y}" width="{node}" height="{node}" preserveAspectRatio="none"/>'
+                 if n.picture else f'<rect x="{x}" y="{y}" width="{node}" height="{node}"/>')
+        if n.key[0] == "family":
+            shown += f'<rect class="wa-family-node" x="{x - 3}" y="{y - 3}" width="{node + 6}" height="{node + 6}"/>'
+        label = f'<text class="wa-circuit-label" x="{x + node + 5}" y="{y + 30}">{escape(n.label)}</text>' if n.label else ""
+        out.append(f'<a href="{n.href}"><title>{escape(n.title)}</title>{shown}<text x="{x + node + 5}" y="{y + 16}">'
+                   f'{escape(n.caption)}</text>{label}</a>\n')
+    out.append("</svg></div>")
+    return Markup("".join(out))
 
 
 def _nodes(site, root: str, columns: list[dict[tuple[str, int], None]],

@@ -207,7 +207,7 @@ def columns(links: list[Link], key: str, direction: str, slugs: dict[str, str], 
                        "weights": kinds[0] if len(kinds) == 1 else ["direct" if k.direct else "expanded" for k in chosen],
                        "positions": any(k.weights.placed for k in chosen),
                        "frozen": sorted({f for k in chosen for f in k.weights.frozen}),
-                       "kernels": kernel_block([k.kernel for k in chosen])})
+                       "kernels": kernel_block(_kernels(chosen))})
         split = [paths[pair].of(k.row, k.column) if (pair := (k.weights.src, k.weights.dst, k.weights.hops)) in paths
                  else None for k in chosen]
         if any(split):
@@ -226,17 +226,26 @@ def columns(links: list[Link], key: str, direction: str, slugs: dict[str, str], 
     return groups
 
 
-def kernel_block(kernels: list[np.ndarray]) -> dict[str, Any]:
+def _kernels(links: list[Link]) -> np.ndarray | list[np.ndarray]:
+    """The links' kernels: one read of their pair's kept kernels where they all lie there."""
+    weights = links[0].weights
+    if all(k.weights is weights and k.kept >= 0 for k in links):
+        return weights.kernel.kernels[[k.kept for k in links]]
+    return [k.kernel for k in links]
+
+
+def kernel_block(kernels: np.ndarray | list[np.ndarray]) -> dict[str, Any]:
     """Kernels of one shape for the data file, compact: ``[count, height, width]`` int8, each
     kernel relative to its largest absolute weight (its ``peak``) as 127, zlib-compressed (an
     expanded kernel's window is mostly zeros) and in base64."""
     return kernel_blocks([kernels])[0]
 
 
-def kernel_blocks(lists: list[list[np.ndarray]]) -> list[dict[str, Any]]:
-    """:func:`kernel_block` of each list of kernels (all of one shape), scaled together: a
-    group's paths are a block per connection, two dozen on a ResNet page."""
-    stacked = np.stack([k for kernels in lists for k in kernels]).astype(np.float64)
+def kernel_blocks(lists: list[np.ndarray | list[np.ndarray]]) -> list[dict[str, Any]]:
+    """:func:`kernel_block` of each list (or array) of kernels, all of one shape, scaled
+    together: a group's paths are a block per connection, two dozen on a ResNet page."""
+    parts = [kernels if isinstance(kernels, np.ndarray) else np.stack(kernels) for kernels in lists]
+    stacked = (np.concatenate(parts) if len(parts) > 1 else parts[0]).astype(np.float64)
     peaks = np.abs(stacked).reshape(len(stacked), -1).max(axis=1)
     scaled = stacked / np.where(peaks > 0, peaks, 1)[:, None, None] * 127
     levels = np.round(scaled).astype(np.int8)
