@@ -1,7 +1,7 @@
 """Benchmark: ``python -m generator.bench`` (``make bench``) prints a table and writes JSON.
 
 Measured in one run on this machine:
-- kernel tiles: ours (colormap lookup + one Pillow PNG per unit's sprite) against a
+- kernel tiles: ours (colormap lookup + one PNG per unit's sprite) against a
   matplotlib figure per tile, the obvious way to draw a heatmap; median time per tile and
   the ratio;
 - expanded weights of InceptionV1 (random weights) for every adjacent pair of browsed
@@ -254,7 +254,7 @@ def view_sizes(site: Path) -> dict[str, float]:
 KINDS = {  # what a site is made of: the first pattern a file's path matches names its kind
     "unit pages (HTML)": r"^units/.*\.html$", "unit data files (JSON)": r"^units/.*\.json$",
     "feature visualisations": r"\.fv(-negative)?\.webp$", "thumbnails": r"\.thumb\.webp$",
-    "dataset examples": r"\.examples\.webp$", "kernel tiles": r"\.tiles\.png$", "search index": r"^search/",
+    "dataset examples": r"\.examples\.webp$", "search index": r"^search/",
     "layer and other pages": r"\.html$", "theme and assets": r"^assets/"}
 
 
