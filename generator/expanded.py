@@ -1,15 +1,15 @@
 """Expanded weights: the linear map between two layers of the linearised network.
 
-Every operation between the two layers is replaced by its nearest linear twin (METHOD.md;
-each operation's twin is its entry in :mod:`generator.operations`): ReLU-like activations, dropout and
-local response norm become the identity, squashing activations their slope at zero,
-max-pooling average pooling of the same window, eval-mode batch-norm keeps only its scale,
-and biases and other constants drop out. Reshapes, permutes, flattens and channel shuffles
-move weights without changing them. Two operations mix channels non-linearly and are
-linearised with a statistic frozen at its mean over reference images (the dataset when the
-atlas has one, otherwise noise): a squeeze-and-excitation gate (``x * sigmoid(f(x))``)
-becomes a per-channel scale, layer norm over channels divides by a fixed deviation, and
-group norm by a fixed deviation per group.
+Every operation between the two layers is replaced by its nearest linear twin (as in the
+Distill article "Visualizing Weights"; each operation's twin is its entry in
+:mod:`generator.operations`): ReLU-like activations, dropout and local response norm become the
+identity, squashing activations their slope at zero, max-pooling average pooling of the same
+window, eval-mode batch-norm keeps only its scale, and biases and other constants drop out.
+Reshapes, permutes, flattens and channel shuffles move weights without changing them. Two
+operations mix channels non-linearly and are linearised with a statistic frozen at its mean
+over reference images (the dataset when the atlas has one, otherwise noise): a
+squeeze-and-excitation gate (``x * sigmoid(f(x))``) becomes a per-channel scale, layer norm
+over channels divides by a fixed deviation, and group norm by a fixed deviation per group.
 The maps are composed directly (:mod:`generator.linear_maps`): no backward pass.
 """
 

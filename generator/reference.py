@@ -1,12 +1,12 @@
 """The gradient definition of expanded weights: slow, independent, for checking.
 
-METHOD.md: run the linearised network, take one output unit near the centre of the map,
-and take the gradient of that unit with respect to the whole source layer; the non-zero
-window is the expanded kernel. Here the linearisation is done by swapping PyTorch's own
-functions while the model's ordinary forward pass runs (as each operation's entry in
-:mod:`generator.operations` says: ReLU-like activations, dropout and local response norm
-become the identity, squashing activations their slope at zero, max-pooling average
-pooling), and the gradient is taken by autograd, one backward pass per output channel.
+As the Distill article "Visualizing Weights" defines it: run the linearised network, take one
+output unit near the centre of the map, and take the gradient of that unit with respect to the
+whole source layer; the non-zero window is the expanded kernel. Here the linearisation is done
+by swapping PyTorch's own functions while the model's ordinary forward pass runs (as each
+operation's entry in :mod:`generator.operations` says: ReLU-like activations, dropout and local
+response norm become the identity, squashing activations their slope at zero, max-pooling
+average pooling), and the gradient is taken by autograd, one backward pass per output channel.
 Gates (a squashing module, a converter's included, with one value per channel), layer norms
 and group norms are frozen at their mean over reference images, measured here with forward
 hooks. Nothing is shared with :mod:`generator.expanded`, which composes kernels instead.

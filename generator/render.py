@@ -1,6 +1,6 @@
 """Pictures of weights, made straight from arrays: a colormap lookup and a PNG encode.
 
-- A kernel tile is a ``kh x kw`` heatmap on the diverging RdBu scale of METHOD.md, divided
+- A kernel tile is a ``kh x kw`` heatmap on the diverging RdBu scale of the circuits atlases, divided
   by its output unit's scale, so +scale is full red, -scale full blue and 0 exactly
   ``#f7f7f7``. Tiles stay at one pixel per weight, many to a sprite; pages enlarge them
   with nearest-neighbour sampling (``image-rendering: pixelated``).

@@ -3,7 +3,7 @@
 mkdocs builds the pages people navigate by, plus one *shell*: an empty page at the depth
 of the unit pages, carrying the theme's header, navigation and search box. Unit pages are
 that shell with their own title and content, written straight into the built site, so
-thousands of them cost no more than the rendering of their content (DESIGN.md).
+thousands of them cost no more than the rendering of their content.
 
 The site is built into a temporary folder beside the output; the existing output is
 replaced only when the whole build succeeded, so a failed build loses nothing.
