@@ -143,6 +143,7 @@ def pool(m: LinearMap, kernel_size, stride, padding, dilation=1) -> LinearMap:
         m.kernel,
         (stride[0] * m.stride[0], stride[1] * m.stride[1]),
         (m.offset[0] - padding[0] * m.stride[0], m.offset[1] - padding[1] * m.stride[1]),
+        dilation=m.dilation,
         boxes=m.boxes + ((size, step),),
     )
 

@@ -10,6 +10,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
 from generator import AtlasError, trace_layers
 from generator.expanded import (StackedKernels, composed_by_target, expanded_weights, freeze, layer_weights, linear_map,
@@ -61,10 +62,29 @@ def inception():
 
 @pytest.mark.parametrize("src, dst, extent", [
     ("mixed3a", "mixed3b", 5), ("conv2d2", "mixed3b", 19), ("mixed4a", "mixed4b", 5), ("conv2d2", "mixed3a", 11),
+    ("conv2d0", "mixed3a", 27),  # taps apart (after a stride-2 pool) through a later pool
 ])
 def test_inceptionv1_matches_the_gradient(inception, src, dst, extent):
     m = check_against_gradient(inception, src, dst, (3, 224, 224), every=23)
     assert m.kernel.shape[2:] == (extent, extent)
+
+
+@pytest.mark.parametrize("pool", [nn.MaxPool2d(3, 1, 1), nn.AvgPool2d(2, 2), nn.Identity()])
+def test_taps_apart_pass_through_a_later_pool(pool):
+    """A 3x3 convolution after a stride-2 pool keeps its taps undilated until the map is
+    settled; a pool after it must keep them that far apart."""
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.down = nn.Conv2d(3, 4, 3, padding=1), nn.MaxPool2d(2, 2)
+            self.b, self.pool, self.c = nn.Conv2d(4, 5, 3, padding=1), pool, nn.Conv2d(5, 6, 1)
+
+        def forward(self, x):
+            return self.c(self.pool(self.b(torch.relu(self.down(torch.relu(self.a(x)))))))
+
+    torch.manual_seed(0)
+    check_against_gradient(Net().eval(), "a", "c", (3, 32, 32))
 
 
 def test_inceptionv1_branches_share_one_centred_window(inception):
