@@ -242,8 +242,9 @@ def kernel_block(kernels: np.ndarray | list[np.ndarray]) -> dict[str, Any]:
 
 
 def kernel_blocks(lists: list[np.ndarray | list[np.ndarray]]) -> list[dict[str, Any]]:
-    """:func:`kernel_block` of each list (or array) of kernels, all of one shape, scaled
-    together: a group's paths are a block per connection, two dozen on a ResNet page."""
+    """:func:`kernel_block` of each list (or array) of kernels, all of one shape, made int8 in
+    one pass (each kernel still on its own peak): a group's paths are a block per connection,
+    two dozen on a ResNet page."""
     parts = [kernels if isinstance(kernels, np.ndarray) else np.stack(kernels) for kernels in lists]
     stacked = (np.concatenate(parts) if len(parts) > 1 else parts[0]).astype(np.float64)
     peaks = np.abs(stacked).reshape(len(stacked), -1).max(axis=1)
