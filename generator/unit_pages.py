@@ -1,10 +1,11 @@
-"""Unit pages: per unit one HTML page (its kernel tiles inside it), its pictures and one JSON data file.
+"""Unit pages: per unit one HTML page (its kernel tiles inside it), its pictures and a JSON
+data file.
 
 A page is its header (``templates/unit.html.j2``) and its sections, in the order of
-:data:`generator.sections.SECTIONS`: each section module turns what the build knows of the
-unit (a :class:`UnitPage`) into the data of its partial, and what it adds to the unit's data
-file. There are thousands of units, so this stage is built for speed and size: a unit's tiles
-are one sprite in the page's CSS (:mod:`generator.tiles`), and the page is the theme's shell around the
+:data:`generator.sections.SECTIONS`: each section module turns what the build knows of the unit
+(a :class:`UnitPage`) into the data of its partial, and what it adds to the unit's data file.
+There are thousands of units, so this stage is built for speed and size: a unit's tiles are one
+sprite in the page's CSS (:mod:`generator.tiles`), and the page is the theme's shell around the
 rendered body, written straight into the built site by forked workers.
 """
 
